@@ -1,0 +1,509 @@
+"""Typed configuration: ``configs/paths.yaml``, ``configs/train.yaml``, ``configs/gen.yaml``.
+
+Each YAML file maps onto a tree of dataclasses below; the docstring of each dataclass documents its keys (the
+YAML files repeat the essentials as comments). Loading validates everything before any work starts: a missing
+file, an unknown key (with a "did you mean"), a wrong type or an out-of-range value raises :class:`ConfigError`
+with one line naming the file and the dotted key.
+
+String values may contain ``${VAR}`` or ``${VAR:default}``; they resolve from the process environment, then from
+``.env`` in the project root. Relative paths resolve against the project root, which is the parent of the
+config folder (so ``runs/demo/configs`` gives a self-contained workspace ``runs/demo``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+
+def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
+    return {"range": (lo, hi, lo_open)}
+
+
+# --------------------------------------------------------------------------------------------------- paths.yaml
+@dataclass
+class RawConfig:
+    """Raw exports.
+
+    inbox: folder where users drop new exports (``.txt``, ``.csv``, ``.zip``).
+    root_globs: file-name patterns also collected from the project root (never README, configs, code).
+    organized: where organize files each export, one folder per room.
+    manifest: JSON manifest written by organize, one entry per source file.
+    move_files: move exports out of the inbox/root instead of copying (default false: never lose a file).
+    self_name: the name given to the exporter's own messages when an old mobile export wrote 회원님/you/You.
+    """
+
+    inbox: str = "data/raw/inbox"
+    root_globs: list[str] = field(
+        default_factory=lambda: ["KakaoTalk*.txt", "KakaoTalk*.csv", "KakaoTalk*.zip", "Talk_*.txt",
+                                 "*카카오톡 대화*.txt", "KakaoTalkChats*.txt"]
+    )
+    organized: str = "data/raw/organized"
+    manifest: str = "data/raw/manifest.json"
+    move_files: bool = False
+    self_name: str = "나"
+
+
+@dataclass
+class PiiConfig:
+    """Which classes of personal data are replaced by typed placeholder tokens (each on by default)."""
+
+    phone: bool = True
+    email: bool = True
+    url: bool = True
+    rrn: bool = True
+    card: bool = True
+    account: bool = True
+    mention: bool = True
+
+
+@dataclass
+class PreprocessConfig:
+    """Conversation building (see chatbot/data/preprocess.py for the precise meaning of each key).
+
+    session_gap_minutes: a silence longer than this starts a new session.
+    merge_same_speaker: merge consecutive messages of one speaker into one turn.
+    merge_gap_minutes: ... only when each follows the previous within this many minutes.
+    max_merged_chars: ... and only while the merged turn stays within this many characters.
+    min_message_chars / max_message_chars: drop messages shorter / longer than this (after cleaning).
+    min_target_chars: a turn shorter than this is context only, never a loss target.
+    drop_low_signal: drop messages with no conversational content (empty, lone placeholder, punctuation only).
+    media: "drop" media placeholders or keep them as typed tokens ("token").
+    system: "drop" system events or keep them as a typed token ("token").
+    corpus_mode: "context_windows" (sessions cut into windows of turns).
+    context_turns: at most this many turns of context before each target turn in one window.
+    min_context_turns: a target turn needs at least this many preceding turns in its session.
+    sample_stride: start a new window every this many eligible target turns.
+    target: "room" (every speaker's turns are targets) or one speaker's real name (only theirs).
+    val_fraction: fraction of sessions (the latest ones) held out for validation.
+    vocab_size: BPE vocabulary size, special tokens included.
+    max_speakers: speakers beyond the most active this many share one pseudonym.
+    pii: which personal-data classes to mask.
+    """
+
+    session_gap_minutes: float = field(default=60.0, metadata=_range(0, lo_open=True))
+    merge_same_speaker: bool = True
+    merge_gap_minutes: float = field(default=3.0, metadata=_range(0))
+    max_merged_chars: int = field(default=600, metadata=_range(1))
+    min_message_chars: int = field(default=1, metadata=_range(0))
+    max_message_chars: int = field(default=1000, metadata=_range(1))
+    min_target_chars: int = field(default=2, metadata=_range(0))
+    drop_low_signal: bool = True
+    media: Literal["drop", "token"] = "token"
+    system: Literal["drop", "token"] = "drop"
+    corpus_mode: Literal["context_windows"] = "context_windows"
+    context_turns: int = field(default=8, metadata=_range(1))
+    min_context_turns: int = field(default=1, metadata=_range(0))
+    sample_stride: int = field(default=1, metadata=_range(1))
+    target: str = "room"
+    val_fraction: float = field(default=0.1, metadata=_range(0, 0.9))
+    vocab_size: int = field(default=8000, metadata=_range(512, 4_000_000))
+    max_speakers: int = field(default=64, metadata=_range(1, 64))
+    pii: PiiConfig = field(default_factory=PiiConfig)
+
+
+@dataclass
+class ProcessedConfig:
+    """dir: output folder of preprocess (tokenizer.json, *.bin, stats.json, preview.json, speakers.json)."""
+
+    dir: str = "data/processed"
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+
+
+@dataclass
+class PublishConfig:
+    """source_preference: checkpoint files tried in order in checkpoints/<run_name>/.
+    dtype: weights dtype in the artifact ("float32", "bfloat16", "float16").
+    """
+
+    source_preference: list[str] = field(default_factory=lambda: ["best.pt", "latest.pt"])
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+@dataclass
+class PathsConfig:
+    """Where every stage reads and writes. Relative paths are relative to the project root."""
+
+    raw: RawConfig = field(default_factory=RawConfig)
+    processed: ProcessedConfig = field(default_factory=ProcessedConfig)
+    checkpoints: str = "checkpoints"
+    artifacts: str = "artifacts"
+    archive: str = "data/archive"
+    bridge_memory: str = "data/bridge"
+    publish: PublishConfig = field(default_factory=PublishConfig)
+
+
+# --------------------------------------------------------------------------------------------------- train.yaml
+@dataclass
+class RuntimeConfig:
+    """seed: RNG seed. device: auto|cpu|cuda|cuda:N|mps. dtype: auto|float32|bfloat16|float16 (autocast).
+    compile: wrap the model in torch.compile.
+    """
+
+    seed: int = 1337
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    compile: bool = False
+
+
+@dataclass
+class ModelConfig:
+    """LLaMA-style decoder. block_size: context length in tokens. n_kv_head: key/value heads (GQA; 0 = n_head).
+    bias: linear biases (HF attention_bias/mlp_bias). tie_embeddings: share input and output embeddings.
+    ffn_hidden: SwiGLU hidden size (0 = LLaMA rule: 8/3·n_embd rounded up to multiple_of).
+    """
+
+    block_size: int = field(default=256, metadata=_range(8))
+    n_layer: int = field(default=6, metadata=_range(1))
+    n_head: int = field(default=6, metadata=_range(1))
+    n_kv_head: int = field(default=0, metadata=_range(0))
+    n_embd: int = field(default=384, metadata=_range(8))
+    ffn_hidden: int = field(default=0, metadata=_range(0))
+    multiple_of: int = field(default=64, metadata=_range(1))
+    dropout: float = field(default=0.0, metadata=_range(0, 1))
+    bias: bool = False
+    tie_embeddings: bool = True
+    rope_theta: float = field(default=10000.0, metadata=_range(1))
+    norm_eps: float = field(default=1e-5, metadata=_range(0, 1, lo_open=True))
+
+
+@dataclass
+class OptimizationConfig:
+    """batch_size: micro-batch (windows). grad_accum_steps: micro-batches per optimizer step.
+    max_steps: optimizer steps to run. lr_schedule: cosine|linear|constant; decays over lr_decay_steps to min_lr.
+    """
+
+    batch_size: int = field(default=16, metadata=_range(1))
+    grad_accum_steps: int = field(default=2, metadata=_range(1))
+    max_steps: int = field(default=5000, metadata=_range(0))
+    learning_rate: float = field(default=6e-4, metadata=_range(0, lo_open=True))
+    min_lr: float = field(default=6e-5, metadata=_range(0))
+    warmup_steps: int = field(default=200, metadata=_range(0))
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    lr_decay_steps: int = field(default=5000, metadata=_range(1))
+    weight_decay: float = field(default=0.1, metadata=_range(0))
+    beta1: float = field(default=0.9, metadata=_range(0, 1))
+    beta2: float = field(default=0.95, metadata=_range(0, 1))
+    grad_clip: float = field(default=1.0, metadata=_range(0))
+
+
+@dataclass
+class ObjectiveConfig:
+    """loss_mode: response_only (loss on mask=1 tokens only) or all (plain language modelling)."""
+
+    loss_mode: Literal["response_only", "all"] = "response_only"
+
+
+@dataclass
+class LoggingConfig:
+    """Intervals are in optimizer steps. eval_iters: validation batches per eval (0 = whole val split)."""
+
+    log_interval: int = field(default=10, metadata=_range(1))
+    eval_interval: int = field(default=250, metadata=_range(1))
+    eval_iters: int = field(default=50, metadata=_range(0))
+    save_interval: int = field(default=250, metadata=_range(1))
+    keep_last_n_snapshots: int = field(default=3, metadata=_range(0))
+    sample_prompts: list[str] = field(default_factory=lambda: ["안녕 뭐해?", "오늘 저녁 뭐 먹을까"])
+
+
+@dataclass
+class TrainConfig:
+    """run_name: folder under checkpoints/. auto_resume: continue from latest.pt. resume_path: explicit checkpoint
+    to resume from ("" = none). stop_file_name: create this file in the run folder to stop gracefully.
+    """
+
+    run_name: str = "default"
+    auto_resume: bool = True
+    resume_path: str = ""
+    stop_file_name: str = "STOP"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+# ----------------------------------------------------------------------------------------------------- gen.yaml
+@dataclass
+class SamplingConfig:
+    """temperature 0 = greedy. top_k 0 = off. top_p 1 = off. min_p 0 = off. repetition_penalty 1 = off, applied to
+    tokens among the last repetition_window generated+context tokens. seed: fixed seed for reproducible replies.
+    """
+
+    temperature: float = field(default=0.8, metadata=_range(0))
+    top_k: int = field(default=50, metadata=_range(0))
+    top_p: float = field(default=0.95, metadata=_range(0, 1, lo_open=True))
+    min_p: float = field(default=0.0, metadata=_range(0, 1))
+    repetition_penalty: float = field(default=1.1, metadata=_range(1))
+    repetition_window: int = field(default=64, metadata=_range(0))
+    max_new_tokens: int = field(default=64, metadata=_range(1))
+    seed: int = 1234
+    stop_on_next_turn: bool = True
+
+
+@dataclass
+class ChatConfig:
+    """Labels shown in the anonymous two-person chat, and whether replies stream token by token."""
+
+    user_label: str = "나"
+    bot_label: str = "상대"
+    stream: bool = True
+
+
+@dataclass
+class SmokeConfig:
+    """prompts: the user turns of the smoke conversation. max_latency_s: fail when one reply takes longer."""
+
+    prompts: list[str] = field(default_factory=lambda: ["안녕 뭐해?", "오늘 저녁 뭐 먹을까?", "주말에 뭐 할 거야?"])
+    max_latency_s: float = field(default=20.0, metadata=_range(0, lo_open=True))
+
+
+@dataclass
+class BridgeConfig:
+    """Messenger bridge. transport: kakao-skill | relay | jsonl. host/port: HTTP listen address.
+    workers: generation threads. queue_limit: waiting requests before 503. callback_after_s: answer with
+    useCallback when generation may exceed this (Kakao's budget is 5 s). max_body_bytes: larger bodies get 413.
+    shared_secret: optional value required in the X-Bridge-Secret header ("" = off).
+    allowed_rooms: room names/ids allowed ([] = all). rate_limit_per_minute: replies per room per minute (0 = off).
+    dry_reply: text answered in --dry mode ("" = empty template). bot_names: sender names treated as the bot itself.
+    memory_turns: recent turns kept per room as context. memory_max_turns: turns kept on disk before archiving.
+    log_text: log message text (debug only).
+    """
+
+    transport: Literal["kakao-skill", "relay", "jsonl"] = "kakao-skill"
+    host: str = "127.0.0.1"
+    port: int = field(default=8080, metadata=_range(0, 65535))
+    workers: int = field(default=2, metadata=_range(1, 64))
+    queue_limit: int = field(default=16, metadata=_range(0))
+    callback_after_s: float = field(default=3.5, metadata=_range(0))
+    request_timeout_s: float = field(default=4.5, metadata=_range(0, lo_open=True))
+    max_body_bytes: int = field(default=65536, metadata=_range(256))
+    max_reply_chars: int = field(default=1000, metadata=_range(1))
+    shared_secret: str = ""
+    allowed_rooms: list[str] = field(default_factory=list)
+    rate_limit_per_minute: int = field(default=0, metadata=_range(0))
+    dry_reply: str = ""
+    bot_names: list[str] = field(default_factory=list)
+    memory_turns: int = field(default=12, metadata=_range(0))
+    memory_max_turns: int = field(default=500, metadata=_range(1))
+    log_text: bool = False
+
+
+@dataclass
+class GenConfig:
+    """model_preference: sources tried in order: artifact paths (relative to the project root) or the words
+    "best"/"latest" for checkpoints/<train.run_name>/{best,latest}.pt.
+    bot_speaker / user_speaker: pseudonyms ("S1", …) the bot and the user speak as; "auto" = the trained persona
+    (or the most active speaker) for the bot, the next most active speaker for the user.
+    max_context_tokens: history longer than this is cut from the left at turn boundaries (0 = model block size).
+    max_chars: replies are trimmed to this many characters.
+    """
+
+    model_preference: list[str] = field(
+        default_factory=lambda: ["artifacts/model_latest.enc", "artifacts/model_latest.pt", "best", "latest"]
+    )
+    bot_speaker: str = "auto"
+    user_speaker: str = "auto"
+    max_context_tokens: int = field(default=0, metadata=_range(0))
+    max_chars: int = field(default=300, metadata=_range(1))
+    device: str = "auto"
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    chat: ChatConfig = field(default_factory=ChatConfig)
+    smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    bridge: BridgeConfig = field(default_factory=BridgeConfig)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+FILES = {"paths": ("paths.yaml", PathsConfig), "train": ("train.yaml", TrainConfig), "gen": ("gen.yaml", GenConfig)}
+
+
+@dataclass
+class Config:
+    """Everything a command needs: the three files, the project root, and the environment (.env merged)."""
+
+    paths: PathsConfig
+    train: TrainConfig
+    gen: GenConfig
+    root: Path
+    config_dir: Path
+    env: dict[str, str]
+
+    def path(self, rel: str | os.PathLike) -> Path:
+        """A configured path resolved against the project root."""
+        p = Path(rel).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    @property
+    def run_dir(self) -> Path:
+        return self.path(self.paths.checkpoints) / self.train.run_name
+
+    @property
+    def processed_dir(self) -> Path:
+        return self.path(self.paths.processed.dir)
+
+    def secret(self, name: str) -> str | None:
+        """A variable from the environment or .env ("" counts as unset)."""
+        value = os.environ.get(name) or self.env.get(name)
+        return value or None
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}")
+
+
+def _resolve_vars(value: str, env: dict[str, str], where: str) -> str:
+    def sub(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        got = os.environ.get(name, env.get(name))
+        if got is None:
+            if default is None:
+                raise ConfigError(f"{where}: ${{{name}}} is not set in the environment or .env "
+                                  f"(set it, or write ${{{name}:default}})")
+            return default
+        return got
+
+    return _VAR.sub(sub, value)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}s"
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, where: str, env: dict[str, str]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of keys, got {type(value).__name__}")
+        return _build(tp, value, where, env)
+    if isinstance(value, str) and tp is not str and "${" in value:
+        value = yaml.safe_load(_resolve_vars(value, env, where))
+    if origin is Literal:
+        if isinstance(value, str):
+            value = _resolve_vars(value, env, where)
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not allowed; expected {_type_name(tp)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__}")
+        (item,) = typing.get_args(tp)
+        return [_convert(v, item, f"{where}[{i}]", env) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], where, env)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return _resolve_vars(str(value), env, where)
+    raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _build(cls: type, data: dict, where: str, env: dict[str, str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{where}.{key}" if not where.endswith(":") else f"{where} {key}"
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean '{close[0]}'?)" if close else f" (known keys: {', '.join(fields)})"
+            raise ConfigError(f"{dotted}: unknown key{hint}")
+        converted = _convert(value, hints[key], dotted, env)
+        rng = fields[key].metadata.get("range")
+        if rng is not None:
+            lo, hi, lo_open = rng
+            if (lo is not None and (converted < lo or (lo_open and converted == lo))) or (
+                hi is not None and converted > hi
+            ):
+                bound = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"between {lo} and {hi}"
+                raise ConfigError(f"{dotted}: {converted!r} is out of range (must be {bound})")
+        kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def load_env_file(root: Path) -> dict[str, str]:
+    """Variables from ``<root>/.env`` (not exported to os.environ, so secrets stay scoped to this process's config)."""
+    path = root / ".env"
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {k: v for k, v in dotenv_values(path).items() if v is not None}
+
+
+def _load_file(path: Path, cls: type, env: dict[str, str]) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (copy it from the project's configs/ folder)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path.name}{at}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path.name}: not UTF-8 text") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path.name}: expected a mapping of keys at the top level")
+    return _build(cls, data, f"{path.name}:", env)
+
+
+def load_config(config_dir: str | os.PathLike = "configs") -> Config:
+    """Load and validate all three files. Raises ConfigError with one line naming the file and key."""
+    config_dir = Path(config_dir).expanduser().resolve()
+    if not config_dir.is_dir():
+        raise ConfigError(f"{config_dir}: config folder not found (run from the project folder or pass --config-dir)")
+    root = config_dir.parent
+    env = load_env_file(root)
+    loaded = {name: _load_file(config_dir / fname, cls, env) for name, (fname, cls) in FILES.items()}
+    return Config(root=root, config_dir=config_dir, env=env, **loaded)
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass tree as plain Python values (for checkpoints, stats and hashes)."""
+    return dataclasses.asdict(obj)
+
+
+def config_hash(obj: Any) -> str:
+    """Stable short hash of a config section (decides whether outputs are stale)."""
+    blob = json.dumps(to_dict(obj) if dataclasses.is_dataclass(obj) else obj, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,184 @@
+"""The command line: ``python -m chatbot.ops <verb>``. One small function per verb, no logic here.
+
+Every hyper-parameter lives in configs/*.yaml; flags only choose operations (--dry, --send, --encrypt, ...).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import ChatbotError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    help="Turn your KakaoTalk exports into a private, local chatbot. "
+    "Pipeline: organize -> preprocess -> train -> publish -> reply/chat/smoke/bridge. "
+    "All settings live in configs/*.yaml; try `demo` first.",
+)
+
+ConfigDir = typer.Option(Path("configs"), "--config-dir", "-c", help="Folder holding paths.yaml, train.yaml, gen.yaml.")
+
+
+def _config(config_dir: Path):
+    from .config import load_config
+
+    return load_config(config_dir)
+
+
+@app.command()
+def organize(
+    dry: bool = typer.Option(False, "--dry", help="Show the plan; change nothing."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Collect new exports (inbox + project root), file them per room, and write data/raw/manifest.json."""
+    from .kakao.organize import organize as run
+
+    run(_config(config_dir), dry=dry)
+
+
+@app.command()
+def archive(
+    dry: bool = typer.Option(False, "--dry", help="Show what would move; change nothing."),
+    tag: str = typer.Option("", "--tag", help="Suffix for the archive folder name."),
+    include_raw: bool = typer.Option(False, "--include-raw", help="Also move data/raw (organized exports)."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Move processed data, checkpoints and artifacts into data/archive/<timestamp>[-tag]/ (never deletes)."""
+    from .archive import archive as run
+
+    run(_config(config_dir), dry=dry, tag=tag, include_raw=include_raw)
+
+
+@app.command()
+def preprocess(
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the outputs are current."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Build pseudonymised, PII-masked token and loss-mask memmaps in data/processed/."""
+    from .data.preprocess import preprocess as run
+
+    run(_config(config_dir), force=force)
+
+
+@app.command()
+def train(config_dir: Path = ConfigDir) -> None:
+    """Train (or resume) the model in checkpoints/<run_name>/. Stop with Ctrl+C or a STOP file; rerun to resume."""
+    from .train import train as run
+
+    raise typer.Exit(run(_config(config_dir)))
+
+
+@app.command()
+def publish(
+    encrypt: bool = typer.Option(False, "--encrypt", help="Write artifacts/model_latest.enc (needs CHATBOT_MODEL_KEY)."),
+    format: str = typer.Option("pt", "--format", help="pt (our artifact) or hf (Hugging Face folder)."),
+    dry: bool = typer.Option(False, "--dry", help="Show what would be written; write nothing."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Write a self-contained model artifact (optionally encrypted) from the best checkpoint."""
+    from .publish import publish as run
+
+    run(_config(config_dir), encrypt=encrypt, fmt=format, dry=dry)
+
+
+@app.command()
+def reply(
+    text: str = typer.Argument(..., help="The message to answer."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON with confidence and timing."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Print the bot's reply to one message (password required)."""
+    from .chat import reply_command
+
+    reply_command(_config(config_dir), text, as_json=json_out)
+
+
+@app.command()
+def chat(config_dir: Path = ConfigDir) -> None:
+    """Interactive anonymous two-person chat (/reset, /exit; works with piped input). Password required."""
+    from .chat import chat_command
+
+    chat_command(_config(config_dir))
+
+
+@app.command()
+def smoke(config_dir: Path = ConfigDir) -> None:
+    """Quick automatic quality check: a short scripted conversation; non-zero exit when a reply is broken."""
+    from .smoke import smoke as run
+
+    raise typer.Exit(run(_config(config_dir)))
+
+
+@app.command()
+def bridge(
+    dry: bool = typer.Option(False, "--dry", help="Receive and generate, but send nothing (default)."),
+    send: bool = typer.Option(False, "--send", help="Really send replies."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Connect the bot to a messenger transport (kakao-skill, relay or jsonl; see gen.yaml bridge:)."""
+    from .bridge import run_bridge
+
+    if dry and send:
+        raise ChatbotError("choose one of --dry and --send")
+    run_bridge(_config(config_dir), send=send)
+
+
+@app.command("hash-password")
+def hash_password(config_dir: Path = ConfigDir) -> None:
+    """Print a salted scrypt hash for CHATBOT_PASSWORD_HASH from a password typed at a hidden prompt."""
+    from .security import hash_password_command
+
+    hash_password_command()
+
+
+@app.command()
+def status(config_dir: Path = ConfigDir) -> None:
+    """One screen: exports found, data freshness, training progress, which model inference would load, next step."""
+    from .status import status as run
+
+    run(_config(config_dir))
+
+
+@app.command()
+def demo(
+    workspace: Path = typer.Option(Path("runs/demo"), "--workspace", help="Demo workspace (your own data is never touched)."),
+) -> None:
+    """Run the whole pipeline on the shipped demo room in its own workspace, then chat-test it."""
+    from .demo import demo as run
+
+    raise typer.Exit(run(workspace))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    try:
+        app(args=argv, prog_name="python -m chatbot.ops", standalone_mode=False)
+    except ChatbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except typer.Exit as exc:
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            print("aborted", file=sys.stderr)
+            return 130
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
