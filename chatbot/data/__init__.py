@@ -1,0 +1,1 @@
+"""Data stages: preprocess, tokenizer, PII masking, memmap dataset."""
