@@ -38,9 +38,9 @@ def organize(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Collect new exports (inbox + project root), file them per room, and write data/raw/manifest.json."""
+    cfg = _config(config_dir)
     from .kakao.organize import organize as run
-
-    run(_config(config_dir), dry=dry)
+    run(cfg, dry=dry)
 
 
 @app.command()
@@ -51,9 +51,9 @@ def archive(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Move processed data, checkpoints and artifacts into data/archive/<timestamp>[-tag]/ (never deletes)."""
+    cfg = _config(config_dir)
     from .archive import archive as run
-
-    run(_config(config_dir), dry=dry, tag=tag, include_raw=include_raw)
+    run(cfg, dry=dry, tag=tag, include_raw=include_raw)
 
 
 @app.command()
@@ -62,17 +62,17 @@ def preprocess(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Build pseudonymised, PII-masked token and loss-mask memmaps in data/processed/."""
+    cfg = _config(config_dir)
     from .data.preprocess import preprocess as run
-
-    run(_config(config_dir), force=force)
+    run(cfg, force=force)
 
 
 @app.command()
 def train(config_dir: Path = ConfigDir) -> None:
     """Train (or resume) the model in checkpoints/<run_name>/. Stop with Ctrl+C or a STOP file; rerun to resume."""
+    cfg = _config(config_dir)
     from .train import train as run
-
-    raise typer.Exit(run(_config(config_dir)))
+    raise typer.Exit(run(cfg))
 
 
 @app.command()
@@ -83,9 +83,9 @@ def publish(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Write a self-contained model artifact (optionally encrypted) from the best checkpoint."""
+    cfg = _config(config_dir)
     from .publish import publish as run
-
-    run(_config(config_dir), encrypt=encrypt, fmt=format, dry=dry)
+    run(cfg, encrypt=encrypt, fmt=format, dry=dry)
 
 
 @app.command()
@@ -95,25 +95,25 @@ def reply(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Print the bot's reply to one message (password required)."""
+    cfg = _config(config_dir)
     from .chat import reply_command
-
-    reply_command(_config(config_dir), text, as_json=json_out)
+    reply_command(cfg, text, as_json=json_out)
 
 
 @app.command()
 def chat(config_dir: Path = ConfigDir) -> None:
     """Interactive anonymous two-person chat (/reset, /exit; works with piped input). Password required."""
+    cfg = _config(config_dir)
     from .chat import chat_command
-
-    chat_command(_config(config_dir))
+    chat_command(cfg)
 
 
 @app.command()
 def smoke(config_dir: Path = ConfigDir) -> None:
     """Quick automatic quality check: a short scripted conversation; non-zero exit when a reply is broken."""
+    cfg = _config(config_dir)
     from .smoke import smoke as run
-
-    raise typer.Exit(run(_config(config_dir)))
+    raise typer.Exit(run(cfg))
 
 
 @app.command()
@@ -123,27 +123,26 @@ def bridge(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Connect the bot to a messenger transport (kakao-skill, relay or jsonl; see gen.yaml bridge:)."""
+    cfg = _config(config_dir)
     from .bridge import run_bridge
-
     if dry and send:
         raise ChatbotError("choose one of --dry and --send")
-    run_bridge(_config(config_dir), send=send)
+    run_bridge(cfg, send=send)
 
 
 @app.command("hash-password")
-def hash_password(config_dir: Path = ConfigDir) -> None:
+def hash_password() -> None:
     """Print a salted scrypt hash for CHATBOT_PASSWORD_HASH from a password typed at a hidden prompt."""
     from .security import hash_password_command
-
     hash_password_command()
 
 
 @app.command()
 def status(config_dir: Path = ConfigDir) -> None:
     """One screen: exports found, data freshness, training progress, which model inference would load, next step."""
+    cfg = _config(config_dir)
     from .status import status as run
-
-    run(_config(config_dir))
+    run(cfg)
 
 
 @app.command()
@@ -152,13 +151,13 @@ def demo(
 ) -> None:
     """Run the whole pipeline on the shipped demo room in its own workspace, then chat-test it."""
     from .demo import demo as run
-
     raise typer.Exit(run(workspace))
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     try:
-        app(args=argv, prog_name="python -m chatbot.ops", standalone_mode=False)
+        # standalone_mode=False hands typer.Exit's code back as the return value
+        result = app(args=argv, prog_name="python -m chatbot.ops", standalone_mode=False)
     except ChatbotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -167,17 +166,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # usage errors from typer's bundled click (typer._click or click, depending on the version)
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             print("aborted", file=sys.stderr)
             return 130
         raise
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":
