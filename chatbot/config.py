@@ -280,6 +280,11 @@ class BridgeConfig:
     allowed_rooms: room names/ids allowed ([] = all). rate_limit_per_minute: replies per room per minute (0 = off).
     dry_reply: text answered in --dry mode ("" = empty template). bot_names: sender names treated as the bot itself.
     memory_turns: recent turns kept per room as context. memory_max_turns: turns kept on disk before archiving.
+    memory_archive: move trimmed turns to data/bridge/archive/ (false = drop them).
+    dedupe_window_s: a message without id or timestamp repeated (same room, sender, text) within this many seconds
+    is a re-delivery, not answered again (0 = only ids/timestamps deduplicate).
+    callback_hosts: host names the Kakao callbackUrl may point at ([] = any; set it when the server is exposed).
+    jsonl_path: jsonl transport input: "" = standard input, else a file followed like `tail -f`.
     log_text: log message text (debug only).
     """
 
@@ -299,6 +304,10 @@ class BridgeConfig:
     bot_names: list[str] = field(default_factory=list)
     memory_turns: int = field(default=12, metadata=_range(0))
     memory_max_turns: int = field(default=500, metadata=_range(1))
+    memory_archive: bool = True
+    dedupe_window_s: float = field(default=5.0, metadata=_range(0))
+    callback_hosts: list[str] = field(default_factory=list)
+    jsonl_path: str = ""
     log_text: bool = False
 
 
