@@ -1,0 +1,172 @@
+"""``publish --format hf``: write ``artifacts/hf/`` that ``transformers`` loads as ``LlamaForCausalLM`` +
+``PreTrainedTokenizerFast``.
+
+Our parameter names already equal LlamaForCausalLM's (chatbot/model.py), so the weights are copied unchanged;
+only a tied ``lm_head.weight`` is left out (safetensors refuses shared tensors; transformers re-ties it from
+``tie_word_embeddings``). The JSON files are written by hand rather than through ``save_pretrained`` so their
+content does not drift with the installed transformers version: ``config.json`` carries both the 4.x keys
+(``rope_theta``, ``torch_dtype``) and the 5.x ones (``rope_parameters``, ``dtype``).
+
+Writing the folder needs only ``safetensors``; ``transformers`` is needed to *use* it (both in the ``hf`` extra,
+imported nowhere else).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .data.tokenizer import load_tokenizer, special_id
+from .errors import ChatbotError
+from .fsio import fsync_dir
+from .model import ModelArgs
+from .tokens import BOS, EOT, PAD, speaker_token
+
+_MISSING = "the Hugging Face export needs the safetensors package: pip install -e .[hf]"
+
+
+def check_available() -> None:
+    """One clear line instead of an ImportError traceback when the ``hf`` extra is not installed."""
+    try:
+        import safetensors.torch  # noqa: F401
+    except ImportError:
+        raise ChatbotError(_MISSING) from None
+
+
+def _speakers(cfg, persona: dict) -> tuple[str, str]:
+    """(bot, user) pseudonyms for the chat template: gen.yaml when set, else the persona, else S1 / S2."""
+    ranked = sorted(persona.get("speakers", {}), key=lambda s: -persona["speakers"][s]) or ["S1", "S2"]
+    bot = cfg.gen.bot_speaker if cfg.gen.bot_speaker != "auto" else (
+        persona.get("target") if str(persona.get("target", "")).startswith("S") else ranked[0])
+    if cfg.gen.user_speaker != "auto":
+        user = cfg.gen.user_speaker
+    elif persona.get("self") and persona["self"] != bot:
+        user = persona["self"]
+    else:
+        user = next((s for s in ranked if s != bot), "S2" if bot != "S2" else "S1")
+    return bot, user
+
+
+def hf_files(cfg, artifact: dict) -> dict[str, dict]:
+    """The JSON documents of the export (file name → content); model.safetensors is written separately."""
+    args = ModelArgs.from_dict(dict(artifact["model_args"]))
+    tok = load_tokenizer(artifact["tokenizer_json"], is_json=True)
+    bos, eot, pad = special_id(tok, BOS), special_id(tok, EOT), special_id(tok, PAD)
+    dtype = cfg.paths.publish.dtype
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": args.vocab_size,
+        "hidden_size": args.n_embd,
+        "intermediate_size": args.ffn_hidden,
+        "num_hidden_layers": args.n_layer,
+        "num_attention_heads": args.n_head,
+        "num_key_value_heads": args.n_kv_head,
+        "head_dim": args.head_dim,
+        "hidden_act": "silu",
+        "max_position_embeddings": args.block_size,
+        "rms_norm_eps": args.norm_eps,
+        "rope_theta": args.rope_theta,
+        "rope_scaling": None,
+        "rope_parameters": {"rope_type": "default", "rope_theta": args.rope_theta},
+        "attention_bias": args.bias,
+        "mlp_bias": args.bias,
+        "attention_dropout": 0.0,
+        "tie_word_embeddings": args.tie_embeddings,
+        "bos_token_id": bos,
+        "eos_token_id": eot,
+        "pad_token_id": pad,
+        "initializer_range": 0.02,
+        "pretraining_tp": 1,
+        "use_cache": True,
+        "torch_dtype": dtype,
+        "dtype": dtype,
+    }
+    bot, user = _speakers(cfg, artifact["persona"])
+    bot_tok, user_tok = speaker_token(bot), speaker_token(user)
+    chat_template = (
+        "{{ bos_token }}{% for message in messages %}{% if message['role'] != 'system' %}"
+        f"{{% if message['role'] == 'assistant' %}}{bot_tok}{{% else %}}{user_tok}{{% endif %}}"
+        "{{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+        f"{{% if add_generation_prompt %}}{bot_tok}{{% endif %}}"
+    )
+    special = {"bos_token": BOS, "eos_token": EOT, "pad_token": PAD}
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "model_max_length": args.block_size,
+        "clean_up_tokenization_spaces": False,
+        "chat_template": chat_template,
+    }
+    s = cfg.gen.sampling
+    generation = {"bos_token_id": bos, "eos_token_id": eot, "pad_token_id": pad, "max_new_tokens": s.max_new_tokens}
+    if s.temperature > 0:
+        generation.update(do_sample=True, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p)
+        if s.min_p > 0:
+            generation["min_p"] = s.min_p
+    else:
+        generation["do_sample"] = False
+    if s.repetition_penalty != 1.0:
+        generation["repetition_penalty"] = s.repetition_penalty
+    return {
+        "config.json": config,
+        "generation_config.json": generation,
+        "tokenizer_config.json": tokenizer_config,
+        "special_tokens_map.json": special,
+    }
+
+
+def hf_state(artifact: dict) -> dict:
+    """Contiguous tensors for safetensors; the tied ``lm_head.weight`` dropped (transformers re-ties it)."""
+    tied = bool(artifact["model_args"].get("tie_embeddings", True))
+    return {k: v.contiguous() for k, v in artifact["model"].items() if not (tied and k == "lm_head.weight")}
+
+
+def export_hf(cfg, artifact: dict, target: Path) -> None:
+    """Write the folder next to ``target`` under a temp name, then swap it in (a reader never sees half a folder)."""
+    check_available()
+    from safetensors.torch import save_file
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)))
+    old = None
+    try:
+        for name, doc in hf_files(cfg, artifact).items():
+            _write(tmp / name, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        _write(tmp / "tokenizer.json", artifact["tokenizer_json"].encode("utf-8"))
+        save_file(hf_state(artifact), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        _fsync(tmp / "model.safetensors")
+        fsync_dir(tmp)
+        if target.exists():
+            old = target.parent / f".{target.name}.old-{os.getpid()}"
+            os.replace(target, old)
+        os.replace(tmp, target)
+        fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not target.exists():
+            os.replace(old, target)  # put the previous export back
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _write(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
