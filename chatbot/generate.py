@@ -1,0 +1,432 @@
+"""Turn-level generation: prompt layout, sampling, KV-cached decode, UTF-8-safe streaming, post-processing.
+
+The prompt mirrors the training layout exactly (docs/ARCHITECTURE.md)::
+
+    <|bos|> <|spk:U|> text <|eot|> <|spk:B|> text <|eot|> ... <|spk:U|> new message <|eot|> <|spk:B|>
+
+and the model continues with the bot's turn. Decoding is gpt-fast style: one prefill over the prompt fills the
+KV cache, then each step feeds only the newest token. Generation stops at ``<|eot|>`` or — with
+``stop_on_next_turn`` — as soon as the model starts somebody else's turn (a speaker token or ``<|bos|>``).
+
+Everything below works on any module with ``forward(idx, input_pos=None)``, ``setup_cache(batch, max_seq)`` and
+``args.block_size`` (our :class:`~chatbot.model.Transformer`), so tests can swap in hand-shaped models.
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import re
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from tokenizers import Tokenizer
+
+from .config import GenConfig, SamplingConfig
+from .data.tokenizer import encode_marked, iter_token_bytes, special_id, strip_markers
+from .errors import ChatbotError
+from .tokens import BOS, EOT, PAD, PLACEHOLDER_TOKENS, SPECIAL_TOKENS, SPEAKER_TOKENS, speaker_token, unescape_text
+
+_PSEUDONYM = re.compile(r"S\d+")
+
+
+# ------------------------------------------------------------------------------------------------ token ids
+@dataclass(frozen=True)
+class TokenIds:
+    """Ids of the layout tokens in one tokenizer."""
+
+    bos: int
+    eot: int
+    pad: int
+    speakers: dict[str, int]  # pseudonym ("S1") -> id
+    placeholders: frozenset[int]
+    special: frozenset[int]
+
+    @classmethod
+    def from_tokenizer(cls, tok: Tokenizer) -> "TokenIds":
+        speakers = {t[len("<|spk:"):-2]: special_id(tok, t) for t in SPEAKER_TOKENS}
+        return cls(
+            bos=special_id(tok, BOS),
+            eot=special_id(tok, EOT),
+            pad=special_id(tok, PAD),
+            speakers=speakers,
+            placeholders=frozenset(special_id(tok, t) for t in PLACEHOLDER_TOKENS),
+            special=frozenset(special_id(tok, t) for t in SPECIAL_TOKENS),
+        )
+
+    @property
+    def turn_starts(self) -> frozenset[int]:
+        """Tokens that begin somebody's turn or a new session: the model is done with its own turn."""
+        return frozenset([self.bos, *self.speakers.values()])
+
+
+# ------------------------------------------------------------------------------------------------- speakers
+def resolve_speakers(persona: dict | None, gen: GenConfig) -> tuple[str, str]:
+    """(user, bot) pseudonyms.
+
+    "auto" bot = the trained persona when it is one speaker, else the most active speaker who is not the exporter
+    (persona.self); "auto" user = the exporter when known (that is who talks to the bot), else the next most active.
+    """
+    persona = persona or {}
+    speakers = persona.get("speakers") or {}
+    ranked = sorted((s for s in speakers if _PSEUDONYM.fullmatch(str(s))), key=lambda s: (-speakers[s], int(s[1:])))
+    ranked += [f"S{i}" for i in range(1, 4) if f"S{i}" not in ranked]  # fallbacks when stats are thin
+    target, self_ = persona.get("target"), persona.get("self")
+    self_ = self_ if isinstance(self_, str) and _PSEUDONYM.fullmatch(self_) else None
+
+    bot = gen.bot_speaker
+    if bot == "auto":
+        if isinstance(target, str) and _PSEUDONYM.fullmatch(target):
+            bot = target
+        else:
+            bot = next(s for s in ranked if s != self_)
+    user = gen.user_speaker
+    if user == "auto":
+        user = self_ if self_ and self_ != bot else next(s for s in ranked if s != bot)
+    for key, value in (("bot_speaker", bot), ("user_speaker", user)):
+        if speaker_token(value) not in SPEAKER_TOKENS:
+            raise ChatbotError(f"gen.yaml: {key} {value!r} is not a speaker pseudonym (S0 … S64, or auto)")
+    if user == bot:
+        raise ChatbotError(f"gen.yaml: user_speaker and bot_speaker are both {bot}; pick two different speakers")
+    return user, bot
+
+
+# --------------------------------------------------------------------------------------------------- prompt
+def normalize_text(text: str) -> str:
+    """What a chat message looks like before encoding: NFC (macOS input is often NFD), no marker characters."""
+    return strip_markers(unicodedata.normalize("NFC", text)).strip()
+
+
+def encode_turn(tok: Tokenizer, ids: TokenIds, speaker: str, text: str) -> list[int]:
+    """``<|spk:X|> text <|eot|>`` exactly as preprocess writes a turn."""
+    return [ids.speakers[speaker], *encode_marked(tok, normalize_text(text)), ids.eot]
+
+
+def build_prompt(turns: list[list[int]], bos: int, bot_token: int, budget: int) -> list[int]:
+    """``BOS + turns + bot speaker token`` in at most ``budget`` tokens.
+
+    Oldest turns are dropped whole (and BOS with them: training windows that start mid-session start at a turn
+    boundary without BOS). If the newest turn alone is still too long its text is cut from the left, keeping its
+    speaker token and ``<|eot|>``.
+    """
+    budget = max(budget, 4)
+    total = 2 + sum(map(len, turns))
+    if total <= budget:
+        return [bos, *(t for turn in turns for t in turn), bot_token]
+    n, start = total - 1, 0  # without BOS
+    while start < len(turns) - 1 and n > budget:
+        n -= len(turns[start])
+        start += 1
+    kept = turns[start:]
+    if n > budget:  # one turn, too long by itself
+        last = kept[-1]
+        keep = budget - 3  # its speaker token, <|eot|> and the bot token stay
+        kept = [[last[0], *last[1:-1][len(last) - 2 - keep:], last[-1]]]
+    return [*(t for turn in kept for t in turn), bot_token]
+
+
+def context_budget(block_size: int, gen: GenConfig) -> int:
+    """Prompt tokens allowed: ``max_context_tokens`` (0 = all of it), always leaving room for the reply."""
+    room = min(gen.sampling.max_new_tokens, block_size // 2)
+    budget = block_size - room
+    return min(budget, gen.max_context_tokens) if gen.max_context_tokens > 0 else budget
+
+
+# ------------------------------------------------------------------------------------------------- sampling
+def sample_next(
+    logits: torch.Tensor,
+    s: SamplingConfig,
+    recent: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> int:
+    """Pick the next token from 1-D ``logits`` (modified in place).
+
+    Order as in HF: repetition penalty (CTRL: positive logits divided, negative multiplied) on the ``recent``
+    ids → temperature (0 = greedy) → top-k → top-p (the smallest set whose probability reaches top_p; the best
+    token always stays) → min-p (drop tokens below min_p × the best token's probability) → sample.
+    """
+    if s.repetition_penalty != 1.0 and recent is not None and recent.numel():
+        vals = logits[recent]
+        logits[recent] = torch.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
+    if s.temperature <= 0:
+        return int(logits.argmax())
+    logits = logits / s.temperature
+    V = logits.numel()
+    if 0 < s.top_k < V:
+        vals, idx = torch.topk(logits, s.top_k)
+    elif s.top_p < 1.0 or s.min_p > 0.0:
+        vals, idx = torch.sort(logits, descending=True)
+    else:
+        vals, idx = logits, None
+    probs = F.softmax(vals, dim=-1)
+    if idx is not None:
+        if s.top_p < 1.0:
+            before = probs.cumsum(0) - probs  # probability mass of the better tokens
+            probs = probs.masked_fill(before >= s.top_p, 0.0)
+        if s.min_p > 0.0:
+            probs = probs.masked_fill(probs < s.min_p * probs[0], 0.0)
+    choice = int(torch.multinomial(probs, 1, generator=generator))
+    return int(idx[choice]) if idx is not None else choice
+
+
+@dataclass
+class Generation:
+    """Raw result of :func:`generate`: sampled ids (the stop token included), their log-probs, why it stopped."""
+
+    tokens: list[int]
+    logprobs: list[float]
+    stop_reason: str  # eot | next_turn | max_new_tokens | context_full | callback
+    first_token_s: float
+    prefill_s: float
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    prompt: list[int],
+    s: SamplingConfig,
+    *,
+    eot_id: int | None = None,
+    turn_start_ids: Iterable[int] = (),
+    banned_ids: Iterable[int] = (),
+    unpenalized_ids: Iterable[int] = (),
+    generator: torch.Generator | None = None,
+    on_token: Callable[[int], bool] | None = None,
+    use_cache: bool = True,
+    max_new_tokens: int | None = None,
+) -> Generation:
+    """Continue ``prompt`` token by token.
+
+    ``use_cache`` = prefill once, then one token per step through the KV cache (``model.setup_cache`` must have
+    been called with room for ``block_size`` tokens); ``False`` recomputes the whole sequence each step (the
+    reference the tests and the benchmark compare against). ``turn_start_ids`` stop generation when
+    ``s.stop_on_next_turn`` and are banned otherwise, so the reply never runs into another speaker's turn.
+    ``banned_ids`` are never sampled. ``on_token(id) -> True`` stops early (after that token).
+    Log-probs are of the model's own distribution (before penalty / temperature / filtering).
+    """
+    t0 = time.perf_counter()
+    device = next(model.parameters()).device
+    block = model.args.block_size
+    max_new = s.max_new_tokens if max_new_tokens is None else max_new_tokens
+    turn_starts = set(turn_start_ids)
+    stops = ({eot_id} if eot_id is not None else set()) | (turn_starts if s.stop_on_next_turn else set())
+    banned = set(banned_ids) | (set() if s.stop_on_next_turn else turn_starts)
+    banned_t = torch.tensor(sorted(banned), dtype=torch.long, device=device) if banned else None
+    skip = set(unpenalized_ids)
+    history = [t for t in prompt if t not in skip]  # repetition window (layout tokens are expected to recur)
+    window = s.repetition_window
+    use_penalty = s.repetition_penalty != 1.0 and window > 0
+    if not 0 < len(prompt) <= block:
+        raise ValueError(f"prompt of {len(prompt)} tokens does not fit block_size {block}")
+
+    seq = torch.empty(block, dtype=torch.long, device=device)
+    seq[: len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
+    n = len(prompt)
+    if use_cache:
+        logits = model(seq[None, :n], torch.arange(n, device=device))[0, -1]
+    else:
+        logits = model(seq[None, :n])[0, -1]
+    prefill_s = time.perf_counter() - t0
+    tokens: list[int] = []
+    logprobs: list[float] = []
+    first_token_s = 0.0
+    reason = "max_new_tokens"
+    for step in range(max_new):
+        logits = logits.float()
+        logprob_all = F.log_softmax(logits, dim=-1)
+        work = logits.clone()
+        if banned_t is not None:
+            work[banned_t] = -math.inf
+        recent = None
+        if use_penalty and history:
+            recent = torch.tensor(sorted(set(history[-window:])), dtype=torch.long, device=device)
+        tok = sample_next(work, s, recent, generator)
+        tokens.append(tok)
+        logprobs.append(float(logprob_all[tok]))
+        if step == 0:
+            first_token_s = time.perf_counter() - t0
+        if tok in stops:
+            reason = "eot" if tok == eot_id else "next_turn"
+            break
+        if on_token is not None and on_token(tok):
+            reason = "callback"
+            break
+        if step == max_new - 1:
+            break
+        if n >= block:  # no position left to feed this token
+            reason = "context_full"
+            break
+        if tok not in skip:
+            history.append(tok)
+        seq[n] = tok
+        n += 1
+        if use_cache:
+            logits = model(seq[None, n - 1 : n], seq.new_tensor([n - 1]))[0, -1]
+        else:
+            logits = model(seq[None, :n])[0, -1]
+    return Generation(tokens, logprobs, reason, first_token_s, prefill_s)
+
+
+# ------------------------------------------------------------------------------------------ post-processing
+_NAMES = "|".join(re.escape(t[2:-2]) for t in SPECIAL_TOKENS)
+_LOOKALIKE = re.compile(rf"<\u2060?\|(?:{_NAMES})\|>")  # a special token (or its escaped form) written as text
+_MARKERS = re.compile("[\ue000\ue001\x00-\x08\x0b-\x1f\x7f]")  # placeholder markers, control characters
+
+
+def clean_text(text: str, max_chars: int) -> str:
+    """Only the sentence: no special-token text, no placeholder markers or control characters (newlines and tabs
+    stay), trimmed, at most ``max_chars``."""
+    text = _MARKERS.sub("", _LOOKALIKE.sub("", text))
+    return unescape_text(text).strip()[:max_chars].rstrip()
+
+
+def _stable_prefix(text: str) -> str:
+    """The part of a growing reply that later tokens can no longer change under :func:`clean_text`.
+
+    Trailing whitespace may be trimmed at the end, and a trailing ``<|eo`` may still become a special-token
+    look-alike that is removed, so both are held back while streaming.
+    """
+    text = text.rstrip()
+    cut = text.rfind("<", max(0, len(text) - 24))
+    while cut != -1:
+        tail = text[cut:].replace("\u2060", "")
+        if any(t.startswith(tail) for t in SPECIAL_TOKENS):
+            return text[:cut].rstrip()
+        cut = text.rfind("<", max(0, len(text) - 24), cut)
+    return text
+
+
+class TextStream:
+    """Bytes of generated tokens → text callbacks that never split a UTF-8 sequence (a Hangul syllable is three
+    bytes, and byte-level BPE may cut it between tokens). Incomplete bytes are held until they complete; bytes that
+    can never form a character are dropped."""
+
+    def __init__(self, token_bytes: list[bytes], max_chars: int, on_text: Callable[[str], None] | None = None):
+        self.token_bytes, self.max_chars, self.on_text = token_bytes, max_chars, on_text
+        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="ignore")
+        self.raw = ""
+        self.sent = ""
+
+    def push(self, tok: int) -> bool:
+        """Add one token; True when the reply is already ``max_chars`` long (generation can stop)."""
+        self.raw += self.decoder.decode(self.token_bytes[tok])
+        stable = clean_text(_stable_prefix(self.raw), self.max_chars)
+        self._emit(stable)
+        return len(stable) >= self.max_chars
+
+    def finish(self) -> str:
+        self.raw += self.decoder.decode(b"", final=True)
+        text = clean_text(self.raw, self.max_chars)
+        self._emit(text)
+        return text
+
+    def _emit(self, clean: str) -> None:
+        if self.on_text is not None and len(clean) > len(self.sent) and clean.startswith(self.sent):
+            self.on_text(clean[len(self.sent):])
+            self.sent = clean
+
+
+def token_byte_table(tok: Tokenizer, special: Iterable[int]) -> list[bytes]:
+    """Raw bytes of every token id (special tokens → b"": they are never part of a reply's text)."""
+    special = set(special)
+    size = tok.get_vocab_size(with_added_tokens=True)
+    table = list(iter_token_bytes(tok, range(size)))
+    return [b"" if i in special else b for i, b in enumerate(table)]
+
+
+# -------------------------------------------------------------------------------------------------- replies
+@dataclass
+class Reply:
+    """One bot turn. confidence = mean log-probability of the generated tokens (≤ 0; closer to 0 = surer)."""
+
+    text: str
+    confidence: float
+    n_tokens: int
+    latency_s: float
+    first_token_s: float
+    stop_reason: str = ""
+
+
+class Responder:
+    """A loaded model that answers a conversation as the bot speaker. Thread-safe (one generation at a time)."""
+
+    def __init__(self, bundle, gen: GenConfig):
+        self.bundle, self.gen = bundle, gen
+        self.model, self.tok = bundle.model, bundle.tokenizer
+        self.ids = TokenIds.from_tokenizer(self.tok)
+        self.user_speaker, self.bot_speaker = resolve_speakers(bundle.persona, gen)
+        vocab = self.model.args.vocab_size
+        self.token_bytes = token_byte_table(self.tok, self.ids.special)
+        self.token_bytes += [b""] * max(0, vocab - len(self.token_bytes))
+        # never sampled: padding, placeholders (a media/PII placeholder is nothing the bot can send) and ids the
+        # model has but the tokenizer lacks
+        extra = range(len(self.tok.get_vocab(with_added_tokens=True)), vocab)
+        self.banned = sorted({self.ids.pad, *self.ids.placeholders, *extra})
+        self.block_size = self.model.args.block_size
+        self.lock = threading.Lock()
+        self.model.setup_cache(1, self.block_size)
+
+    def encode_history(self, history: list[tuple[str, str]]) -> list[list[int]]:
+        """Turns as token lists; consecutive messages of one side merge into one turn (as preprocess merges
+        bursts), empty messages are skipped."""
+        merged: list[tuple[str, str]] = []
+        for role, text in history:
+            if role not in ("user", "bot"):
+                raise ValueError(f"history role must be 'user' or 'bot', got {role!r}")
+            text = normalize_text(text)
+            if not text:
+                continue
+            if merged and merged[-1][0] == role:
+                merged[-1] = (role, merged[-1][1] + "\n" + text)
+            else:
+                merged.append((role, text))
+        who = {"user": self.user_speaker, "bot": self.bot_speaker}
+        return [encode_turn(self.tok, self.ids, who[role], text) for role, text in merged]
+
+    def prompt_ids(self, history: list[tuple[str, str]]) -> list[int]:
+        turns = self.encode_history(history)
+        budget = context_budget(self.block_size, self.gen)
+        return build_prompt(turns, self.ids.bos, self.ids.speakers[self.bot_speaker], budget)
+
+    def reply(self, history: list[tuple[str, str]], *, seed: int | None = None, on_text=None) -> Reply:
+        """The bot's next turn after ``history`` ([("user"|"bot", text), ...], oldest first).
+
+        ``seed`` None = ``sampling.seed`` + the number of history entries: the same conversation always gets
+        the same reply, while successive turns do not reuse one noise sequence. ``on_text(str)`` receives the
+        reply as it grows (whole characters only).
+        """
+        t0 = time.perf_counter()
+        prompt = self.prompt_ids(history)
+        s = self.gen.sampling
+        device = next(self.model.parameters()).device
+        gen = torch.Generator(device=device)
+        gen.manual_seed(seed if seed is not None else s.seed + len(history))
+        stream = TextStream(self.token_bytes, self.gen.max_chars, on_text)
+        with self.lock:
+            t_gen = time.perf_counter()
+            out = generate(
+                self.model, prompt, s,
+                eot_id=self.ids.eot,
+                turn_start_ids=self.ids.turn_starts,
+                banned_ids=self.banned,
+                unpenalized_ids=self.ids.special,
+                generator=gen,
+                on_token=stream.push,
+            )
+        text = stream.finish()
+        conf = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")
+        first = t_gen - t0 + out.first_token_s
+        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason)
+
+
+def load_responder(cfg) -> Responder:
+    """Load the preferred model (gen.yaml model_preference) and wrap it. Does NOT check the password: callers
+    call ``chatbot.security.require_password(cfg)`` first."""
+    from .loading import load_bundle
+
+    return Responder(load_bundle(cfg), cfg.gen)
