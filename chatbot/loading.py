@@ -1,0 +1,189 @@
+"""Find and load the model that inference uses (reply, chat, smoke, bridge).
+
+Sources are tried in ``gen.model_preference`` order: artifact paths (relative to the project root; ``.enc`` is an
+encrypted artifact, decrypted in memory only) or the words ``best`` / ``latest`` for the current run's checkpoints.
+The first one that exists is loaded; a broken one is an error rather than a silent fallback to an older model.
+
+Every file goes through ``torch.load(..., weights_only=True)``: a model file is data, never code. A checkpoint
+carries no tokenizer, so it is paired with ``data/processed/tokenizer.json`` — refused when the tokenizer hash
+differs from the one the checkpoint was trained with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from .data.tokenizer import load_tokenizer, tokenizer_hash
+from .errors import ChatbotError
+from .model import ModelArgs, Transformer
+
+ARTIFACT_FORMAT = "chatbot-artifact-1"
+CHECKPOINT_FORMAT = "chatbot-ckpt-1"
+DEFAULT_PERSONA = {"target": "room", "self": None, "speakers": {}}
+
+
+@dataclass
+class Bundle:
+    """Everything generation needs. ``source`` is the file loaded; ``kind`` artifact | encrypted | checkpoint."""
+
+    model: Transformer
+    tokenizer: Tokenizer
+    persona: dict
+    source: Path
+    step: int
+    kind: str = "checkpoint"
+    val_loss: float | None = None
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` = cuda, else mps, else cpu; anything else must be a device torch knows."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ChatbotError(f"gen.yaml: device {name!r} is not a device (auto, cpu, cuda, cuda:1, mps)") from None
+
+
+def model_candidates(cfg) -> list[tuple[Path, str]]:
+    """(path, kind) for every ``gen.model_preference`` entry, in order, whether or not it exists."""
+    out = []
+    for pref in cfg.gen.model_preference:
+        if pref in ("best", "latest"):
+            out.append((cfg.run_dir / f"{pref}.pt", "checkpoint"))
+        else:
+            path = cfg.path(pref)
+            out.append((path, "encrypted" if path.suffix == ".enc" else "artifact"))
+    return out
+
+
+def find_model_source(cfg) -> tuple[Path, str] | None:
+    """The (path, kind) inference would load, or None (cheap: nothing is read)."""
+    return next(((p, k) for p, k in model_candidates(cfg) if p.is_file()), None)
+
+
+def load_bundle(cfg) -> Bundle:
+    found = find_model_source(cfg)
+    if found is None:
+        looked = ", ".join(_rel(cfg, p) for p, _ in model_candidates(cfg)) or "nothing (gen.model_preference is empty)"
+        raise ChatbotError(
+            f"no model found (looked for {looked}); train one with `python -m chatbot.ops train` "
+            "and publish it with `python -m chatbot.ops publish`"
+        )
+    path, kind = found
+    device = resolve_device(cfg.gen.device)
+    if kind == "encrypted":  # decrypted in memory only; publish's loader checks format and keys
+        from .publish import load_artifact
+        from .security import model_key
+
+        obj = load_artifact(path, model_key(cfg))
+    else:  # a plain artifact or a checkpoint (told apart by its "format" below)
+        obj = _torch_load(cfg, path)
+    if not isinstance(obj, dict) or "model" not in obj or "model_args" not in obj:
+        raise ChatbotError(f"{_rel(cfg, path)} is not a chatbot model file; {_remedy(kind)}")
+    fmt = obj.get("format")
+    if fmt == CHECKPOINT_FORMAT or (fmt is None and "tokenizer_json" not in obj):
+        tok, persona = _processed_side(cfg, path, obj)
+        kind = "checkpoint"
+    else:
+        tok, persona = _artifact_side(cfg, path, obj)
+    model = build_model(cfg, path, obj, device)
+    if tok.get_vocab_size(with_added_tokens=True) > model.args.vocab_size:
+        raise ChatbotError(f"{_rel(cfg, path)} was trained with a smaller vocabulary than its tokenizer; {_remedy(kind)}")
+    val = obj.get("val_loss")
+    return Bundle(model, tok, persona, path, int(obj.get("step") or 0), kind, float(val) if val is not None else None)
+
+
+def build_model(cfg, path: Path, obj: dict, device: torch.device) -> Transformer:
+    """Transformer from ``model_args`` + state dict, fp32, eval mode, on ``device``."""
+    try:
+        args = ModelArgs.from_dict(dict(obj["model_args"]))
+        model = Transformer(args)
+    except (TypeError, ValueError) as exc:
+        raise ChatbotError(f"{_rel(cfg, path)} has invalid model settings ({exc})") from None
+    state = {_strip_prefix(k): v for k, v in obj["model"].items()}
+    if args.tie_embeddings and "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
+        state["lm_head.weight"] = state["model.embed_tokens.weight"]
+    try:
+        model.load_state_dict(state, strict=True)  # copies (and casts bf16/fp16 → fp32) into the parameters
+    except RuntimeError:
+        raise ChatbotError(f"the weights in {_rel(cfg, path)} do not match its model settings; "
+                           f"{_remedy('artifact' if 'tokenizer_json' in obj else 'checkpoint')}") from None
+    return model.to(device).eval()
+
+
+def _torch_load(cfg, path: Path) -> object:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, pickle with code in it, not a torch file at all ...
+        kind = "checkpoint" if path.parent == cfg.run_dir else "artifact"
+        raise ChatbotError(f"{_rel(cfg, path)} is not a readable model file ({type(exc).__name__}); "
+                           f"{_remedy(kind)}") from None
+
+
+def _processed_side(cfg, path: Path, ckpt: dict) -> tuple[Tokenizer, dict]:
+    tok_path = cfg.processed_dir / "tokenizer.json"
+    if not tok_path.is_file():
+        raise ChatbotError(f"{_rel(cfg, tok_path)} is missing (a checkpoint needs the tokenizer it was trained with); "
+                           "run `python -m chatbot.ops preprocess`, or publish an artifact")
+    raw = tok_path.read_bytes()
+    want = ckpt.get("tokenizer_hash")
+    if want and hashlib.sha256(raw).hexdigest() != want:
+        raise ChatbotError(f"{_rel(cfg, tok_path)} is not the tokenizer {_rel(cfg, path)} was trained with "
+                           "(preprocess ran again since); retrain with `python -m chatbot.ops train`")
+    tok = load_tokenizer(str(tok_path))
+    persona = DEFAULT_PERSONA
+    stats_path = cfg.processed_dir / "stats.json"
+    try:
+        persona = json.loads(stats_path.read_text(encoding="utf-8")).get("persona") or DEFAULT_PERSONA
+    except (OSError, ValueError, AttributeError):
+        pass  # persona only picks default speakers; gen.yaml can set them explicitly
+    return tok, _check_persona(persona)
+
+
+def _artifact_side(cfg, path: Path, art: dict) -> tuple[Tokenizer, dict]:
+    tok_json = art.get("tokenizer_json")
+    if not isinstance(tok_json, str):
+        raise ChatbotError(f"{_rel(cfg, path)} has no tokenizer; re-create it with `python -m chatbot.ops publish`")
+    want = art.get("tokenizer_hash")
+    if want and tokenizer_hash(tok_json) != want:
+        raise ChatbotError(f"{_rel(cfg, path)} is inconsistent (tokenizer hash mismatch); "
+                           "re-create it with `python -m chatbot.ops publish`")
+    return load_tokenizer(tok_json, is_json=True), _check_persona(art.get("persona") or DEFAULT_PERSONA)
+
+
+def _check_persona(persona: object) -> dict:
+    if not isinstance(persona, dict):
+        return dict(DEFAULT_PERSONA)
+    speakers = persona.get("speakers")
+    clean = {str(k): int(v) for k, v in speakers.items() if isinstance(v, (int, float))} if isinstance(speakers, dict) else {}
+    return {"target": persona.get("target", "room"), "self": persona.get("self"), "speakers": clean}
+
+
+def _strip_prefix(key: str) -> str:
+    for prefix in ("_orig_mod.", "module."):  # torch.compile / DDP wrappers
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def _remedy(kind: str) -> str:
+    if kind == "checkpoint":
+        return "retrain with `python -m chatbot.ops train` or pick another source in gen.yaml model_preference"
+    return "re-create it with `python -m chatbot.ops publish` or pick another source in gen.yaml model_preference"
+
+
+def _rel(cfg, path: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(cfg.root))
+    except ValueError:
+        return str(path)
