@@ -123,16 +123,14 @@ class Attention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.kv_cache is not None and input_pos is not None:
             k, v = self.kv_cache.update(input_pos, k, v)  # (B, K, S, D) with S = cache length
-        if self.n_kv_head != self.n_head:
-            rep = self.n_head // self.n_kv_head
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
+        # GQA inside SDPA (no repeat_interleave copies of k/v; faster forward and backward)
+        gqa = self.n_kv_head != self.n_head
         if mask is None:
             y = F.scaled_dot_product_attention(
-                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0, enable_gqa=gqa
             )
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o_proj(y.transpose(1, 2).reshape(B, T, -1))
 
 
@@ -226,10 +224,19 @@ class Transformer(nn.Module):
         for layer in self.model.layers:
             layer.self_attn.kv_cache = None
         self.max_cache_len = 0
+        if "causal_mask" in self._buffers:  # leave no extra buffer behind (DDP / state-dict consumers)
+            del self._buffers["causal_mask"]
 
     # ---------------------------------------------------------------------------------------------- forward
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
-        """idx (B, T) → logits (B, T, V). With ``input_pos`` (T,) the KV cache is used and updated."""
+    def forward(
+        self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, *, select: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """idx (B, T) → logits (B, T, V). With ``input_pos`` (T,) the KV cache is used and updated.
+
+        ``select`` (training only), a (B, T) bool mask or (N,) indices into the flattened B·T positions: return
+        logits (N, V) for those positions only, so the vocabulary projection and softmax are skipped where the
+        loss weight is 0 (``response_only`` training).
+        """
         B, T = idx.shape
         if input_pos is None:
             if T > self.args.block_size:
@@ -241,6 +248,8 @@ class Transformer(nn.Module):
         x = self.model.embed_tokens(idx)
         for layer in self.model.layers:
             x = layer(x, cos, sin, input_pos, mask)
+        if select is not None:
+            x = x[select] if select.dtype == torch.bool else x.reshape(-1, x.size(-1)).index_select(0, select)
         return self.lm_head(self.model.norm(x))
 
 

@@ -1,0 +1,216 @@
+"""What the trainer shows: progress lines, ``metrics.jsonl``, ``loss.svg``, MFU, and sample replies at eval time.
+
+The loss curve is a small hand-written SVG (no plotting dependency). ``metrics.jsonl`` is an append-only log of
+one JSON object per line; on resume it is cut back to the resumed step (the steps after it are trained again),
+which also drops a line half-written by a killed process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .fsio import atomic_write_text
+from .tokens import BOS, EOT, SPEAKER_TOKENS, speaker_token
+
+
+# ---------------------------------------------------------------------------------------------- metrics.jsonl
+def load_metrics(path: Path, upto_step: int) -> list[dict]:
+    """Valid records with ``step <= upto_step``; the file is rewritten (atomically) when anything was dropped."""
+    if not path.is_file():
+        return []
+    records, dropped = [], False
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            dropped = True
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= upto_step:
+            records.append(rec)
+        else:
+            dropped = True
+    if dropped:
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return records
+
+
+def append_metrics(path: Path, record: dict) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps(record) + "\n")
+        fh.flush()
+
+
+# --------------------------------------------------------------------------------------------------- loss.svg
+def loss_svg(records: list[dict], title: str = "loss") -> str:
+    """An SVG line chart of train loss (blue) and validation loss (orange) against the step."""
+    W, H, L, R, T, B = 720, 360, 60, 20, 30, 40
+    train = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train" and _finite(r.get("loss"))]
+    val = [(r["step"], r["val_loss"]) for r in records if r.get("kind") == "eval" and _finite(r.get("val_loss"))]
+    pts = train + val
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+             f'font-family="sans-serif" font-size="11">',
+             f'<rect width="{W}" height="{H}" fill="white"/>',
+             f'<text x="{W / 2}" y="18" text-anchor="middle" font-size="13">{_esc(title)}</text>']
+    if pts:
+        x0, x1 = min(p[0] for p in pts), max(p[0] for p in pts)
+        ys = sorted(p[1] for p in pts)
+        y0, y1 = ys[0], ys[min(len(ys) - 1, int(0.98 * len(ys)))]  # ignore the first spike when scaling
+        x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1e-3)
+
+        def sx(x):
+            return L + (x - x0) / (x1 - x0) * (W - L - R)
+
+        def sy(y):
+            return T + (1 - (min(y, y1) - y0) / (y1 - y0)) * (H - T - B)
+
+        parts.append(f'<rect x="{L}" y="{T}" width="{W - L - R}" height="{H - T - B}" fill="none" stroke="#999"/>')
+        for i in range(5):
+            yv = y0 + (y1 - y0) * i / 4
+            parts.append(f'<text x="{L - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.3g}</text>')
+            xv = x0 + (x1 - x0) * i / 4
+            parts.append(f'<text x="{sx(xv):.1f}" y="{H - B + 16}" text-anchor="middle">{int(round(xv))}</text>')
+        parts.append(f'<text x="{W / 2}" y="{H - 6}" text-anchor="middle">step</text>')
+        for series, color, label, ly in ((train, "#1f77b4", "train", 40), (val, "#ff7f0e", "val", 56)):
+            if not series:
+                continue
+            path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in series)
+            parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{path}"/>')
+            if len(series) < 40:
+                parts += [f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{color}"/>' for x, y in series]
+            parts.append(f'<text x="{W - R - 50}" y="{ly}" fill="{color}">{label} {series[-1][1]:.4f}</text>')
+    else:
+        parts.append(f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle">no data yet</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def write_loss_svg(path: Path, records: list[dict], title: str) -> None:
+    atomic_write_text(path, loss_svg(records, title))
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def _esc(s: str) -> str:
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# ------------------------------------------------------------------------------------------- progress / MFU
+_GPU_PEAK_BF16 = {  # dense bf16/fp16 tensor-core peak FLOP/s by marketing name (for the MFU estimate only)
+    "H200": 989e12, "H100": 989e12, "A100": 312e12, "A800": 312e12, "L40S": 362e12, "L40": 181e12, "L4": 121e12,
+    "A10": 125e12, "A6000": 155e12, "4090": 165e12, "4080": 97e12, "4070": 58e12, "3090": 71e12, "3080": 59e12,
+    "V100": 125e12, "T4": 65e12,
+}
+
+
+def measure_matmul_peak(device: torch.device, dtype=torch.float32, n: int = 1024, seconds: float = 0.3) -> float:
+    """Measured matmul FLOP/s on ``device`` (best of several timed batches of n×n products)."""
+    g = torch.Generator().manual_seed(0)  # never touch the global RNG (exact resume)
+    a = torch.randn(n, n, generator=g).to(device, dtype)
+    b = torch.randn(n, n, generator=g).to(device, dtype)
+    _sync(device)
+    a @ b
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        _sync(device)
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        _sync(device)
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
+    """Peak FLOP/s for MFU: a table for known GPUs (bf16/fp16), measured fp32 matmul peak on CPU, else None."""
+    if device.type == "cuda":
+        if dtype not in (torch.bfloat16, torch.float16):
+            return None
+        name = torch.cuda.get_device_name(device)
+        return next((v for k, v in _GPU_PEAK_BF16.items() if k in name), None)
+    if device.type == "cpu":
+        return measure_matmul_peak(device, torch.float32, n=512, seconds=0.15)
+    return None
+
+
+def fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(max(0, seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def progress_line(step: int, max_steps: int, loss: float, val_loss: float | None, lr: float, tok_s: float,
+                  mfu: float | None, eta_eval: float) -> str:
+    val = f"{val_loss:.4f}" if val_loss is not None else "-"
+    mfu_s = f"{mfu * 100:.1f}%" if mfu is not None else "-"
+    return (f"step {step}/{max_steps} | loss {loss:.4f} | val {val} | lr {lr:.2e} | {tok_s:,.0f} tok/s | "
+            f"MFU {mfu_s} | next eval in {fmt_duration(eta_eval)}")
+
+
+# -------------------------------------------------------------------------------------------- sample replies
+def persona_speakers(persona: dict | None) -> tuple[str, str]:
+    """(user, bot) pseudonyms: the bot speaks as the trained persona (or the most active speaker)."""
+    persona = persona if isinstance(persona, dict) else {}
+    counts = persona.get("speakers") if isinstance(persona.get("speakers"), dict) else {}
+    ranked = sorted(counts, key=lambda s: -counts[s] if isinstance(counts[s], (int, float)) else 0)
+    target = persona.get("target")
+    bot = target if isinstance(target, str) and target != "room" else (ranked[0] if ranked else "S1")
+    me = persona.get("self")
+    if isinstance(me, str) and me != bot:
+        return me, bot
+    return next((s for s in ranked if s != bot), "S0"), bot
+
+
+@torch.no_grad()
+def sample_replies(model, tok, persona: dict | None, prompts: list[str], device: torch.device,
+                   max_new_tokens: int = 32) -> list[tuple[str, str]]:
+    """Greedy replies (KV cache) to each prompt as one user turn; stops at ``<|eot|>`` or a speaker token."""
+    from .data.tokenizer import decode, encode_text, special_id
+
+    if not prompts:
+        return []
+    user, bot = persona_speakers(persona)
+    eot = special_id(tok, EOT)
+    stop = {eot} | {i for t in SPEAKER_TOKENS if (i := tok.token_to_id(t)) is not None}
+    was_training = model.training
+    model.eval()
+    block = model.args.block_size
+    out = []
+    try:
+        for prompt in prompts:
+            ids = [special_id(tok, BOS), special_id(tok, speaker_token(user)), *encode_text(tok, prompt), eot,
+                   special_id(tok, speaker_token(bot))]
+            ids = ids[-(block - 1):]
+            budget = min(max_new_tokens, block - len(ids))
+            model.setup_cache(1, len(ids) + budget, dtype=torch.float32, device=device)
+            x = torch.tensor([ids], device=device)
+            logits = model(x, torch.arange(len(ids), device=device))
+            reply: list[int] = []
+            for i in range(budget):
+                nxt = int(logits[0, -1].argmax())
+                if nxt in stop:
+                    break
+                reply.append(nxt)
+                pos = torch.tensor([len(ids) + i], device=device)
+                logits = model(torch.tensor([[nxt]], device=device), pos)
+            out.append((prompt, decode(tok, reply, skip_special=True).strip()))
+    finally:
+        model.clear_cache()
+        model.train(was_training)
+    return out
