@@ -1,0 +1,165 @@
+"""Messenger bridge: ``python -m chatbot.ops bridge [--dry | --send]`` connects the bot to real KakaoTalk traffic.
+
+Instead of driving the KakaoTalk window with mouse coordinates (fragile, Windows-only, untestable) the bridge speaks
+protocols behind one small interface — a transport turns its wire format into :class:`core.Incoming` and writes
+the answer; filters, per-room memory, the bounded worker pool and logging are shared (core.py):
+
+- ``kakao-skill`` (server.py, wire.py): Kakao i Open Builder skill server, ``POST /skill``.
+- ``relay`` (server.py, wire.py): ``POST /relay`` with ``{"room", "sender", "msg"}`` for Android notification
+  auto-reply apps; ``{"reply": ...}`` or 204.
+- ``jsonl`` (jsonl.py): JSON lines on stdin or a followed file → JSON lines on stdout.
+
+``--dry`` (default) runs everything — receive, context, generation — and only logs what would be sent;
+``--send`` really replies. Per-room memory lives in ``paths.bridge_memory`` (memory.py). Settings: gen.yaml
+``bridge:`` (chatbot.config.BridgeConfig). Nothing here imports torch: the model is loaded by
+``chatbot.generate.load_responder`` after the password gate, and tests inject any object with ``.reply``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from .core import Bridge, Incoming, Job, WorkerPool
+from .memory import MemoryStore
+
+__all__ = ["run_bridge", "make_bridge", "serve_http", "Bridge", "Incoming", "Job", "MemoryStore", "WorkerPool"]
+
+log = logging.getLogger("chatbot.bridge")
+
+
+def make_bridge(bc: Any, memory_dir: str | Path, *, send: bool, responder: Any = None) -> Bridge:
+    """A Bridge over the memory folder with the settings of gen.yaml ``bridge:`` (``bc``)."""
+    store = MemoryStore(memory_dir, max_turns=bc.memory_max_turns, archive=bc.memory_archive,
+                        dedupe_window_s=bc.dedupe_window_s)
+    return Bridge(bc, store, send=send, responder=responder)
+
+
+def run_bridge(cfg, send: bool) -> None:
+    """The ``bridge`` verb: password gate, then serve the configured transport until EOF / SIGINT / SIGTERM."""
+    from ..errors import ChatbotError, LockedError
+    from ..lock import RunLock
+    from ..security import require_password
+
+    require_password(cfg)
+    _setup_logging()
+    bc = cfg.gen.bridge
+    memory_dir = cfg.path(cfg.paths.bridge_memory)
+
+    def load() -> Any:
+        from ..generate import load_responder
+
+        return load_responder(cfg)
+
+    try:
+        lock = RunLock(memory_dir).acquire()
+    except LockedError:
+        raise ChatbotError(f"another bridge is using {memory_dir} (see its run.lock); stop it first") from None
+    try:
+        bridge = make_bridge(bc, memory_dir, send=send)
+        if bc.transport == "jsonl":
+            stop = threading.Event()
+            with _signals(stop):
+                bridge.set_responder(load())
+                log.info("bridge ready: transport=jsonl mode=%s input=%s", _mode(send),
+                         "file" if bc.jsonl_path else "stdin")
+                follow = cfg.path(bc.jsonl_path) if bc.jsonl_path else None
+                from .jsonl import run_jsonl
+
+                run_jsonl(bridge, sys.stdin if follow is None else None, sys.stdout, stop, follow=follow,
+                          offset_file=memory_dir / "jsonl_offset.json")
+            _log_summary(bridge)
+        else:
+            serve_http(bridge, load, host=bc.host, port=bc.port)
+    finally:
+        lock.release()
+
+
+def serve_http(bridge: Bridge, load: Callable[[], Any], *, host: str, port: int,
+               stop: threading.Event | None = None, on_listening: Callable[[int], None] | None = None) -> None:
+    """Listen first (GET /healthz says "loading"), load the model, serve until ``stop`` or SIGINT/SIGTERM, then
+    stop gracefully: in-flight replies are finished and delivered, memory is on disk (written through)."""
+    from .server import start_server, stop_server
+
+    stop = stop or threading.Event()
+    server, _ = start_server(bridge, host, port)
+    if not _is_loopback(host) and not bridge.bc.shared_secret:
+        log.warning("listening on %s without bridge.shared_secret: anyone who can reach it can talk to the bot", host)
+    log.info("bridge listening on http://%s:%d (transport=%s mode=%s); loading the model",
+             host, server.port, bridge.transport, _mode(bridge.send))
+    if on_listening is not None:
+        on_listening(server.port)
+    try:
+        with _signals(stop):
+            if bridge.responder is None:
+                bridge.set_responder(load())
+            log.info("model loaded; ready")
+            while not stop.wait(0.5):
+                pass
+            log.info("stopping: finishing %d admitted message(s)", bridge.pool.pending)
+            finished = stop_server(server, bridge)
+            if not finished:
+                log.warning("stopped with replies still being generated (timeout)")
+    finally:
+        if not server.closing.is_set():  # model loading failed or a second signal: close without waiting
+            server.closing.set()
+            server.shutdown()
+            bridge.close(timeout=5.0)
+            server.close_idle()
+            server.server_close()
+    _log_summary(bridge)
+
+
+@contextlib.contextmanager
+def _signals(stop: threading.Event) -> Iterator[None]:
+    """First SIGINT/SIGTERM: graceful stop. Second: KeyboardInterrupt (memory is already on disk)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        log.info("signal %s: stopping gracefully (again to force)", signal.Signals(signum).name)
+        stop.set()
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+def _setup_logging() -> None:
+    lg = logging.getLogger("chatbot.bridge")
+    if not lg.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s bridge %(message)s"))
+        lg.addHandler(handler)
+        lg.propagate = False
+    lg.setLevel(logging.INFO)
+
+
+def _log_summary(bridge: Bridge) -> None:
+    counts = " ".join(f"{k}={v}" for k, v in sorted(bridge.counts.items())) or "none"
+    log.info("bridge stopped; messages by outcome: %s; memory on disk (%d room writes)", counts, bridge.store.saves)
+
+
+def _mode(send: bool) -> str:
+    return "send" if send else "dry"
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
