@@ -1,0 +1,254 @@
+"""Personal-data masking: phone numbers, e-mails, URLs, 주민등록번호, card and bank-account numbers, @mentions and
+speakers' names in message text become typed placeholder markers (``placeholder_marker("phone")`` → ``<|phone|>``).
+
+One compiled :class:`PiiMasker` per run masks each message in a few passes, each behind a cheap pre-check (no digit →
+no number pass; no ``@`` → no e-mail or mention pass), so masking stays cheap at millions of messages. The rules aim to catch
+what people actually type in Korean chats while leaving ordinary numbers, times, dates and prices alone:
+
+``url``      ``http(s)://…``, ``www.…`` and bare domains with a common TLD (``naver.me/abc``, ``example.co.kr``);
+             the URL stops at whitespace or the first non-ASCII character (Korean glued after a link survives).
+``email``    ASCII ``local@domain.tld`` (Korean text glued in front is fine: ``메일은abc@x.com``).
+``rrn``      ``YYMMDD-GNNNNNN`` (dash or space optional; month/day must be a valid date; ``-1******`` partial too).
+``card``     16 digits in four groups of four (``-`` or space), Amex 4-6-5, or 15–16 digits in a row that pass Luhn.
+``phone``    Korean mobiles (``010-1234-5678``, ``01012345678``, ``+82 10 …``), landlines / VoIP
+             (``02-123-4567``, ``031-…``, ``070-…``) and ``1588-1234``-style company numbers.
+``account``  three or four dash-separated digit groups with 10–14 digits in total (``110-123-456789``,
+             ``3333-01-1234567``) that are not a date; or 10–14 digits in a row right after a bank word
+             (``국민``, ``카뱅``, ``계좌``, ``입금`` …).
+``mention``  ``@`` followed by a known name (longest first) or any other word; plus *in-text* occurrences of a
+             speaker's name (names of two characters or more; a three-syllable Korean name also masks its given
+             name, e.g. ``민준아``; a given name that is a common word such as ``하나`` only before a vocative or
+             honorific: ``하나야``, ``하나씨``). Names count as ``name`` in the statistics and share ``<|mention|>``.
+
+Never masked: ``15,000원``, ``3시 30분``, ``10:30``, ``2024-01-15``, ``2024.1.15``, ``1234``, ``12.99``, versions,
+six-digit codes, amounts without separators below 10 digits. Over-masking is possible for 10+-digit numbers after a
+bank word and for names that are common words; under-masking for numbers written in words or with odd spacing.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from typing import Iterable
+
+from ..config import PiiConfig
+from .tokenizer import placeholder_marker
+
+PII_CLASSES = ("url", "email", "rrn", "card", "phone", "account", "mention")
+
+_TLDS = ("com|net|org|kr|io|me|ly|be|gl|co|app|dev|ai|jp|us|info|biz|xyz|site|shop|tv|link|page|gg|to|so|im|"
+         "cc|in|edu|gov|ac|go|or|ne|re|sh|cn|uk|de|fr")
+_URL = (
+    r"(?:https?://|www\.)[!-~]+"
+    r"|(?<![A-Za-z0-9@._%+-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:" + _TLDS + r")"
+    r"(?![A-Za-z0-9-])(?:[/?#][!-~]*)?"
+)
+_EMAIL = r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+_RRN = r"(?<![\d-])\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[ ]?-?[ ]?[1-8](?:\d{6}|\*{6})(?![\d*])"
+_CARD = (r"(?<![\d-])(?:\d{4}(?P<cs>[ -])\d{4}(?P=cs)\d{4}(?P=cs)\d{4}|\d{4}(?P<as>[ -])\d{6}(?P=as)\d{5})(?![\d-])"
+         r"|(?<!\d)\d{15,16}(?!\d)")
+_PHONE = (
+    r"(?<![\d+])(?:"
+    r"(?:(?:\+82|\(\+?82\))[ .-]?0?|0)1[016789][ .-]?\d{3,4}[ .-]?\d{4}"
+    r"|(?:\+82[ .-]?)?0(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70|50\d)(?:[ .-]|\))?\d{3,4}[ .-]?\d{4}"
+    r"|1(?:5[4-9]|6\d|8\d)\d-\d{4}"
+    r")(?![\d])"
+)
+_BANK_WORDS = ("계좌|은행|뱅크|국민|신한|우리|하나|농협|기업|카뱅|케뱅|토스|새마을|우체국|신협|수협|씨티|SC|산업|"
+               "부산|대구|경남|광주|전북|제주|입금|송금|이체")
+# account: bank word, up to 12 non-digit characters, then 10-14 digits (only the digits are replaced)
+_ACCOUNT = (r"(?<![\d-])\d{2,6}(?:-\d{2,7}){2,3}(?![\d-])"
+            r"|(?:" + _BANK_WORDS + r")[^\d\n]{0,12}?(?<!\d)\d{10,14}(?!\d)")
+_GENERIC_MENTION = r"(?<![A-Za-z0-9._%+-])@[^\s@]{1,20}"
+
+_SURNAMES = set("김이박최정강조윤장임한오서신권황안송류유전홍고문양손배백허남심노하곽성차주우구민진나지엄채원천방공현함변"
+                "염여추도소석선설마길연위표명기반왕금옥육인맹제모탁국어은편용예경봉사부")
+# given names that are also everyday words: masked only before a vocative / honorific
+_COMMON_WORDS = {"하나", "나라", "사랑", "하늘", "바다", "가을", "여름", "겨울", "보람", "슬기", "지혜", "은혜", "기쁨",
+                 "소망", "다운", "한결", "노을", "누리", "나래", "고운", "미래", "다인", "우리", "영원", "진주", "보배",
+                 "구름", "새벽", "초롱", "이슬", "봄이", "별이"}
+_VOCATIVE = r"(?=아|야|씨|님|이[가야는랑]|형|오빠|언니|누나|쌤|선배|후배)"
+# names that are placeholders, not people
+_NOT_NAMES = {"(알 수 없음)", "(알수없음)", "알 수 없음", "알수없음", "회원님", "you", "You", "Unknown"}
+
+
+def _trie_regex(words: Iterable[str]) -> str:
+    """A regex alternation of ``words`` factored into a trie (fast for hundreds of names; longest match first)."""
+    trie: dict = {}
+    for w in words:
+        node = trie
+        for ch in w:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict) -> str:
+        end = "" in node
+        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        if end:
+            return "(?:" + body + ")?"
+        return body
+
+    return build(trie)
+
+
+def name_variants(name: str) -> tuple[set[str], set[str]]:
+    """(always-masked variants, vocative-only variants) of a speaker name for in-text masking.
+
+    ``이도현(Leo)`` → {``이도현(Leo)``, ``이도현``, ``Leo``, ``도현``}; ``김하나`` → ({``김하나``}, {``하나``}).
+    Variants shorter than two characters are never masked (``나`` must stay a word).
+    """
+    name = unicodedata.normalize("NFC", name.strip())
+    always: set[str] = set()
+    vocative: set[str] = set()
+    if not name or name in _NOT_NAMES:
+        return always, vocative
+    bases = {name}
+    inner = re.findall(r"[(\[{]([^)\]}]+)[)\]}]", name)
+    bases.update(p.strip() for p in inner)
+    outer = re.sub(r"[(\[{][^)\]}]*[)\]}]", " ", name).strip()
+    bases.add(outer)
+    cleaned = set()
+    for b in bases:
+        # strip decoration (emoji, symbols, punctuation) at the ends: "달빛♡" -> "달빛"
+        b = re.sub(r"^[\W_]+|[\W_]+$", "", b)
+        if b:
+            cleaned.add(b)
+    for b in cleaned | {name}:
+        if len(b) >= 2:
+            always.add(b)
+        parts = b.split()
+        if len(parts) == 1 and re.fullmatch(r"[가-힣]{3}", b) and b[0] in _SURNAMES:
+            given = b[1:]
+            (vocative if given in _COMMON_WORDS else always).add(given)
+    return always, vocative - always
+
+
+class PiiMasker:
+    """Compiled masking rules for one run. ``mask(text)`` returns the text with markers; ``counts`` accumulates
+    how many of each class were replaced (keys: the PII classes plus ``name`` for in-text speaker names)."""
+
+    def __init__(self, cfg: PiiConfig | None = None, names: Iterable[str] = ()):
+        cfg = cfg or PiiConfig()
+        self.counts: Counter = Counter()
+        self.markers = {c: placeholder_marker(c) for c in PII_CLASSES}
+        enabled = {c: bool(getattr(cfg, c)) for c in PII_CLASSES}
+        always: set[str] = set()
+        vocative: set[str] = set()
+        if enabled["mention"]:
+            for n in names:
+                a, v = name_variants(n)
+                always |= a
+                vocative |= v
+            vocative -= always
+        mention_names = sorted(always | vocative, key=len, reverse=True)
+        # Separate passes, each behind a cheap pre-check, in this order: e-mail, URL, numbers (one alternation:
+        # leftmost match wins, ties in the order rrn, card, phone, account), @mentions, names in text.
+        # Earlier passes turn their match into a marker, so later passes never see it.
+        self._email = re.compile(f"(?P<email>{_EMAIL})") if enabled["email"] else None
+        self._url = re.compile(f"(?P<url>{_URL})") if enabled["url"] else None
+        self._url_hint = re.compile(r"://|[A-Za-z0-9]\.[A-Za-z]").search
+        self._digit = re.compile(r"\d").search
+        numbers = [f"(?P<{c}>{rx})" for c, rx in (("rrn", _RRN), ("card", _CARD), ("phone", _PHONE),
+                                                  ("account", _ACCOUNT)) if enabled[c]]
+        self._numbers = re.compile("|".join(numbers)) if numbers else None
+        self._mention = self._names = None
+        if enabled["mention"]:
+            known = f"(?P<mention_known>@[ ]?{_trie_regex(mention_names)})|" if mention_names else ""
+            self._mention = re.compile(f"{known}(?P<mention>{_GENERIC_MENTION})")
+            # no look-behind in the pattern (it would defeat re's first-character scan): _sub checks the left edge
+            names = []
+            if always:
+                names.append(f"(?P<name>{_trie_regex(sorted(always))})")
+            if vocative:
+                names.append(f"(?P<name_voc>{_trie_regex(sorted(vocative))}{_VOCATIVE})")
+            self._names = re.compile("|".join(names)) if names else None
+
+    def _sub(self, m: re.Match) -> str:
+        kind = m.lastgroup
+        text = m.group(0)
+        if kind == "url":
+            trimmed = text.rstrip(".,!?;:)]}'\"~")
+            tail = text[len(trimmed):]
+            if not trimmed:
+                return text
+            self.counts["url"] += 1
+            return self.markers["url"] + tail
+        if kind == "card":
+            digits = re.sub(r"\D", "", text)
+            if len(digits) in (15, 16) and text.isdigit() and not _luhn_ok(digits):
+                return text
+        if kind == "account":
+            if text[0].isdigit():
+                digits = text.replace("-", "")
+                groups = text.split("-")
+                if not 10 <= len(digits) <= 14 or _date_like(groups):
+                    return text
+                self.counts["account"] += 1
+                return self.markers["account"]
+            # bank word + digits: keep the words, replace the digits
+            num = re.search(r"\d{10,14}$", text)
+            self.counts["account"] += 1
+            return text[: num.start()] + self.markers["account"]
+        if kind in ("name", "name_voc"):
+            start, end = m.span()
+            s = m.string
+            if start and (s[start - 1].isalnum() or s[start - 1] in "_\ue000"):
+                return text  # inside a word: "하늘" in "밤하늘"
+            if text[-1].isascii() and text[-1].isalnum() and end < len(s) and s[end].isascii() and s[end].isalnum():
+                return text  # "Leo" inside "Leonard"
+            self.counts["name"] += 1
+            return self.markers["mention"]
+        if kind == "mention_known":
+            self.counts["mention"] += 1
+            return self.markers["mention"]
+        if kind == "mention":
+            self.counts["mention"] += 1
+            return self.markers["mention"]
+        self.counts[kind] += 1
+        return self.markers[kind]
+
+    def mask(self, text: str) -> str:
+        """Passes in this order, each behind a cheap pre-check: e-mail, URL, numbers (one alternation: leftmost
+        match wins, ties in the order rrn, card, phone, account), @mentions, names. A pass turns its matches into
+        markers, so later passes never see them."""
+        sub = self._sub
+        if self._email is not None and "@" in text:
+            text = self._email.sub(sub, text)
+        if self._url is not None and "." in text and self._url_hint(text):
+            text = self._url.sub(sub, text)
+        if self._numbers is not None and self._digit(text):
+            text = self._numbers.sub(sub, text)
+        if self._mention is not None and "@" in text:
+            text = self._mention.sub(sub, text)
+        if self._names is not None:
+            text = self._names.sub(sub, text)
+        return text
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _date_like(groups: list[str]) -> bool:
+    """2024-01-15-0930 style stamps are not account numbers."""
+    if len(groups) >= 3 and len(groups[0]) == 4 and groups[0][:2] in ("19", "20"):
+        return len(groups[1]) <= 2 and 1 <= int(groups[1]) <= 12
+    return False
+
+
+def mask_pii(text: str, cfg: PiiConfig | None = None, names: Iterable[str] = ()) -> tuple[str, Counter]:
+    """One-off convenience: ``(masked text, counts)``; build a :class:`PiiMasker` once for many texts."""
+    masker = PiiMasker(cfg, names)
+    return masker.mask(text), masker.counts

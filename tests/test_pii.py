@@ -1,0 +1,126 @@
+"""PII masking: every class is caught in invented examples, ordinary numbers/times/dates/prices survive."""
+
+from __future__ import annotations
+
+import pytest
+
+from chatbot.config import PiiConfig
+from chatbot.data.pii import PII_CLASSES, PiiMasker, mask_pii, name_variants
+from chatbot.data.tokenizer import placeholder_marker
+
+M = {c: placeholder_marker(c) for c in PII_CLASSES}
+
+POSITIVE = [
+    ("phone", "내 번호 010-2345-6789 이야", "010-2345-6789"),
+    ("phone", "번호는01023456789", "01023456789"),
+    ("phone", "+82 10-8765-4321 로 연락 줘", "8765-4321"),
+    ("phone", "010 2345 6789", "2345 6789"),
+    ("phone", "010.2345.6789", "2345.6789"),
+    ("phone", "사무실 02-765-4321", "765-4321"),
+    ("phone", "031-765-4321 로 전화", "765-4321"),
+    ("phone", "070-8765-4321", "8765-4321"),
+    ("phone", "고객센터 1588-7654", "1588-7654"),
+    ("email", "메일은 sun.moon+chat@example.co.kr 로 보내", "sun.moon+chat@example.co.kr"),
+    ("email", "메일은abc_12@mail.example.com 이야", "abc_12@mail.example.com"),
+    ("url", "링크 https://example.com/path?q=1&x=2 봐봐", "example.com/path"),
+    ("url", "www.example.org/abc 에서 봤어", "example.org"),
+    ("url", "blog.example.com/someone/1234에서 봤어", "blog.example.com"),
+    ("url", "short.example.me/xYz12 눌러봐", "xYz12"),
+    ("rrn", "주민번호 900101-1234567 이거 맞아?", "900101-1234567"),
+    ("rrn", "8512312345678", "8512312345678"),
+    ("rrn", "생년 950505-2****** 로 적어", "950505-2"),
+    ("card", "카드 1234-5678-9012-3456 으로 결제", "9012-3456"),
+    ("card", "4111 1111 1111 1111", "1111 1111"),
+    ("card", "4111111111111111", "4111111111111111"),
+    ("card", "아멕스 3782 822463 10005", "822463"),
+    ("account", "국민 123456-78-901234 로 보내줘", "901234"),
+    ("account", "카뱅 3333-01-1234567 입금", "1234567"),
+    ("account", "110-123-456789 신한이야", "456789"),
+    ("account", "신한 110123456789 으로 입금해줘", "110123456789"),
+    ("account", "계좌번호: 98765432101", "98765432101"),
+    ("mention", "@박서진 내일 몇 시에 봐?", "박서진"),
+    ("mention", "@모르는사람 안녕", "모르는사람"),
+]
+
+NEGATIVE = [
+    "오늘 점심 15,000원 나왔어",
+    "총 1,250,000원이야",
+    "3시 30분에 보자",
+    "10:30 어때? 아니면 9:05",
+    "2024-01-15 에 만나",
+    "2024.1.15 (월)",
+    "1999-2003년에 다녔어",
+    "2024-01-15-1030 로그",
+    "1234 번 버스 타",
+    "12.99달러래",
+    "v1.2.3 버전 나왔다",
+    "인증번호 123456",
+    "총 100000000원 확인",
+    "주문번호 2024011512345",
+    "010 아니고 011이었어",
+    "5명이서 2시간 동안 3잔씩",
+    "ㅋㅋㅋㅋ 진짜? ^^ ~~",
+    "Node.js 써봐",
+    "오후 12:00 정각",
+    "키 175.5 몸무게 68.2",
+    "50% 할인 3+1",
+]
+
+
+@pytest.mark.parametrize("cls,text,secret", POSITIVE)
+def test_each_class_is_masked(cls, text, secret):
+    masked, counts = mask_pii(text, names=["박서진"])
+    assert M[cls] in masked, masked
+    assert secret not in masked
+    assert counts[cls] >= 1
+
+
+@pytest.mark.parametrize("text", NEGATIVE)
+def test_ordinary_numbers_survive(text):
+    masked, counts = mask_pii(text, names=["박서진"])
+    assert masked == text
+    assert sum(counts.values()) == 0
+
+
+@pytest.mark.parametrize("cls", PII_CLASSES)
+def test_each_class_can_be_switched_off(cls):
+    examples = {c: t for c, t, _ in reversed(POSITIVE)}  # first example of each class
+    off = PiiMasker(PiiConfig(**{cls: False}), names=["박서진"])
+    on = PiiMasker(PiiConfig(), names=["박서진"])
+    text = examples[cls]
+    assert M[cls] in on.mask(text)
+    assert M[cls] not in off.mask(text)
+    # the other classes stay on
+    for other, sample in examples.items():
+        if other != cls:
+            assert M[other] in off.mask(sample), (other, sample)
+
+
+def test_names_in_text_are_masked_without_eating_words():
+    m = PiiMasker(names=["박서진", "이도윤(Leo)", "하늘", "김하나", "나"])
+    assert m.mask("서진아 밥 먹자") == M["mention"] + "아 밥 먹자"
+    assert m.mask("박서진 어디야") == M["mention"] + " 어디야"
+    assert m.mask("Leo 왔어? Leonard 말고") == M["mention"] + " 왔어? Leonard 말고"
+    assert m.mask("이도윤 도윤이 왔다") == f"{M['mention']} {M['mention']}이 왔다"
+    assert m.mask("밤하늘 예쁘다") == "밤하늘 예쁘다"  # a name inside a word is not a name
+    assert m.mask("하늘아 뭐해") == M["mention"] + "아 뭐해"
+    assert m.mask("나는 괜찮아") == "나는 괜찮아"  # one-character names are never masked in text
+    assert m.mask("사과 하나 줘") == "사과 하나 줘"  # a given name that is a common word ...
+    assert m.mask("하나야 뭐해") == M["mention"] + "야 뭐해"  # ... only as a vocative
+    assert m.counts["name"] == 7
+
+
+def test_name_variants():
+    always, vocative = name_variants("이도윤(Leo)")
+    assert {"이도윤(Leo)", "이도윤", "Leo", "도윤"} <= always
+    always, vocative = name_variants("김하나")
+    assert always == {"김하나"} and vocative == {"하나"}
+    assert name_variants("(알 수 없음)") == (set(), set())
+    assert name_variants("나") == (set(), set())
+
+
+def test_typed_marker_characters_cannot_be_forged():
+    from chatbot.data.conversation import clean_text
+
+    forged = placeholder_marker("url") + " 가짜"
+    assert clean_text(forged) == "url 가짜"
