@@ -48,7 +48,6 @@ def run_bridge(cfg, send: bool) -> None:
     from ..security import require_password
 
     require_password(cfg)
-    _setup_logging()
     bc = cfg.gen.bridge
     memory_dir = cfg.path(cfg.paths.bridge_memory)
 
@@ -62,23 +61,29 @@ def run_bridge(cfg, send: bool) -> None:
     except LockedError:
         raise ChatbotError(f"another bridge is using {memory_dir} (see its run.lock); stop it first") from None
     try:
-        bridge = make_bridge(bc, memory_dir, send=send)
-        if bc.transport == "jsonl":
-            stop = threading.Event()
-            with _signals(stop):
-                bridge.set_responder(load())
-                log.info("bridge ready: transport=jsonl mode=%s input=%s", _mode(send),
-                         "file" if bc.jsonl_path else "stdin")
-                follow = cfg.path(bc.jsonl_path) if bc.jsonl_path else None
-                from .jsonl import run_jsonl
-
-                run_jsonl(bridge, sys.stdin if follow is None else None, sys.stdout, stop, follow=follow,
-                          offset_file=memory_dir / "jsonl_offset.json")
-            _log_summary(bridge)
-        else:
-            serve_http(bridge, load, host=bc.host, port=bc.port)
+        with _logging():
+            bridge = make_bridge(bc, memory_dir, send=send)
+            if bc.transport == "jsonl":
+                _run_jsonl(cfg, bridge, load, memory_dir)
+            else:
+                serve_http(bridge, load, host=bc.host, port=bc.port)
     finally:
         lock.release()
+
+
+def _run_jsonl(cfg, bridge: Bridge, load: Callable[[], Any], memory_dir: Path) -> None:
+    from .jsonl import run_jsonl
+
+    bc = bridge.bc
+    stop = threading.Event()
+    with _signals(stop):
+        bridge.set_responder(load())
+        log.info("bridge ready: transport=jsonl mode=%s input=%s", _mode(bridge.send),
+                 "file" if bc.jsonl_path else "stdin")
+        follow = cfg.path(bc.jsonl_path) if bc.jsonl_path else None
+        run_jsonl(bridge, sys.stdin if follow is None else None, sys.stdout, stop, follow=follow,
+                  offset_file=memory_dir / "jsonl_offset.json")
+    _log_summary(bridge)
 
 
 def serve_http(bridge: Bridge, load: Callable[[], Any], *, host: str, port: int,
@@ -137,14 +142,22 @@ def _signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(s, h)
 
 
-def _setup_logging() -> None:
+@contextlib.contextmanager
+def _logging() -> Iterator[None]:
+    """One line per message on stderr (stdout stays clean for jsonl) while the bridge runs; restored afterwards."""
     lg = logging.getLogger("chatbot.bridge")
-    if not lg.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s bridge %(message)s"))
-        lg.addHandler(handler)
-        lg.propagate = False
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s bridge %(message)s"))
+    old = lg.level, lg.propagate
+    lg.addHandler(handler)
     lg.setLevel(logging.INFO)
+    lg.propagate = False
+    try:
+        yield
+    finally:
+        lg.removeHandler(handler)
+        lg.setLevel(old[0])
+        lg.propagate = old[1]
 
 
 def _log_summary(bridge: Bridge) -> None:

@@ -29,6 +29,7 @@ token and character counts — message text only when ``log_text`` is true.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
@@ -308,17 +309,14 @@ class Bridge:
         if skip:
             self.finish(job, "timeout")
             return
-        start = time.monotonic()
-        job.queued_s = start - job.msg.received
-        try:
-            if self._gen_lock is not None:
-                with self._gen_lock:
-                    job.reply = self.responder.reply(list(job.history))
-            else:
+        with self._gen_lock or contextlib.nullcontext():
+            start = time.monotonic()  # queue time includes waiting for the model; gen_s is the model alone
+            job.queued_s = start - job.msg.received
+            try:
                 job.reply = self.responder.reply(list(job.history))
-        except Exception as exc:  # a broken reply must not take the bridge down; the type only (no text) is logged
-            job.error = type(exc).__name__
-        job.gen_s = time.monotonic() - start
+            except Exception as exc:  # a broken reply must not take the bridge down; only the type is logged
+                job.error = type(exc).__name__
+            job.gen_s = time.monotonic() - start
         self.ewma_gen_s = job.gen_s if self.ewma_gen_s == 0.0 else 0.8 * self.ewma_gen_s + 0.2 * job.gen_s
         with job.lock:
             job.finished = True

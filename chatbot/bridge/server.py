@@ -114,6 +114,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "chatbot-bridge"
     sys_version = ""
     timeout = SOCKET_TIMEOUT_S
+    disable_nagle_algorithm = True  # headers and body go out in two writes: without this, +40 ms (delayed ACK)
     server: BridgeServer
 
     def version_string(self) -> str:
