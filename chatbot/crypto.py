@@ -75,7 +75,7 @@ _TAMPERED = ("file is corrupted or tampered with ({}); publish it again with "
 
 
 def _derive(key: str, salt: bytes, log2n: int, r: int, p: int) -> tuple[bytes, bytes]:
-    raw = Scrypt(salt=salt, length=64, n=1 << log2n, r=r, p=p).derive(key.encode("utf-8"))
+    raw = Scrypt(salt=salt, length=64, n=1 << log2n, r=r, p=p).derive(key.encode("utf-8", "surrogatepass"))
     return raw[:32], raw[32:]
 
 

@@ -38,16 +38,10 @@ def check_available() -> None:
 
 
 def _speakers(cfg, persona: dict) -> tuple[str, str]:
-    """(bot, user) pseudonyms for the chat template: gen.yaml when set, else the persona, else S1 / S2."""
-    ranked = sorted(persona.get("speakers", {}), key=lambda s: -persona["speakers"][s]) or ["S1", "S2"]
-    bot = cfg.gen.bot_speaker if cfg.gen.bot_speaker != "auto" else (
-        persona.get("target") if str(persona.get("target", "")).startswith("S") else ranked[0])
-    if cfg.gen.user_speaker != "auto":
-        user = cfg.gen.user_speaker
-    elif persona.get("self") and persona["self"] != bot:
-        user = persona["self"]
-    else:
-        user = next((s for s in ranked if s != bot), "S2" if bot != "S2" else "S1")
+    """(bot, user) pseudonyms for the chat template: the same choice reply/chat make (gen.yaml, else persona)."""
+    from .generate import resolve_speakers
+
+    user, bot = resolve_speakers(persona, cfg.gen)
     return bot, user
 
 

@@ -49,7 +49,7 @@ def _b64d(text: str) -> bytes:
 
 
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen,
+    return hashlib.scrypt(password.encode("utf-8", "surrogatepass"), salt=salt, n=n, r=r, p=p, dklen=dklen,
                           maxmem=128 * r * n + (1 << 20) + 128 * r * p)
 
 
@@ -88,8 +88,8 @@ def verify_password_hash(password: str, line: str) -> bool:
 
 def verify_plain_password(password: str, stored: str) -> bool:
     """Constant-time comparison that also hides the stored password's length (both sides hashed first)."""
-    a = hashlib.sha256(password.encode("utf-8")).digest()
-    b = hashlib.sha256(stored.encode("utf-8")).digest()
+    a = hashlib.sha256(password.encode("utf-8", "surrogatepass")).digest()
+    b = hashlib.sha256(stored.encode("utf-8", "surrogatepass")).digest()
     return hmac.compare_digest(a, b)
 
 
