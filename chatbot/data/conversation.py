@@ -1,0 +1,303 @@
+"""From a room's merged timeline of records to sessions of turns (pure functions; preprocess.py drives them).
+
+Steps, each one documented where it is implemented:
+
+1. :func:`rank_speakers` — real names → pseudonym numbers (1 = most messages; past ``max_speakers`` → 0 = "S0").
+2. :func:`filter_records` — clean, mask PII, apply the media/system/length/low-signal rules; every input record is
+   either kept (as a :class:`Message`) or counted under exactly one drop reason.
+3. :func:`build_sessions` — split at silences longer than ``session_gap_minutes`` and merge one speaker's bursts
+   into turns.
+4. :func:`split_sessions` — the latest sessions (by start time) become the validation split.
+
+Turn text uses :func:`~chatbot.data.tokenizer.placeholder_marker` markers for placeholders, so the encoder can
+insert the real placeholder token ids while anything a user typed stays plain text.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable, Sequence
+
+from ..config import PreprocessConfig
+from ..records import MEDIA_KINDS, SYSTEM_KINDS, Kind, Record
+from .pii import PiiMasker
+from .tokenizer import placeholder_marker, strip_markers
+
+SYSTEM_SPEAKER = -1  # pseudonym number of a system-event turn (no speaker token)
+OVERFLOW_SPEAKER = 0  # "S0": everyone past max_speakers
+
+DROP_REASONS = ("system", "media", "deleted", "no_speaker", "empty", "too_short", "too_long", "low_signal")
+
+_MARK = placeholder_marker("x")[0]
+_MARKER_RE = re.compile(re.escape(_MARK) + r"[a-z_]+" + re.escape(placeholder_marker("x")[-1]))
+_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u2028\u2029"), None) | {0xA0: " ", 0x202F: " ", 0x3000: " "}
+_NEEDS_WORK = re.compile("[\ue000\ue001\ufeff\u200b\u2028\u2029\xa0\u202f\u3000\r]|\n")
+_MANY_NEWLINES = re.compile(r"\n{3,}")
+_TRAILING_SPACE = re.compile(r"[ \t]+\n")
+
+
+@dataclass(slots=True)
+class Message:
+    """One kept record: pseudonym number, time, cleaned + masked text (with markers), length in characters."""
+
+    ts: datetime
+    speaker: int
+    text: str
+    length: int
+
+
+@dataclass(slots=True)
+class Turn:
+    """One or more consecutive messages of one speaker (``speaker`` = pseudonym number, -1 = system event)."""
+
+    speaker: int
+    text: str
+    length: int
+    start: datetime
+    end: datetime
+    messages: int = 1
+
+
+@dataclass
+class Session:
+    """Turns with no silence longer than ``session_gap_minutes`` between consecutive messages."""
+
+    room: int
+    turns: list[Turn] = field(default_factory=list)
+
+    @property
+    def start(self) -> datetime:
+        return self.turns[0].start
+
+    @property
+    def end(self) -> datetime:
+        return self.turns[-1].end
+
+
+def pseudonym(number: int) -> str:
+    return f"S{number}"
+
+
+def clean_text(text: str) -> str:
+    """NFC, no forged markers, no BOM/zero-width noise, NBSPs → spaces, trimmed lines, at most one blank line."""
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+    if _NEEDS_WORK.search(text) is None:
+        return text.strip()
+    text = strip_markers(text).translate(_INVISIBLE)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\n" in text:
+        text = _MANY_NEWLINES.sub("\n\n", _TRAILING_SPACE.sub("\n", text))
+    return text.strip()
+
+
+def text_length(text: str) -> int:
+    """Characters of marked text, each placeholder counting as one."""
+    if _MARK not in text:
+        return len(text)
+    return len(_MARKER_RE.sub("_", text))
+
+
+def has_signal(text: str) -> bool:
+    """True when marked text has content beyond placeholders, punctuation, spaces and control characters.
+
+    "ㅋㅋㅋ", "ㅠㅠ", "^^", "~", "👍" and any letter or digit are signal; "...", "?!", "" and a lone masked URL are not.
+    """
+    if _MARK in text:
+        text = _MARKER_RE.sub("", text)
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat[0] not in "PZC":
+            return True
+    return False
+
+
+def rank_speakers(rooms: Iterable[Sequence[Record]], max_speakers: int) -> dict[str, int]:
+    """Real name → pseudonym number, ranked over every room by user-message count (ties: first message, then name).
+
+    Counted before any filtering, so changing a filter setting never renames a speaker. Ranks past
+    ``max_speakers`` map to 0 ("S0"). Records with an empty speaker are not people and get no pseudonym.
+    """
+    counts: Counter = Counter()
+    first: dict[str, tuple[int, datetime]] = {}
+    for room_index, records in enumerate(rooms):
+        for r in records:
+            if r.is_user_message and r.speaker:
+                counts[r.speaker] += 1
+                seen = first.get(r.speaker)
+                if seen is None or r.timestamp < seen[0]:
+                    first[r.speaker] = (r.timestamp, room_index)
+    order = sorted(counts, key=lambda n: (-counts[n], first[n], n))
+    return {name: (rank if rank <= max_speakers else OVERFLOW_SPEAKER) for rank, name in enumerate(order, 1)}
+
+
+def filter_records(
+    records: Iterable[Record],
+    cfg: PreprocessConfig,
+    speakers: dict[str, int],
+    masker: PiiMasker,
+    dropped: Counter,
+) -> list[Message]:
+    """Keep or drop each record; dropped ones are counted in ``dropped`` under exactly one reason (first that applies):
+
+    ``system``      a system event (join, leave, invite, hidden, notice ...) while ``system: drop``
+    ``media``       a media placeholder (photo, video, emoticon, file, call ...) while ``media: drop``
+    ``deleted``     a message its sender deleted, while ``drop_low_signal`` (a lone placeholder) or ``media: drop``
+    ``no_speaker``  a user message without a sender name
+    ``empty``       a text message that is empty after cleaning
+    ``too_short``   fewer than ``min_message_chars`` characters after cleaning and masking (a placeholder = 1)
+    ``too_long``    more than ``max_message_chars`` characters (pasted articles, logs)
+    ``low_signal``  ``drop_low_signal`` and nothing but punctuation, spaces and placeholders (see :func:`has_signal`)
+
+    Kept media become a message whose text is the typed placeholder (``<|photo|>`` …); kept system events a
+    message of speaker -1 with ``<|system|>`` (the event text, which names people, is never kept).
+    """
+    out: list[Message] = []
+    media_marker = {k: placeholder_marker(k.value) for k in MEDIA_KINDS}
+    deleted_marker = placeholder_marker("deleted")
+    system_marker = placeholder_marker("system")
+    keep_media = cfg.media == "token"
+    keep_system = cfg.system == "token"
+    lo, hi = cfg.min_message_chars, cfg.max_message_chars
+    low_signal = cfg.drop_low_signal
+    mask = masker.mask
+    for r in records:
+        kind = r.kind
+        if kind is Kind.MESSAGE:
+            spk = speakers.get(r.speaker)
+            if spk is None:
+                dropped["no_speaker"] += 1
+                continue
+            text = clean_text(r.text)
+            if not text:
+                dropped["empty"] += 1
+                continue
+            text = mask(text)
+            n = text_length(text)
+            if n < lo:
+                dropped["too_short"] += 1
+            elif n > hi:
+                dropped["too_long"] += 1
+            elif low_signal and not has_signal(text):
+                dropped["low_signal"] += 1
+            else:
+                out.append(Message(r.timestamp, spk, text, n))
+        elif kind in SYSTEM_KINDS:
+            if keep_system:
+                out.append(Message(r.timestamp, SYSTEM_SPEAKER, system_marker, 1))
+            else:
+                dropped["system"] += 1
+        elif kind is Kind.DELETED:
+            spk = speakers.get(r.speaker)
+            if low_signal or not keep_media:
+                dropped["deleted"] += 1
+            elif spk is None:
+                dropped["no_speaker"] += 1
+            else:
+                out.append(Message(r.timestamp, spk, deleted_marker, 1))
+        else:  # media placeholder
+            spk = speakers.get(r.speaker)
+            if not keep_media:
+                dropped["media"] += 1
+            elif spk is None:
+                dropped["no_speaker"] += 1
+            else:
+                out.append(Message(r.timestamp, spk, media_marker.get(kind, placeholder_marker("media")), 1))
+    return out
+
+
+def build_sessions(messages: Sequence[Message], cfg: PreprocessConfig, room: int = 0) -> list[Session]:
+    """Sessions and turns from one room's kept messages (in time order).
+
+    * A new session starts when the gap to the previous kept message is **longer than** ``session_gap_minutes``
+      (a gap of exactly that many minutes stays in the session).
+    * With ``merge_same_speaker``, a message joins the previous turn (text joined with a newline) when it has the
+      same speaker, follows the turn's last message **within** ``merge_gap_minutes`` (gap ≤ the setting), and the
+      merged text stays within ``max_merged_chars`` characters. System events are never merged.
+    """
+    gap = timedelta(minutes=cfg.session_gap_minutes)
+    merge_gap = timedelta(minutes=cfg.merge_gap_minutes)
+    max_chars = cfg.max_merged_chars
+    merge = cfg.merge_same_speaker
+    sessions: list[Session] = []
+    cur: Session | None = None
+    last_ts: datetime | None = None
+    for m in messages:
+        if cur is None or m.ts - last_ts > gap:  # type: ignore[operator]
+            cur = Session(room)
+            sessions.append(cur)
+            prev = None
+        else:
+            prev = cur.turns[-1]
+        if (
+            merge
+            and prev is not None
+            and prev.speaker == m.speaker
+            and m.speaker != SYSTEM_SPEAKER
+            and m.ts - prev.end <= merge_gap
+            and prev.length + 1 + m.length <= max_chars
+        ):
+            prev.text = prev.text + "\n" + m.text
+            prev.length += 1 + m.length
+            prev.end = m.ts
+            prev.messages += 1
+        else:
+            cur.turns.append(Turn(m.speaker, m.text, m.length, m.ts, m.ts))
+        last_ts = m.ts
+    return sessions
+
+
+def split_sessions(sessions: list[Session], val_fraction: float) -> tuple[list[Session], list[Session]]:
+    """(train, val) by time: sessions sorted by start (ties by room); the latest ``round(val_fraction · n)`` go to
+    validation — at least one when ``val_fraction > 0`` and there are two or more sessions, never all of them.
+
+    A single session is cut in two at the turn boundary nearest ``1 - val_fraction`` of its turns, so a small
+    room still gets a validation split (the later part, as its own session).
+    """
+    ordered = sorted(sessions, key=lambda s: (s.start, s.room))
+    n = len(ordered)
+    if val_fraction <= 0 or n == 0:
+        return ordered, []
+    if n == 1:
+        turns = ordered[0].turns
+        if len(turns) < 2:
+            return ordered, []
+        cut = min(len(turns) - 1, max(1, round(len(turns) * (1 - val_fraction))))
+        return [Session(ordered[0].room, turns[:cut])], [Session(ordered[0].room, turns[cut:])]
+    k = min(n - 1, max(1, round(val_fraction * n)))
+    return ordered[: n - k], ordered[n - k :]
+
+
+def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
+    """``room`` → None (every speaker is a target); a real name (or a pseudonym such as ``S2``) → its number.
+
+    Raises ValueError with a message that never echoes any name.
+    """
+    t = unicodedata.normalize("NFC", target.strip())
+    if t.lower() == "room":
+        return None
+    number = speakers.get(t)
+    if number is None:
+        by_nfc = {unicodedata.normalize("NFC", k.strip()): v for k, v in speakers.items()}
+        number = by_nfc.get(t)
+    if number is None and re.fullmatch(r"S([1-9]\d*)", t):
+        candidate = int(t[1:])
+        if candidate in set(speakers.values()):
+            number = candidate
+    if number is None:
+        raise ValueError("unknown")
+    if number == OVERFLOW_SPEAKER:
+        raise ValueError("overflow")
+    return number
+
+
+__all__ = [
+    "DROP_REASONS", "Message", "Turn", "Session", "SYSTEM_SPEAKER", "OVERFLOW_SPEAKER", "pseudonym", "clean_text",
+    "text_length", "has_signal", "rank_speakers", "filter_records", "build_sessions", "split_sessions",
+    "resolve_target",
+]
