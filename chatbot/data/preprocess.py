@@ -310,9 +310,10 @@ def build(
         temps["stats.json"] = _write_temp(out_dir, "stats.json", _json_bytes(stats))
         commit(out_dir, temps)
     except BaseException:
-        for p in temps.values():
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        if not (out_dir / JOURNAL).exists():  # once the journal exists, recover() finishes the commit
+            for p in temps.values():
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
         raise
     _log(f"{messages_in} messages in {stats['rooms']} room(s) → kept {kept}, dropped {sum(dropped.values())}; "
          f"{stats['speakers']} speakers, target {persona['target']}; train {stats['tokens']['train']} tokens "
