@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from helpers_bridge import CallbackServer, FakeResponder, request, running_bridge, skill_payload, wait_until
@@ -61,6 +61,22 @@ def test_skill_slow_reply_uses_callback_once(tmp_path) -> None:
         r = rb.post("/skill", skill_payload("또 물어볼게", callback_url=cb.url("cb-2")))
         assert r.json == {"version": "2.0", "useCallback": True} and time.monotonic() - t0 < 0.05 + 0.2
         assert wait_until(lambda: len(cb.received) == 2)
+
+
+def test_skill_callback_failure_and_expiry_store_no_reply(tmp_path, caplog, monkeypatch) -> None:
+    caplog.set_level(logging.INFO, logger="chatbot.bridge")
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1/callback/x"
+    with CallbackServer() as cb, running_bridge(tmp_path, FakeResponder(delay=0.2), transport="kakao-skill",
+                                                callback_after_s=0.0) as rb:
+        assert rb.post("/skill", skill_payload("하나", callback_url=dead)).json["useCallback"] is True
+        assert wait_until(lambda: "outcome=callback_failed" in caplog.text)
+        monkeypatch.setattr("chatbot.bridge.server.CALLBACK_VALID_S", 0.1)  # the reply comes after the URL expired
+        assert rb.post("/skill", skill_payload("둘", callback_url=cb.url())).json["useCallback"] is True
+        assert wait_until(lambda: "outcome=callback_expired" in caplog.text)
+        assert [t["role"] for t in rb.room_turns("u-test-0001")] == ["user", "user"]  # nothing was delivered
+    assert cb.received == []
 
 
 def test_skill_fast_reply_with_callback_url_is_answered_inline(tmp_path) -> None:

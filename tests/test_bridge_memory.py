@@ -184,3 +184,18 @@ def test_repo_gen_yaml_bridge_section_loads(project) -> None:
     assert bc.transport == "kakao-skill" and bc.host == "127.0.0.1"
     assert bc.max_reply_chars <= 1000 and bc.request_timeout_s < 5 and bc.callback_after_s < bc.request_timeout_s
     assert isinstance(bc.dedupe_window_s, float) and bc.callback_hosts == [] and bc.memory_archive is True
+
+
+def test_jsonl_back_pressure_on_one_room_does_not_deadlock(tmp_path) -> None:
+    """A full pool blocks reading; the worker must still be able to store its reply in the same room."""
+    bc = bridge_cfg(transport="jsonl", workers=1, queue_limit=0)
+    bridge = make_bridge(bc, tmp_path, send=True, responder=FakeResponder(delay=0.02))
+    inp = io.StringIO("".join(json.dumps({"room": "한방", "sender": "s", "msg": f"m{i}", "id": i}) + "\n"
+                              for i in range(6)))
+    out = io.StringIO()
+    t = threading.Thread(target=run_jsonl, args=(bridge, inp, out, threading.Event()), daemon=True)
+    t.start()
+    t.join(10)
+    assert not t.is_alive(), "deadlocked"
+    got = [json.loads(x) for x in out.getvalue().splitlines()]
+    assert sorted(o["line"] for o in got) == [1, 2, 3, 4, 5, 6] and all(o["outcome"] == "replied" for o in got)

@@ -4,12 +4,10 @@ the process exits cleanly, and a restarted process continues each room's convers
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from helpers_bridge import request, wait_until

@@ -248,32 +248,47 @@ class Bridge:
             key, windowed = self.store.key_hash("ts", msg.sender, msg.text, msg.stamp), False
         else:
             key, windowed = self.store.key_hash("win", msg.sender, msg.text), True
+        now = msg.wall
         with self.store.room(rh) as room:
-            now = msg.wall
-            if room.is_duplicate(key, now, self.bc.dedupe_window_s):
-                return self._done_early(msg, rh, "duplicate")
-            if self._rate_limited(rh):
-                room.mark_seen(key, now, windowed)
-                room.add_turn("user", msg.text, now)
-                self.store.save(room, now)
-                return self._done_early(msg, rh, "rate_limited")
-            if not self.pool.reserve(block=block):
-                return self._done_early(msg, rh, "stopping" if self.stopping.is_set() else "busy")
+            early = self._room_filters(msg, rh, room, key, windowed)
+        if early is not None:
+            return early
+        # the slot is reserved outside the room lock: a blocking reserve under it would deadlock with a worker
+        # that needs the same room to store its reply
+        if not self.pool.reserve(block=block):
+            return self._done_early(msg, rh, "stopping" if self.stopping.is_set() else "busy")
+        with self.store.room(rh) as room:
+            early = self._room_filters(msg, rh, room, key, windowed)  # again: the same message may have raced us
+            if early is not None:
+                self.pool.release()
+                return early
             try:
                 history = room.context(self.bc.memory_turns) + [("user", msg.text)]
                 room.mark_seen(key, now, windowed)
                 room.add_turn("user", msg.text, now)
                 self.store.save(room, now)
-            except BaseException:  # disk full or similar: the message may be re-delivered and handled then
+            except BaseException:  # disk full or similar: a re-delivery of the message is handled anew
                 self.pool.release()
                 room.seen.pop(key, None)
                 raise
-        self._rate_hit(rh)
+            self._rate_hit(rh)
         job = Job(msg, rh, history, self.reply_limit)
         if deliver is not None:
             job.deliver, job.mode = deliver, "async"
         self.pool.put(job)
         return job
+
+    def _room_filters(self, msg: Incoming, rh: str, room: Any, key: str, windowed: bool) -> str | None:
+        """Duplicate / rate-limit checks under the room lock; a rate-limited message is stored as context."""
+        now = msg.wall
+        if room.is_duplicate(key, now, self.bc.dedupe_window_s):
+            return self._done_early(msg, rh, "duplicate")
+        if self._rate_limited(rh):
+            room.mark_seen(key, now, windowed)
+            room.add_turn("user", msg.text, now)
+            self.store.save(room, now)
+            return self._done_early(msg, rh, "rate_limited")
+        return None
 
     def _rate_limited(self, rh: str) -> bool:
         limit = self.bc.rate_limit_per_minute

@@ -88,6 +88,8 @@ class MemoryStore:
         self.archive = archive
         self.dedupe_window_s = dedupe_window_s
         self.cache_rooms = cache_rooms
+        if not self.root.exists():
+            self.root.mkdir(parents=True, mode=0o700)  # private chat text: owner only (files are 0600 already)
         self.rooms_dir.mkdir(parents=True, exist_ok=True)
         self._salt = self._load_salt()
         self._stripes = [threading.Lock() for _ in range(STRIPES)]

@@ -329,14 +329,13 @@ class Handler(BaseHTTPRequestHandler):
             # after useCallback Kakao waits for exactly one POST: an empty/failed reply closes it with no output
             payload = simple_text(text) if text else empty_template()
             try:
-                status = post_json(url, payload, timeout=min(10.0, left))
+                status, why = post_json(url, payload, timeout=min(10.0, left)), ""
             except Exception as exc:  # network trouble: the URL is single-use, no retry
-                log.info("room=%s callback POST failed: %s", job.room_hash, type(exc).__name__)
-                status = 0
+                status, why = 0, type(exc).__name__
             if 200 <= status < 300:
                 b.finish(job, outcome, sent=text, generated=generated, via="callback")
             else:
-                b.finish(job, "callback_failed", generated=generated, via="callback")
+                b.finish(job, "callback_failed", generated=generated, via=f"callback:{why or status}")
         return deliver
 
     # ------------------------------------------------------------------ relay
