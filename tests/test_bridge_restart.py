@@ -85,3 +85,40 @@ def test_sigterm_mid_traffic_loses_no_room_memory(tmp_path) -> None:
         proc2.communicate(timeout=20)
     assert proc2.returncode == 0
     assert not list(memory.glob("rooms/.*.tmp")), "no temp files left behind"
+
+
+def test_sigkill_mid_traffic_keeps_every_answered_message(tmp_path) -> None:
+    """Even a kill -9 loses nothing that was answered: turns are written through (atomically) before the answer."""
+    memory = tmp_path / "bridge"
+    proc, port = _start(memory, tmp_path / "port", delay=0.02)
+    answers: list[tuple[str, str]] = []
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            text = f"방 메시지 {k}-{i}"
+            try:
+                r = request(port, "POST", "/relay", {"room": "방", "sender": f"손님{k}", "msg": text}, timeout=10)
+            except OSError:
+                return
+            if r.status == 200:
+                answers.append((text, r.json["reply"]))
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    assert wait_until(lambda: len(answers) >= 6, timeout=10)
+    proc.kill()
+    proc.communicate(timeout=10)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    store = MemoryStore(memory, max_turns=500)
+    with store.room(store.room_hash("방")) as state:
+        turns = [(t["role"], t["text"]) for t in state.turns]
+    for text, reply in answers:
+        i = turns.index(("user", text))
+        assert ("bot", reply) in turns[i + 1:], text  # the reply the client saw is on disk, after its message
+    assert not list(memory.rglob("*.corrupt-*")) and not list(memory.rglob(".*.tmp"))

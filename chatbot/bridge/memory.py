@@ -91,6 +91,9 @@ class MemoryStore:
         if not self.root.exists():
             self.root.mkdir(parents=True, mode=0o700)  # private chat text: owner only (files are 0600 already)
         self.rooms_dir.mkdir(parents=True, exist_ok=True)
+        for stale in self.rooms_dir.glob(".*.tmp"):  # temp files of a writer killed mid-save (one bridge per folder)
+            with contextlib.suppress(OSError):
+                stale.unlink()
         self._salt = self._load_salt()
         self._stripes = [threading.Lock() for _ in range(STRIPES)]
         self._cache: OrderedDict[str, RoomState] = OrderedDict()
