@@ -6,8 +6,8 @@ module implements the STREAM construction (Hoang, Reyhanitabar, Rogaway, Vizár 
 streaming AEAD and age): the plaintext is cut into fixed-size chunks, each sealed with AES-256-GCM under a nonce
 built from a per-file random prefix, the chunk counter and a "last chunk" flag. That detects every kind of
 tampering with one check per chunk: a modified byte fails that chunk's tag, swapped or dropped chunks fail the
-counter, truncation at a chunk boundary fails because no chunk carrying the last flag remains, appended bytes fail
-because the real last chunk is then read as a non-last one.
+counter, truncation or appended bytes fail because the file must end in a short chunk sealed with the last flag
+(the chunk boundaries follow from the file length, so any change of length misaligns a tag or the flag).
 
 File layout (all integers big-endian)::
 
