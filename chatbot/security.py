@@ -112,8 +112,9 @@ def require_password(cfg) -> None:
     """Return when the caller knows the configured password; otherwise raise ChatbotError (one line).
 
     Configured in .env: ``CHATBOT_PASSWORD_HASH`` (preferred, used when both are set) or ``CHATBOT_PASSWORD``.
-    Supplied by the caller: ``CHATBOT_ACCESS_PASSWORD`` (environment or .env, for scripts) or a hidden prompt when
-    standard input is a terminal. A wrong password sleeps ``WRONG_PASSWORD_DELAY_S`` before refusing.
+    Supplied by the caller: ``CHATBOT_ACCESS_PASSWORD`` in the process environment (for scripts; deliberately NOT
+    read from .env — a .env holding both the password and the answer would make the gate pointless) or a hidden
+    prompt when standard input is a terminal. A wrong password sleeps ``WRONG_PASSWORD_DELAY_S`` before refusing.
     """
     stored_hash = cfg.secret("CHATBOT_PASSWORD_HASH")
     stored_plain = cfg.secret("CHATBOT_PASSWORD")
@@ -124,7 +125,7 @@ def require_password(cfg) -> None:
         )
     if stored_hash:
         parse_password_hash(stored_hash)  # a malformed line is reported before anyone types anything
-    given = cfg.secret("CHATBOT_ACCESS_PASSWORD")
+    given = os.environ.get("CHATBOT_ACCESS_PASSWORD") or None
     if given is None:
         if not _stdin_is_tty():
             raise ChatbotError(
