@@ -1,0 +1,628 @@
+"""Line parsers of the ``.txt`` families (Windows, Android, iOS) and the CSV reader.
+
+Each is a generator ``(stream, ctx) -> Iterator[Record]`` that streams: memory is bounded by the longest message.
+Speed matters (>= 20 MB/s on one core for 100 MB exports): the common record line of each family is found by one
+``^``-anchored multi-line regex over 1 MB chunks and handled inline; every other line goes through the per-line
+rules of :class:`_Emitter`.
+
+Continuation rule (formats doc §8): only a line with a complete, valid record prefix starts a record; every other
+line belongs to the open record, except
+
+* KakaoTalk's un-stamped events: Windows system sentences (join/leave/invite/kick …), open-chat policy notices,
+  a standalone ``메시지가 삭제되었습니다.`` — these become system records with the previous record's time;
+* a repeated export header (title line + ``저장한 날짜 :`` / ``Date Saved :``) of a concatenated file — dropped,
+  and a new segment starts;
+* day separators / day headers — they set the date and are not text.
+
+Blank lines inside a body are kept; trailing blank lines (the ones before a day header) are trimmed.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Iterable, Iterator
+
+from ..errors import FormatError
+from ..records import Kind, Record
+from . import stamps as S
+from .classify import (HIDDEN_LINES, NOTICE_CONT_PREFIXES, NOTICE_PREFIXES, SELF_PLACEHOLDERS, body_kind, is_notice,
+                       is_title_line, system_kind, windows_system)
+
+SAVED_PREFIXES = ("저장한 날짜 : ", "저장한 날짜: ", "Date Saved : ", "Date Saved: ")
+_CACHE_MAX = 20_000  # stamp -> datetime entries kept (cleared when full; bounded memory)
+csv.field_size_limit(max(csv.field_size_limit(), 1 << 26))  # long pasted messages
+
+
+# Records are built millions of times per big export; the frozen dataclass __init__ (object.__setattr__ per
+# field) is the single largest cost, so the hot paths fill the slots directly. Same object, same equality.
+try:
+    _new = object.__new__
+    _s_ts, _s_sp, _s_tx, _s_kd = (Record.__dict__[f].__set__ for f in ("timestamp", "speaker", "text", "kind"))
+
+    def make_record(ts: datetime, speaker: str, text: str, kind: Kind) -> Record:
+        r = _new(Record)
+        _s_ts(r, ts)
+        _s_sp(r, speaker)
+        _s_tx(r, text)
+        _s_kd(r, kind)
+        return r
+
+    make_record(datetime(2000, 1, 1), "", "", Kind.MESSAGE)
+except (KeyError, AttributeError, TypeError):  # Record without slots: the plain constructor
+    make_record = Record  # type: ignore[assignment]
+
+@dataclass
+class Ctx:
+    """Per-file parse settings and what the parser learns on the way."""
+
+    format: str
+    self_name: str
+    saved_at: datetime | None = None
+    ios_time_only: bool = False
+    segments: list[int] = field(default_factory=lambda: [0])  # record index where each concatenated export starts
+
+
+class _Emitter:
+    """The open record, continuation lines and un-stamped events of the ``.txt`` parsers.
+
+    Hot paths (a record line of a known sender) are inlined in the parsers; everything rare goes through
+    :meth:`other` / :meth:`event`, which put finished records into ``out`` for the parser to yield.
+    """
+
+    __slots__ = ("ctx", "out", "ts", "speaker", "kind", "parts", "last_ts", "floor", "undated", "n", "mobile",
+                 "self_name", "title_at", "prev_blank")
+
+    def __init__(self, ctx: Ctx, mobile: bool):
+        self.ctx = ctx
+        self.out: list[Record] = []
+        self.ts: datetime | None = None  # open record (None = no open record)
+        self.speaker = ""
+        self.kind: Kind | None = None  # None = a message whose kind is decided from its body when closed
+        self.parts: list[str] = []
+        self.last_ts: datetime | None = None
+        self.floor: datetime | None = None  # start of the current day (separator / day header)
+        self.undated: list[tuple[str, str, Kind]] = []
+        self.n = 0
+        self.mobile = mobile
+        self.self_name = ctx.self_name
+        self.title_at: int | None = None  # index in parts of a title-looking line (-1: no open record)
+        self.prev_blank = True
+
+    def who(self, name: str) -> str:
+        return self.self_name if self.mobile and name in SELF_PLACEHOLDERS else name
+
+    def close(self) -> Record | None:
+        """Close the open record and return it (None when there is none)."""
+        ts = self.ts
+        if ts is None:
+            return None
+        parts = self.parts
+        text = (parts[0] if len(parts) == 1 else "\n".join(parts)).rstrip()
+        self.ts = None
+        self.n += 1
+        return make_record(ts, self.speaker, text, self.kind or body_kind(text))
+
+    def flush(self) -> None:
+        r = self.close()
+        if r is not None:
+            self.out.append(r)
+
+    def start(self, ts: datetime, speaker: str, kind: Kind | None, text: str) -> None:
+        self.flush()
+        if self.undated:
+            self._flush_undated(ts)
+        self.ts, self.speaker, self.kind, self.parts = ts, speaker, kind, [text]
+        self.last_ts = ts
+        self.title_at = None
+        self.prev_blank = False
+
+    def anchor(self) -> datetime | None:
+        """Time for an un-stamped event: the previous record's, or the day start if that is later."""
+        if self.last_ts is None:
+            return self.floor
+        if self.floor is not None and self.floor > self.last_ts:
+            return self.floor
+        return self.last_ts
+
+    def event(self, kind: Kind, speaker: str, text: str) -> None:
+        """An un-stamped system event. It stays open, so a following continuation line (the second line of
+        the Korean open-chat notice) joins it."""
+        self.flush()
+        self.title_at = None
+        self.prev_blank = False
+        ts = self.anchor()
+        if ts is None:
+            self.undated.append((speaker, text, kind))
+            return
+        self.ts, self.speaker, self.kind, self.parts = ts, speaker, kind, [text]
+
+    def _flush_undated(self, ts: datetime) -> None:
+        for speaker, text, kind in self.undated:
+            self.out.append(make_record(ts, speaker, text, kind))
+            self.n += 1
+        self.undated = []
+
+    def finish(self) -> None:
+        self.flush()
+        if self.undated:
+            ts = self.floor or self.ctx.saved_at
+            if ts is not None:
+                self._flush_undated(ts)
+            self.undated = []
+
+    def other(self, line: str, ml: str) -> None:
+        """A line with no record prefix: blank, notice, hidden, repeated header, or a continuation.
+        ``ml`` is the line without leading U+FEFF (for matching); ``line`` is kept verbatim in bodies."""
+        s = ml.strip()
+        if not s:
+            if self.ts is not None:
+                self.parts.append(line)
+            self.prev_blank = True
+            return
+        self.prev_blank = False
+        if s in HIDDEN_LINES:
+            self.event(Kind.HIDDEN, "", s)
+            return
+        if self.title_at is not None and ml.startswith(SAVED_PREFIXES):
+            # a concatenated export: drop its title line from the open body; a new segment starts
+            if self.ts is not None and self.title_at > 0:
+                del self.parts[self.title_at:]
+            self.flush()
+            self.title_at = None
+            k = self.n + len(self.undated)
+            if self.ctx.segments[-1] != k:
+                self.ctx.segments.append(k)
+            self.prev_blank = True
+            return
+        if s.startswith(NOTICE_PREFIXES):
+            if (self.kind is Kind.NOTICE and self.ts is not None and len(self.parts) == 1
+                    and s.startswith(NOTICE_CONT_PREFIXES) and not self.parts[0].startswith(NOTICE_CONT_PREFIXES)):
+                self.parts.append(s)  # second line of the two-line Korean notice
+            else:
+                self.event(Kind.NOTICE, "", s)
+            return
+        if self.ts is not None:
+            self.parts.append(line)
+        if is_title_line(ml):
+            # maybe line 1 of a concatenated export; confirmed only if a saved-date line follows
+            self.title_at = len(self.parts) - 1 if self.ts is not None else -1
+        else:
+            self.title_at = None
+
+
+# --------------------------------------------------------------------------------------------------- input
+class TextStream:
+    """The decoded text of an export after its header: as lines (CSV) or as line-aligned chunks (``.txt``).
+
+    Chunks end at a line boundary and every line in them ends with ``\n``, so the ``.txt`` parsers can let one
+    multi-line regex find the common record lines in C and hand only the rest to per-line Python code.
+    """
+
+    CHUNK = 1 << 20
+
+    def __init__(self, head: list[str], rest: IO[str] | None = None):
+        self.head, self.rest = head, rest
+
+    @classmethod
+    def from_text(cls, text: str) -> "TextStream":
+        return cls([text])
+
+    def lines(self) -> Iterator[str]:
+        for block in self.head:
+            yield from block.splitlines(keepends=True) if block.count("\n") > 1 else (block,)
+        if self.rest is not None:
+            yield from self.rest
+
+    def chunks(self) -> Iterator[str]:
+        buf = "".join(self.head)
+        while True:
+            data = self.rest.read(self.CHUNK) if self.rest is not None else ""
+            if not data:
+                if buf:
+                    yield buf if buf.endswith("\n") else buf + "\n"
+                return
+            buf += data
+            cut = buf.rfind("\n")
+            if cut >= 0:
+                yield buf[: cut + 1]
+                buf = buf[cut + 1:]
+
+
+def _scan(chunks: Iterable[str], fast: re.Pattern, on_fast, on_line, out: list[Record]) -> Iterator[Record]:
+    """Drive a ``.txt`` parser: ``fast`` (a ``^``-anchored multi-line regex) finds the common record lines of
+    each chunk; ``on_fast(m, chunk, eol)`` handles one (returns a closed Record, None, or False = "not mine,
+    treat as an ordinary line"); every other line goes to ``on_line(line)``, in file order."""
+    for chunk in chunks:
+        pos = 0
+        find = chunk.find
+        for m in fast.finditer(chunk):
+            st = m.start()
+            if st > pos:
+                for line in chunk[pos:st - 1].split("\n"):
+                    on_line(line)
+                if out:
+                    yield from out
+                    out.clear()
+            eol = find("\n", m.end())
+            pos = eol + 1
+            r = on_fast(m, chunk, eol)
+            if r is False:
+                on_line(chunk[st:eol])
+            elif r is not None:
+                yield r
+            if out:
+                yield from out
+                out.clear()
+        if pos < len(chunk):
+            for line in chunk[pos:-1].split("\n"):
+                on_line(line)
+            if out:
+                yield from out
+                out.clear()
+
+
+# --------------------------------------------------------------------------------------------------- Windows
+_WIN_FAST = re.compile(r"^\[([^\n]*?)\] \[((?:오전|오후) \d{1,2}:\d{2})\](?: |$)", re.M)
+
+
+class _Windows(_Emitter):
+    """Windows ``.txt``: ``[sender] [time] body`` under ``--- date ---`` separators; un-stamped system lines."""
+
+    __slots__ = ("date", "times")
+
+    def __init__(self, ctx: Ctx):
+        super().__init__(ctx, mobile=False)
+        self.date: datetime | None = None
+        self.times: dict[str, timedelta | None] = {}  # "오후 3:05" -> offset from midnight
+
+    def on_fast(self, m: re.Match, chunk: str, eol: int):
+        date = self.date
+        if date is None:
+            return False
+        key = m.group(2)
+        off = self.times.get(key, False)
+        if off is False:
+            ap, hm = key.split(" ")
+            h, mi = hm.split(":")
+            off = self.times[key] = _offset(h, mi, ap)
+        if off is None:
+            return False
+        ts = date + off
+        r = None
+        if self.ts is not None:  # close the open record (inlined close())
+            parts = self.parts
+            text = (parts[0] if len(parts) == 1 else "\n".join(parts)).rstrip()
+            self.n += 1
+            r = make_record(self.ts, self.speaker, text, self.kind or body_kind(text))
+        if self.undated:
+            if r is not None:
+                self.out.append(r)
+                r = None
+            self._flush_undated(ts)
+        self.ts, self.speaker, self.kind, self.parts = ts, m.group(1), None, [chunk[m.end():eol]]
+        self.last_ts = ts
+        self.title_at = None
+        self.prev_blank = False
+        return r
+
+    def on_line(self, line: str) -> None:
+        ml = line.lstrip("\ufeff") if line[:1] == "\ufeff" else line
+        c = ml[:1]
+        if c == "[" and self.date is not None:
+            m = S.WIN_MSG.match(ml)
+            if m is not None:
+                hm = S.win_time(m)
+                if hm is not None:
+                    d = self.date
+                    self.start(datetime(d.year, d.month, d.day, hm[0], hm[1]), m.group("s"), None, m.group("b") or "")
+                    return
+        elif c == "-":
+            m = S.WIN_SEP.match(ml)
+            d = S.win_sep_date(m.group("d")) if m else None
+            if d is not None:
+                self.date = d[0]
+                self.floor = d[0]
+                self.prev_blank = False
+                return
+        sysk = windows_system(ml) if ml[-1:] == "." else None
+        if sysk is not None:
+            self.event(sysk[0], sysk[1], ml.strip())
+        else:
+            self.other(line, ml)
+
+
+def parse_windows(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
+    p = _Windows(ctx)
+    yield from _scan(stream.chunks(), _WIN_FAST, p.on_fast, p.on_line, p.out)
+    p.finish()
+    yield from p.out
+
+
+# --------------------------------------------------------------------------------------------------- Android / iOS
+def _mobile_rest(em: _Emitter, ts: datetime, rest: str, message_sep: bool, seen: dict[str, str]) -> None:
+    """Open the record of a stamped mobile line from the text after its stamp.
+
+    ``sender : body`` is a message: split on the FIRST `` : `` (bodies contain more). Text without one, the iOS
+    ``stamp: text`` shape, or an empty sender is a system line. A text *with* `` : `` whose sender has not spoken
+    before and that is a whole KakaoTalk system sentence is a system line too (a nickname containing `` : ``).
+    """
+    if message_sep:
+        i = rest.find(" : ")
+        if i < 0 and rest.endswith(" :"):
+            i = len(rest) - 2
+        if i > 0 and rest[:i].strip():
+            sender = rest[:i]
+            sp = seen.get(sender)
+            if sp is None and not (rest.endswith(".") and system_kind(rest) is not None):
+                sp = seen[sender] = em.who(sender)
+            if sp is not None:
+                em.start(ts, sp, None, rest[i + 3:])
+                return
+    text = rest.strip()
+    if text.startswith(":"):  # "오전 12:05,  : 시스템 알림" (empty sender)
+        text = text[1:].strip()
+    k = system_kind(text)
+    kind, subject = k if k is not None else (Kind.SYSTEM, "")
+    em.start(ts, em.who(subject), kind, text)
+
+
+# The common message line of each family: stamp, ", ", sender (no newline), " : ". Groups: 1 = the date part
+# (cached -> midnight), 5 = the time part (cached -> offset), 9 = the sender; the others feed the converters.
+_AND_KO_FAST = re.compile(
+    r"^((\d{4})년 (\d{1,2})월 (\d{1,2})일) ((오전|오후) (\d{1,2}):(\d{2})), ([^\n]*?) : ", re.M)
+_IOS_KO_FAST = re.compile(
+    r"^((\d{4})\. (\d{1,2})\. (\d{1,2})\.) ((?:(오전|오후) )?(\d{1,2}):(\d{2})), ([^\n]*?) : ", re.M)
+_AND_EN_FAST = re.compile(
+    r"^(([A-Z][a-z]{2,8}) (\d{1,2}), (\d{4})), ((\d{1,2}):(\d{2}) ([AP])M), ([^\n]*?) : ", re.M)
+_IOS_EN_FAST = re.compile(
+    r"^(([A-Z][a-z]{2}) (\d{1,2}), (\d{4})), ((\d{1,2}):(\d{2}) ([AP])M), ([^\n]*?) : ", re.M)
+
+
+def _day_ko(m: re.Match) -> datetime | None:
+    return S.make_dt(m.group(2), m.group(3), m.group(4))
+
+
+def _day_en(m: re.Match) -> datetime | None:
+    mo = S.month_of(m.group(2))
+    return None if mo is None else S.make_dt(m.group(4), mo, m.group(3))
+
+
+def _offset(h: str, mi: str, ap: str | None) -> timedelta | None:
+    hh = S.hour_of(int(h), ap)
+    return None if hh is None or int(mi) > 59 else timedelta(hours=hh, minutes=int(mi))
+
+
+def _time_ko(m: re.Match) -> timedelta | None:
+    return _offset(m.group(7), m.group(8), m.group(6))
+
+
+def _time_en(m: re.Match) -> timedelta | None:
+    return _offset(m.group(6), m.group(7), m.group(8))
+
+
+class _Mobile(_Emitter):
+    """Android and iOS ``.txt``: every record carries its own stamp. They differ in stamp shapes, day headers
+    (Android: a bare stamp; iOS: a dated weekday line) and iOS's ``stamp: text`` system lines. A day header
+    only counts after a blank line (or before the first record): a body line that looks like one stays text."""
+
+    __slots__ = ("days", "times", "seen", "full", "full_conv", "day_conv", "time_conv", "ios", "time_rx", "day")
+
+    def __init__(self, ctx: Ctx, day_conv, time_conv, full: re.Pattern, full_conv, ios: bool,
+                 time_rx: re.Pattern | None):
+        super().__init__(ctx, mobile=True)
+        self.days: dict[str, datetime | None] = {}  # "2023년 2월 9일" -> midnight (None = impossible date)
+        self.times: dict[str, timedelta | None] = {}  # "오후 3:05" -> offset from midnight
+        self.seen: dict[str, str] = {}  # sender as written -> speaker (self placeholder mapped)
+        self.day_conv, self.time_conv, self.full, self.full_conv = day_conv, time_conv, full, full_conv
+        self.ios, self.time_rx = ios, time_rx
+        self.day: datetime | None = None
+
+    def on_line(self, line: str) -> None:
+        ml = line.lstrip("\ufeff") if line[:1] == "\ufeff" else line
+        m = self.full.match(ml)
+        ts = None
+        if m is not None:
+            ts = self.full_conv(m)
+        elif self.time_rx is not None and self.day is not None:
+            m = self.time_rx.match(ml)
+            if m is not None:
+                g = m.groupdict()
+                hh = S.hour_of(int(g["h"]), g.get("ko") or g.get("ap"))
+                if hh is not None and int(g["mi"]) < 60:
+                    ts = self.day.replace(hour=hh, minute=int(g["mi"]))
+        if ts is not None:
+            rest = m.group("rest")
+            if self.ios:
+                _mobile_rest(self, ts, rest or "", m.group("sep") == ",", self.seen)
+            elif rest is not None:
+                _mobile_rest(self, ts, rest, True, self.seen)
+            elif self.prev_blank or (self.n == 0 and self.ts is None):
+                self.floor = ts  # Android day header: date + time of the day's first record
+                self.prev_blank = False
+            else:
+                self.other(line, ml)
+            return
+        if self.ios and (self.prev_blank or self.ts is None) and (ml[:1].isdigit() or ml[:1].isupper()):
+            d = S.day_header_date(ml)
+            if d is not None:
+                self.day = self.floor = d[0]
+                self.prev_blank = False
+                return
+        self.other(line, ml)
+
+
+def _parse_mobile(stream: TextStream, ctx: Ctx, fast: re.Pattern, day_conv, time_conv, full: re.Pattern,
+                  full_conv, ios: bool, time_rx: re.Pattern | None = None) -> Iterator[Record]:
+    """The chunk loop with the common record line handled inline (this loop is the parser's hot path; it is
+    :func:`_scan` + :meth:`_Mobile.on_fast` with attribute lookups hoisted into locals)."""
+    p = _Mobile(ctx, day_conv, time_conv, full, full_conv, ios, time_rx)
+    out, days, times, seen, on_line = p.out, p.days, p.times, p.seen, p.on_line
+    mk, kind_of = make_record, body_kind
+    for chunk in stream.chunks():
+        pos = 0
+        find = chunk.find
+        for m in fast.finditer(chunk):
+            st = m.start()
+            if st > pos:
+                for line in chunk[pos:st - 1].split("\n"):
+                    on_line(line)
+                if out:
+                    yield from out
+                    out.clear()
+            e = m.end()
+            eol = find("\n", e)
+            pos = eol + 1
+            dk, tk, sender = m.group(1, 5, 9)
+            sp = seen.get(sender)
+            day = days.get(dk, False)
+            if day is False:
+                day = days[dk] = day_conv(m)
+            off = times.get(tk, False)
+            if off is False:
+                off = times[tk] = time_conv(m)
+            if sp is None or day is None or off is None:
+                on_line(chunk[st:eol])  # unseen sender or odd stamp: the full rules decide
+                if out:
+                    yield from out
+                    out.clear()
+                continue
+            ts = day + off
+            if p.ts is not None:  # close the open record
+                parts = p.parts
+                text = (parts[0] if len(parts) == 1 else "\n".join(parts)).rstrip()
+                p.n += 1
+                yield mk(p.ts, p.speaker, text, p.kind or kind_of(text))
+            if p.undated:
+                p._flush_undated(ts)
+                yield from out
+                out.clear()
+            p.ts = p.last_ts = ts
+            p.speaker, p.kind, p.parts = sp, None, [chunk[e:eol]]
+            p.title_at = None
+            p.prev_blank = False
+        if pos < len(chunk):
+            for line in chunk[pos:-1].split("\n"):
+                on_line(line)
+            if out:
+                yield from out
+                out.clear()
+    p.finish()
+    yield from out
+
+
+def parse_android(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
+    if ctx.format == "android_en":
+        return _parse_mobile(stream, ctx, _AND_EN_FAST, _day_en, _time_en, S.AND_EN, S.and_en_dt, False)
+    return _parse_mobile(stream, ctx, _AND_KO_FAST, _day_ko, _time_ko, S.AND_KO, S.and_ko_dt, False)
+
+
+def parse_ios(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
+    en = ctx.format == "ios_en"
+    time_rx = (S.IOS_TIME_EN if en else S.IOS_TIME_KO) if ctx.ios_time_only else None
+    if en:
+        return _parse_mobile(stream, ctx, _IOS_EN_FAST, _day_en, _time_en, S.IOS_EN, S.ios_en_dt, True, time_rx)
+    return _parse_mobile(stream, ctx, _IOS_KO_FAST, _day_ko, _time_ko, S.IOS_KO, S.ios_ko_dt, True, time_rx)
+
+
+# --------------------------------------------------------------------------------------------------- CSV
+_SECONDS = [timedelta(seconds=i) for i in range(60)]
+_CSV_SPECIAL = (Kind.KICK, Kind.HIDDEN, Kind.HOST)
+
+
+def parse_csv(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
+    """PC/Mac CSV (``Date,User,Message``; RFC 4180 quoting, read with the csv module: quoted newlines, doubled
+    quotes). Bodies are right-trimmed like the ``.txt`` parsers'.
+
+    System rows are recognised by KakaoTalk's sentences whose subject is the row's User (``박서준 joined this
+    chatroom.``), or any system sentence in a row with an empty User; rows with an empty Date take the previous
+    row's time. A repeated header row (concatenated CSVs) starts a new segment. A line that is not a row of
+    this format (quoting broken by an editor) is kept as text of the previous row.
+    """
+    last_ts: datetime | None = None
+    undated: list[tuple[str, str, Kind]] = []
+    minutes: dict[str, datetime | None] = {}  # "2018-04-11 09:21" -> datetime
+    date_rx = S.CSV_DATE.match
+    secs = _SECONDS
+    kind_of = body_kind
+    # the last row is held back one step: a broken (unquoted) line after it may still extend its text
+    p_ts: datetime | None = None
+    p_sp = p_tx = ""
+    p_kd = Kind.MESSAGE
+    done = 0  # records yielded so far
+    try:
+        for row in csv.reader(stream.lines()):
+            if len(row) != 3:
+                if not row or (len(row) == 1 and not row[0].strip()):
+                    continue
+            date = row[0]
+            if not date[:1].isdigit():
+                date = date.lstrip("\ufeff").strip()
+                if len(row) >= 3 and (date.lower() == "date" or date == "날짜"):
+                    if p_ts is not None:
+                        yield make_record(p_ts, p_sp, p_tx, p_kd)
+                        done += 1
+                        p_ts = None
+                    if done and ctx.segments[-1] != done:
+                        ctx.segments.append(done)
+                    continue
+            # "2018-04-11 09:21:40": the minute is cached, the seconds are added per row
+            ts = None
+            if len(date) == 19 and date[16] == ":":
+                base = minutes.get(date[:16], False)
+                if base is False:
+                    m = date_rx(date)
+                    base = S.make_dt(m["y"], m["m"], m["d"], m["h"], m["mi"]) if m else None
+                    if len(minutes) > _CACHE_MAX:
+                        minutes.clear()
+                    minutes[date[:16]] = base
+                sec = date[17:]
+                if base is not None and sec.isdigit() and int(sec) < 60:
+                    ts = base + secs[int(sec)]
+            elif date:
+                m = date_rx(date)
+                ts = S.make_dt(m["y"], m["m"], m["d"], m["h"], m["mi"], m["s"] or 0) if m else None
+            if (ts is None and date) or len(row) < 3:
+                if p_ts is not None:
+                    p_tx += "\n" + ",".join(row)
+                continue
+            user = row[1]
+            text = (row[2] if len(row) == 3 else ",".join(row[2:])).rstrip()
+            kind: Kind | None = None
+            speaker = user
+            if text[-1:] == ".":
+                k = system_kind(text)
+                if k is not None and (not user or k[1] == user or k[0] in _CSV_SPECIAL):
+                    kind, speaker = k[0], k[1] or user
+            elif text.lstrip().startswith(NOTICE_PREFIXES):
+                kind, speaker = Kind.NOTICE, ""
+            if kind is None:
+                kind = kind_of(text) if user.strip() else Kind.SYSTEM
+            if p_ts is not None:
+                yield make_record(p_ts, p_sp, p_tx, p_kd)
+                done += 1
+                p_ts = None
+            if ts is None:
+                if last_ts is None:
+                    undated.append((speaker, text, kind))
+                    continue
+                ts = last_ts
+            elif undated:
+                for sp, tx, kd in undated:
+                    yield make_record(ts, sp, tx, kd)
+                    done += 1
+                undated = []
+            last_ts = p_ts = ts
+            p_sp, p_tx, p_kd = speaker, text, kind
+    except csv.Error as exc:
+        raise FormatError(f"broken CSV row ({exc}); re-export the chat") from None
+    if p_ts is not None:
+        yield make_record(p_ts, p_sp, p_tx, p_kd)
+
+
+PARSERS = {
+    "windows_ko": parse_windows, "windows_en": parse_windows, "csv": parse_csv,
+    "android_ko": parse_android, "android_en": parse_android, "ios_ko": parse_ios, "ios_en": parse_ios,
+}
