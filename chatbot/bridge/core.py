@@ -6,9 +6,9 @@ write answers; every policy lives here so all transports behave the same:
 1. Filters, in order (each ends with an outcome and no generation): ``not_ready`` (model still loading),
    ``stopping``, ``blank`` (empty text), ``self`` (sender is one of ``bot_names``, case-insensitive), ``not_allowed``
    (``allowed_rooms`` set and the room id — or its logged hash — is not in it), ``duplicate`` (idempotency key seen),
-   ``rate_limited`` (the room already got ``rate_limit_per_minute`` replies in the last 60 s), ``busy`` (worker pool
-   and queue full). Blank, self, not_allowed, duplicate and busy messages are not stored; a rate-limited message
-   is stored as context (it was said in the room) but not answered.
+   ``rate_limited`` (``rate_limit_per_minute`` messages of the room were already taken for a reply in the last
+   60 s), ``busy`` (worker pool and queue full). Blank, self, not_allowed, duplicate and busy messages are not
+   stored; a rate-limited message is stored as context (it was said in the room) but not answered.
 2. Idempotency key: the payload's message id when it has one (``id``); else its platform timestamp (``ts``) with
    room + sender + text; else room + sender + text, treated as the same message only within ``dedupe_window_s``
    seconds (notification apps and retries re-deliver within a second or two; a person repeating themselves after
@@ -19,8 +19,8 @@ write answers; every policy lives here so all transports behave the same:
    is really sent (``--send``): just before an inline answer is written, after a Kakao callback POST succeeded; in
    ``--dry`` nothing is sent, so the room memory holds only what was said in the room.
 4. Generation runs on worker threads, never on a request thread. Generation calls share one lock unless the
-   responder declares ``thread_safe = True``: the model's KV cache lives in the model (chatbot/model.py), so two
-   concurrent generations on one model would corrupt each other. Extra workers still overlap delivery (callback
+   responder declares ``concurrent_replies = True`` (it can really generate several replies at once): the KV cache
+   lives in the model (chatbot/model.py), so two concurrent generations on one model would corrupt each other. Extra workers still overlap delivery (callback
    POSTs, disk writes) with generation.
 
 One log line per message (logger ``chatbot.bridge``): room hash, outcome, latency, queue and generation time,
@@ -202,7 +202,7 @@ class Bridge:
     # ------------------------------------------------------------------ lifecycle
     def set_responder(self, responder: Any) -> None:
         """Install the model; /healthz and message handling turn ready."""
-        self._gen_lock = None if getattr(responder, "thread_safe", False) else threading.Lock()
+        self._gen_lock = None if getattr(responder, "concurrent_replies", False) else threading.Lock()
         self.responder = responder
         self.ready.set()
 
