@@ -384,7 +384,8 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
         if val_split.n_windows == 0:
             print("warning: the validation split is empty; no validation loss and no best.pt", flush=True)
 
-    val_starts = eval_starts(val_split, lg.eval_iters, B, seed)[d.rank :: W] if val_split.n_windows else None
+    # eval_iters batches per rank: the same windows for any (world size × batch size) of equal product
+    val_starts = eval_starts(val_split, lg.eval_iters, B * W, seed)[d.rank :: W] if val_split.n_windows else None
     loss_mode = tc.objective.loss_mode
 
     def micro_loss(m, x, y, w) -> tuple[torch.Tensor, int]:

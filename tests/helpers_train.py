@@ -13,9 +13,12 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -129,11 +132,11 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def write_train_yaml(root: Path, overrides: dict | None = None) -> None:
-    """configs/train.yaml = the repo's file merged with TINY_TRAIN and ``overrides``."""
+def write_train_yaml(root: Path, overrides: dict | None = None, *, tiny: bool = True) -> None:
+    """configs/train.yaml = the current file merged with TINY_TRAIN (when ``tiny``) and ``overrides``."""
     path = root / "configs" / "train.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    data = _merge(_merge(data, TINY_TRAIN), overrides or {})
+    data = _merge(_merge(data, TINY_TRAIN if tiny else {}), overrides or {})
     path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
 
 
@@ -148,8 +151,8 @@ def make_project(root: Path, overrides: dict | None = None, **data_kw) -> Config
 
 
 def reload(cfg: Config, overrides: dict | None = None) -> Config:
-    """Rewrite train.yaml with new overrides and load the config again."""
-    write_train_yaml(cfg.root, overrides)
+    """Merge new overrides into the project's current train.yaml and load the config again."""
+    write_train_yaml(cfg.root, overrides, tiny=False)
     return load_config(cfg.config_dir)
 
 
@@ -167,6 +170,82 @@ def train_cmd(root: Path) -> list[str]:
 def spawn_train(root: Path, cmd: list[str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(cmd or train_cmd(root), cwd=root, env=cli_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
+
+
+class ForkedCLI:
+    """``python -m chatbot.ops <argv>`` in a forked child process (the CLI's own ``main``), output to a file.
+
+    Forking the test process skips a fresh interpreter + torch import per child (seconds on a busy 2-core box);
+    the child is still a separate process that receives real signals and exits with the CLI's exit code.
+    """
+
+    def __init__(self, argv: list[str], log_path: Path):
+        self.log_path = Path(log_path)
+        import chatbot.ops  # noqa: F401  (imports happen once, in the parent, not in every child)
+        import chatbot.train  # noqa: F401
+        import torch._dynamo  # noqa: F401  (the optimizer's first step imports it: ~2 s)
+
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.pid = os.fork()
+        if self.pid == 0:  # child
+            code = 99
+            try:
+                os.dup2(fd, 1)
+                os.dup2(fd, 2)
+                sys.stdout = open(1, "w", buffering=1, encoding="utf-8", closefd=False)
+                sys.stderr = open(2, "w", buffering=1, encoding="utf-8", closefd=False)
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                from chatbot.ops import main
+
+                code = main(argv)
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        os.close(fd)
+        self.returncode: int | None = None
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float = 120.0) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"child did not exit in {timeout}s; output:\n{self.output()}")
+            time.sleep(0.01)
+        return self.returncode
+
+    def wait_for_output(self, text: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            if self.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"never saw {text!r}; output:\n{self.output()}")
+            time.sleep(0.01)
+
+    def send_signal(self, sig: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.wait()
+
+
+def fork_train(root: Path) -> ForkedCLI:
+    return ForkedCLI(["train", "--config-dir", str(root / "configs")], root / "train.log")
 
 
 def load_ckpt(path: Path) -> dict:
