@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import json
 import os
+import shutil
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +18,9 @@ from chatbot.data import dataset
 from chatbot.data import preprocess as pp
 from chatbot.errors import ChatbotError
 
-from helpers_preprocess import chat_room, output_bytes, rec
+from helpers_preprocess import chat_room, output_bytes, read_outputs, rec
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -150,3 +155,75 @@ def test_one_preprocess_at_a_time(exports):
             pp.preprocess(cfg)
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------------- end to end with the real parser
+DEMO = REPO / "data" / "demo"
+
+
+def _load_demo_script():
+    spec = importlib.util.spec_from_file_location("make_demo_data", REPO / "scripts" / "make_demo_data.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _invented_group_export() -> str:
+    """A small Windows-Korean export of a three-person room with personal data in it (all invented)."""
+    lines = ["주말 등산 모임 님과 카카오톡 대화", "저장한 날짜 : 2024-05-20 22:41:07", "",
+             "--------------- 2024년 5월 18일 토요일 ---------------"]
+    talk = [("한결바람", "내일 산 가는 사람?"), ("도토리묵", "@한결바람 나 갈래 ㅋㅋ"), ("한결바람", "도토리묵 내 번호 010-3456-7890"),
+            ("새벽별빛", "입금은 카뱅 3333-02-9876543 로 해줘"), ("도토리묵", "메일 dotori.hill@example.net 확인해"),
+            ("새벽별빛", "지도 https://map.example.com/p/xyz 여기서 보자"), ("한결바람", "새벽별빛님 몇 시 출발?"),
+            ("새벽별빛", "7시 30분 출발 회비 15,000원")]
+    for i, (who, text) in enumerate(talk * 3):
+        lines.append(f"[{who}] [오전 {8 + i // 6}:{(i * 7) % 60:02d}] {text}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_demo_room_and_a_group_room_end_to_end(project, capsys):
+    cfg = load_config(project / "configs")
+    cfg.paths.processed.preprocess.vocab_size = 600
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    inbox.mkdir(parents=True)
+    for p in DEMO.iterdir():
+        if p.suffix in {".txt", ".csv", ".zip"}:
+            shutil.copy(p, inbox / p.name)
+    (inbox / "KakaoTalk_20240520_2241_07_123_group.txt").write_bytes(_invented_group_export().encode("utf-8"))
+    from chatbot.kakao.organize import organize
+
+    organize(cfg)
+    pp.preprocess(cfg)
+    out = cfg.processed_dir
+    stats = _readable(out)
+    demo_messages = sum(len(day) for day in _load_demo_script().build_timeline(
+        _load_demo_script().load_dialogues(REPO.parent / "shared" / "data" / "xpersona_ko")))
+    assert stats["rooms"] == 2 and stats["files"] == 4
+    assert stats["messages"]["in"] == demo_messages + 24  # the three demo exports overlap: merged, no duplicates
+    assert stats["speakers"] == 5 and stats["persona"]["self"] is not None
+    assert stats["pii"]["phone"] == 3 and stats["pii"]["account"] == 3 and stats["pii"]["email"] == 3
+    assert stats["pii"]["url"] >= 3 and stats["pii"]["mention"] + stats["pii"]["name"] >= 9
+    private = json.loads((out / "speakers.json").read_text(encoding="utf-8"))
+    names = set(private["speakers"])
+    assert names == {"나", "콩떡", "한결바람", "도토리묵", "새벽별빛"}
+    data = read_outputs(out)
+    tok = data["tok"]
+    blob = "\n".join([tok.decode(data[s]["tokens"].tolist(), skip_special_tokens=False) for s in ("train", "val")]
+                     + [tok.decode([i]) for i in range(tok.get_vocab_size())]
+                     + [b.decode() for n, b in output_bytes(out).items() if n.endswith(".json")])
+    for secret in [*(names - {"나"}), "3456-7890", "9876543", "dotori", "example.net", "map.example", "주말 등산"]:
+        assert secret not in blob, secret
+    assert "15,000원" in blob and "7시 30분" in blob  # ordinary numbers survive
+    capsys.readouterr()
+    pp.preprocess(cfg)
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_demo_data_is_regenerated_byte_for_byte(tmp_path, monkeypatch):
+    mod = _load_demo_script()
+    monkeypatch.setattr(sys, "argv", ["make_demo_data.py", "--out", str(tmp_path)])
+    mod.main()
+    made = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    shipped = {p.name: p.read_bytes() for p in DEMO.iterdir() if p.suffix in {".txt", ".csv", ".zip"}}
+    assert made == shipped
+    assert sum(len(b) for b in made.values()) < 400_000

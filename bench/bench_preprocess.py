@@ -1,0 +1,145 @@
+"""Preprocess throughput and peak memory on a generated room of ≥ 100 MB (target: < 60 s, < 2 GB on 2 cores).
+
+    python bench/bench_preprocess.py [--mb 100] [--keep DIR]
+
+1. Writes a synthetic Windows-Korean KakaoTalk export (six invented speakers; message words drawn from the XPersona
+   dialogues in ../shared/data when present, plus random syllables for a long tail; photos, emoticons, bursts,
+   multi-line messages, phone numbers and links sprinkled in) into a fresh workspace's inbox.
+2. Runs ``organize`` (reported separately), then ``preprocess`` in a child process — the real parser, room merge,
+   filters, PII masking, tokenizer training and encoding — and reports wall time, MB/s of raw export and the
+   child's peak RSS, with the ratios to the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+TARGET_S, TARGET_RSS_MB = 60.0, 2048.0
+SPEAKERS = ["나", "별빛토끼", "초코우유", "파란하늘", "고등어구이", "민트초코칩"]
+FALLBACK = ("오늘 뭐해 점심 저녁 먹었어 영화 볼래 내일 회사 끝나고 연락해 알았어 그래 진짜 대박 주말에 산책 비와 우산 "
+            "챙겨 고마워 미안 괜찮아 어디야 지금 가는 중 도착 했어 몇 시 만나 배고파 졸려 피곤해 재밌다").split()
+SYLLABLES = "가나다라마바사아자차카타파하거너더러머버서어저처커터퍼허고노도로모보소오조초코토포호구누두루무부수우주"
+
+
+def _words() -> list[str]:
+    src = REPO.parent / "shared" / "data" / "xpersona_ko" / "Ko_persona_split_valid_human_annotated.json"
+    if not src.is_file():
+        return FALLBACK
+    data = json.loads(src.read_text(encoding="utf-8"))
+    return [w for d in data for pair in d["dialogue"] for u in pair for w in u.split()]
+
+
+def write_export(path: Path, megabytes: float, seed: int = 1) -> int:
+    """A Windows-Korean export of about ``megabytes`` MB; returns the number of messages."""
+    rng = random.Random(seed)
+    words = _words()
+    target = int(megabytes * 1_000_000)
+    t = datetime(2019, 1, 1, 8, 0)
+    day = None
+    n = size = 0
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        head = "벤치마크방 님과 카카오톡 대화\r\n저장한 날짜 : 2024-06-01 12:00:00\r\n\r\n"
+        fh.write(head)
+        size += len(head.encode())
+        buf: list[str] = []
+        while size < target:
+            t += timedelta(minutes=rng.choice((0, 0, 0, 1, 1, 2, 3, 5, 12, 45, 150)))
+            if t.date() != day:
+                day = t.date()
+                buf.append(f"--------------- {t.year}년 {t.month}월 {t.day}일 {'월화수목금토일'[t.weekday()]}요일 "
+                           f"---------------\r\n")
+            r = rng.random()
+            if r < 0.03:
+                body = "사진"
+            elif r < 0.05:
+                body = "이모티콘"
+            elif r < 0.055:
+                body = f"내 번호 010-{rng.randint(1000, 9999)}-{rng.randint(1000, 9999)} 로 연락 줘"
+            elif r < 0.06:
+                body = f"https://example.com/post/{rng.randint(1, 10**6)} 이거 봐"
+            else:
+                k = rng.randint(1, 9)
+                i = rng.randrange(len(words) - k)
+                body = " ".join(words[i : i + k])
+                if rng.random() < 0.15:
+                    body += " " + "".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 4)))
+                body += rng.choice(("", "", "", " ㅋㅋ", " ㅋㅋㅋㅋ", " ㅠㅠ", "?", "!!", "~"))
+                if rng.random() < 0.01:
+                    body += "\n" + " ".join(words[i : i + 3])
+            h = t.hour
+            buf.append(f"[{rng.choice(SPEAKERS)}] [{'오전' if h < 12 else '오후'} {h % 12 or 12}:{t.minute:02d}] "
+                       f"{body}\r\n")
+            n += 1
+            if len(buf) >= 4096:
+                chunk = "".join(buf)
+                fh.write(chunk)
+                size += len(chunk.encode())
+                buf.clear()
+        fh.write("".join(buf))
+    return n
+
+
+def _child(code: str, workspace: Path) -> tuple[float, float, str]:
+    """Run python code in a fresh process; (wall seconds, that process's own peak RSS in MB, its output)."""
+    code += "; import resource; print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, str(workspace / "configs")], capture_output=True, text=True,
+                          cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode:
+        sys.exit(f"child failed:\n{proc.stdout}\n{proc.stderr}")
+    lines = proc.stdout.splitlines()
+    peak_kb = next(int(x.split()[1]) for x in lines if x.startswith("PEAK_RSS_KB"))
+    out = "\n".join(x for x in lines if not x.startswith("PEAK_RSS_KB")) + proc.stderr
+    return wall, peak_kb / 1024.0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=float, default=100.0, help="size of the generated export in MB (default 100)")
+    ap.add_argument("--keep", type=Path, help="keep the workspace in this folder")
+    args = ap.parse_args()
+    ws = Path(tempfile.mkdtemp(prefix="bench_preprocess_")) if args.keep is None else args.keep
+    try:
+        shutil.copytree(REPO / "configs", ws / "configs", dirs_exist_ok=True)
+        inbox = ws / "data" / "raw" / "inbox"
+        inbox.mkdir(parents=True, exist_ok=True)
+        export = inbox / "KakaoTalk_20240601_1200_00_000_group.txt"
+        t0 = time.perf_counter()
+        n = write_export(export, args.mb)
+        raw_mb = export.stat().st_size / 1e6
+        print(f"generated {raw_mb:.1f} MB export, {n:,} messages, in {time.perf_counter() - t0:.1f}s")
+
+        org_s, _, out = _child("import sys; from chatbot.config import load_config; "
+                               "from chatbot.kakao.organize import organize; organize(load_config(sys.argv[1]))", ws)
+        print(f"organize: {org_s:.1f}s")
+        pre_s, rss_mb, out = _child("import sys; from chatbot.config import load_config; "
+                                    "from chatbot.data.preprocess import preprocess; preprocess(load_config(sys.argv[1]))",
+                                    ws)
+        print(out.strip())
+        stats = json.loads((ws / "data" / "processed" / "stats.json").read_text(encoding="utf-8"))
+        print(f"preprocess (parse + merge + filters + PII + tokenizer training + encoding + writes): {pre_s:.1f}s "
+              f"= {raw_mb / pre_s:.2f} MB/s; peak RSS {rss_mb:.0f} MB")
+        print(f"tokens: train {stats['tokens']['train']:,}, val {stats['tokens']['val']:,}; "
+              f"vocab {stats['vocab_size']}")
+        scale = 100.0 / raw_mb
+        print(f"ratio to target (100 MB in {TARGET_S:.0f}s): {pre_s * scale / TARGET_S:.2f}x of budget "
+              f"({'OK' if pre_s * scale < TARGET_S else 'OVER'}); peak RSS {rss_mb / TARGET_RSS_MB:.2f}x of "
+              f"{TARGET_RSS_MB:.0f} MB ({'OK' if rss_mb < TARGET_RSS_MB else 'OVER'})")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(ws, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
