@@ -9,6 +9,7 @@ KakaoTalk's fixed sentences. See ../shared/docs/kakao-export-formats.md §4.3, �
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from ..records import Kind
 
@@ -143,6 +144,15 @@ _EN_TITLE = re.compile(r"^KakaoTalk Chats(?: with)?(?: (?P<r>.*?))?(?: \((?P<n>\
 _WIN_EN_TITLE = re.compile(r"^(?P<r>.*?) ?with KakaoTalk Chats$")
 _COUNT_PAREN = re.compile(r"^(?P<r>.*?) ?\((?P<n>\d+)(?:명|人| people| members)?\)$")
 _COUNT_BARE = re.compile(r"^(?P<r>.+?) (?P<n>\d+)$")
+
+
+_CSV_NAME = re.compile(r"^KakaoTalk_Chat_(?P<r>.+)_\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2}(?: ?\(\d+\))?\.csv$", re.I)
+
+
+def csv_room(file_name: str) -> str:
+    """Room name from KakaoTalk's CSV file name ``KakaoTalk_Chat_<room>_YYYY-MM-DD-HH-MM-SS.csv`` ("" if other)."""
+    m = _CSV_NAME.match(Path(file_name).name)
+    return m["r"].strip() if m else ""
 
 
 def is_title_line(line: str) -> bool:

@@ -13,6 +13,7 @@ from typing import IO, Iterator
 
 from ..errors import FormatError
 from ..records import Record
+from .classify import csv_room
 from .detect import Detected, detect
 from .lines import PARSERS, Ctx, TextStream
 from .text import encodings_to_try, open_text, sources
@@ -86,7 +87,10 @@ def iter_records(path: str | Path, self_name: str = "나") -> tuple[ExportInfo, 
             if det is None:
                 fh.close()
                 continue
-            info = ExportInfo(path=path, format=det.format, room=det.room, saved_at=det.saved_at,
+            room = det.room
+            if det.format == "csv":  # CSV has no title line; KakaoTalk names the file after the room
+                room = csv_room(src.member or path.name)
+            info = ExportInfo(path=path, format=det.format, room=room, saved_at=det.saved_at,
                               encoding="cp949" if codec == "cp949" else "utf-8", title=det.title.strip(),
                               members=det.members, member=src.member)
             return info, _stream(fh, head, det, info, self_name)

@@ -1,0 +1,104 @@
+"""``archive``: move processed data, checkpoints and artifacts aside so the user can start fresh. Never deletes.
+
+Everything moves into ``<paths.archive>/<YYYYmmdd-HHMMSS>[-tag]/``, keeping its path relative to the project
+root (``data/processed/…``, ``checkpoints/<run>/…``, ``artifacts/…``), so putting it back is a plain move.
+Placeholder ``.gitkeep`` files stay where they are. ``--include-raw`` also moves the raw data: the organized
+exports, the manifest and the inbox (the user's original files then live only in the archive — still never
+deleted). An ``ARCHIVE.json`` inside the folder lists what came from where.
+
+Refuses (LockedError) while any run under ``checkpoints/`` holds a live run lock: moving a checkpoint under a
+running trainer would lose its next save. ``--dry`` prints the plan and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from .errors import ChatbotError, LockedError
+from .fsio import atomic_write_json, fsync_dir
+from .lock import active_lock
+
+KEEP = {".gitkeep"}
+_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _contents(folder: Path) -> list[Path]:
+    """Entries of ``folder`` to move (placeholders stay). A missing folder has none."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name not in KEEP)
+
+
+def _check_locks(checkpoints: Path) -> None:
+    dirs = [checkpoints] + ([p for p in sorted(checkpoints.iterdir()) if p.is_dir()] if checkpoints.is_dir() else [])
+    for d in dirs:
+        info = active_lock(d)
+        if info is not None:
+            raise LockedError(f"run '{d.name}' is being trained (pid {info.pid} on {info.host}); stop it "
+                              f"(create {d / 'STOP'}) or wait for it to finish, then archive")
+
+
+def _items(cfg, include_raw: bool) -> list[Path]:
+    archive_root = cfg.path(cfg.paths.archive).resolve()
+    items = _contents(cfg.processed_dir) + _contents(cfg.path(cfg.paths.checkpoints)) + \
+        _contents(cfg.path(cfg.paths.artifacts))
+    if include_raw:
+        raw = cfg.paths.raw
+        items += _contents(cfg.path(raw.organized)) + _contents(cfg.path(raw.inbox))
+        manifest = cfg.path(raw.manifest)
+        if manifest.is_file():
+            items.append(manifest)
+    # never move the archive into itself (e.g. an archive folder configured inside data/processed)
+    out = []
+    for p in items:
+        rp = p.resolve()
+        if rp == archive_root or archive_root in rp.parents or rp in archive_root.parents:
+            continue
+        out.append(p)
+    return out
+
+
+def _rel(cfg, p: Path) -> Path:
+    try:
+        return p.resolve().relative_to(cfg.root.resolve())
+    except ValueError:
+        return Path("external") / p.name
+
+
+def archive(cfg, dry: bool = False, tag: str = "", include_raw: bool = False) -> None:
+    """Move processed data, checkpoints and artifacts (and with ``include_raw`` the raw data) into a new
+    timestamped folder under ``paths.archive``. See the module doc."""
+    if tag and not _TAG.match(tag):
+        raise ChatbotError(f"--tag '{tag}': use letters, digits, '.', '_' or '-' (at most 64 characters)")
+    _check_locks(cfg.path(cfg.paths.checkpoints))
+    items = _items(cfg, include_raw)
+    if not items:
+        print("nothing to archive (processed data, checkpoints and artifacts are already empty)")
+        return
+    archive_root = cfg.path(cfg.paths.archive)
+    name = datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{tag}" if tag else "")
+    dest = archive_root / name
+    k = 2
+    while dest.exists():
+        dest, k = archive_root / f"{name}-{k}", k + 1
+    moves = [(p, dest / _rel(cfg, p)) for p in items]
+    for src, dst in moves:
+        print(f"{'plan' if dry else 'move'}: {_rel(cfg, src).as_posix()} -> {_rel(cfg, dst).as_posix()}")
+    if dry:
+        print(f"dry run: {len(moves)} item(s) would move into {_rel(cfg, dest).as_posix()}; nothing was changed")
+        return
+    dest.mkdir(parents=True)
+    done = []
+    for src, dst in moves:
+        _check_locks(cfg.path(cfg.paths.checkpoints))  # a trainer may have started meanwhile
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(src), str(dst))  # a rename on one filesystem; copy-then-remove across filesystems
+        fsync_dir(src.parent)
+        done.append({"from": _rel(cfg, src).as_posix(), "to": _rel(cfg, dst).as_posix()})
+    atomic_write_json(dest / "ARCHIVE.json", {"created": datetime.now().isoformat(timespec="seconds"),
+                                              "tag": tag, "include_raw": include_raw, "moved": done})
+    print(f"archived {len(done)} item(s) into {_rel(cfg, dest).as_posix()} (nothing was deleted)", file=sys.stdout)

@@ -1,0 +1,517 @@
+"""``organize``: collect new exports, file them per room, and write ``data/raw/manifest.json``.
+
+Where exports come from: every ``.txt`` / ``.csv`` / ``.zip`` under ``paths.raw.inbox`` (recursively, hidden files
+skipped), plus files in the project root matching ``paths.raw.root_globs`` (never README, configs, code — only the
+three export suffixes are considered, and a denylist of project file names is applied on top of the globs).
+
+What happens to each file:
+
+1. its sha256 is computed; a file whose content is already in the manifest is skipped (so running twice changes
+   nothing; the same export dropped twice is organized once);
+2. it is parsed in one streaming pass (bounded memory whatever its size): counts, speakers, first/last message,
+   and a small fingerprint of its messages (sampled ``(minute, text)`` hashes) for room matching;
+3. exports of one room are grouped: same room name (from the title; for CSV from KakaoTalk's file name
+   ``KakaoTalk_Chat_<room>_<stamp>.csv``) unless their contents contradict it, or overlapping content (the
+   fingerprints share most messages where their time ranges overlap — this catches iPhone ``Talk_…`` files
+   that name no room and exports of one room from different platforms whose titles differ). A file matching
+   nothing gets its own room, named after its title or, without one, after its speakers. Same speakers alone
+   are not enough (two rooms of the same people are common);
+4. it is **copied** (``paths.raw.move_files: true`` moves it instead, after the manifest is written) to
+   ``<organized>/<room folder>/<file name>`` — a file already organized never moves again, so a room keeps its
+   folder across runs;
+5. the manifest is rewritten atomically, one entry per source file.
+
+A file that is no KakaoTalk export is reported in one line and left exactly where it was; the other files are
+still organized, and the command then exits with status 1 so scripts notice. ``--dry`` prints the plan and
+changes nothing (no folder, no copy, no manifest).
+
+Manifest entry keys: ``path`` (organized copy, relative to the project root), ``sha256``, ``format``, ``room``
+(the room's name = its folder), ``room_id`` (stable folder name), ``title_room`` (the room named by this file's
+own title, "" if none), ``saved_at``, ``messages`` (user messages: text, media, sender-deleted), ``system``
+(system events), ``speakers`` (sorted distinct senders of messages), ``first`` / ``last`` (ISO time of the
+first / last user message), ``kinds`` (count per record kind), ``encoding``, ``source`` (original file name),
+``member`` (file inside a zip or null), ``members`` (member count in the title or null), ``segments``
+(concatenated exports found in the file), ``size``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from ..errors import ChatbotError, FormatError
+from ..fsio import atomic_open, atomic_write_json, fsync_dir, read_json, sha256_file
+from ..records import SYSTEM_KINDS, Kind, Record
+from .merge import merge_timelines, norm_text
+from .parse import ExportInfo, iter_records, parse_file
+
+EXPORT_SUFFIXES = {".txt", ".csv", ".zip"}
+# project files never collected from the root, whatever the globs say
+_ROOT_DENY = re.compile(r"^(readme|license|licence|changelog|requirements|contributing|notice|copying)([._-].*)?$",
+                        re.I)
+SKETCH_CAP = 20_000  # fingerprint entries kept per file (sampling rate halves beyond this)
+
+
+# ------------------------------------------------------------------------------------------------ fingerprints
+@dataclass
+class Sketch:
+    """A consistent sample of a file's messages: hash of (minute, normalised text) -> minute number.
+
+    Only hashes with ``level`` low zero bits are kept, so two files sampled at the same level keep the same
+    messages; when the sample outgrows SKETCH_CAP the level rises and the sample is thinned."""
+
+    level: int = 0
+    items: dict[int, int] = field(default_factory=dict)
+
+    def add(self, ts: datetime, text: str) -> None:
+        t = norm_text(text)
+        if len(t) < 2:
+            return
+        m = ts if not ts.second else ts - timedelta(seconds=ts.second)
+        h = hash((m, t)) & 0xFFFFFFFFFFFF
+        if h & ((1 << self.level) - 1):
+            return
+        self.items[h] = m.toordinal() * 1440 + m.hour * 60 + m.minute
+        if len(self.items) > SKETCH_CAP:
+            self.level += 1
+            mask = (1 << self.level) - 1
+            self.items = {k: v for k, v in self.items.items() if not k & mask}
+
+    def at(self, level: int) -> dict[int, int]:
+        if level <= self.level:
+            return self.items
+        mask = (1 << level) - 1
+        return {k: v for k, v in self.items.items() if not k & mask}
+
+
+def overlap(x: Sketch, y: Sketch) -> tuple[int, int]:
+    """(shared samples, samples of the smaller side) within the time window both files cover."""
+    if not x.items or not y.items:
+        return 0, 0
+    level = max(x.level, y.level)
+    sx, sy = x.at(level), y.at(level)
+    if not sx or not sy:
+        return 0, 0
+    lo = max(min(sx.values()), min(sy.values()))
+    hi = min(max(sx.values()), max(sy.values()))
+    if lo > hi:
+        return 0, 0
+    nx = sum(lo <= v <= hi for v in sx.values())
+    ny = sum(lo <= v <= hi for v in sy.values())
+    shared = sum(1 for k in sx.keys() & sy.keys() if lo <= sx[k] <= hi)
+    return shared, min(nx, ny)
+
+
+def same_content(x: Sketch, y: Sketch) -> bool:
+    """Overlapping exports of one room share (nearly) every message where their time ranges overlap."""
+    shared, small = overlap(x, y)
+    return small > 0 and shared >= min(3, small) and shared >= 0.5 * small
+
+
+def different_content(x: Sketch, y: Sketch) -> bool:
+    """Both cover a common period with plenty of messages and share none: two rooms with one name."""
+    shared, small = overlap(x, y)
+    return small >= 10 and shared == 0
+
+
+# ------------------------------------------------------------------------------------------------ one file
+@dataclass
+class FileStats:
+    """What one streaming pass over an export yields for the manifest and for room matching."""
+
+    path: Path
+    sha256: str
+    size: int
+    info: ExportInfo
+    messages: int = 0
+    system: int = 0
+    speakers: set[str] = field(default_factory=set)
+    first: datetime | None = None
+    last: datetime | None = None
+    kinds: Counter = field(default_factory=Counter)
+    sketch: Sketch = field(default_factory=Sketch)
+
+
+def scan_file(path: Path, self_name: str, sha: str | None = None) -> FileStats:
+    """Parse ``path`` in one streaming pass and collect its statistics. Raises FormatError."""
+    info, it = iter_records(path, self_name)
+    st = FileStats(path=path, sha256=sha or sha256_file(path), size=path.stat().st_size, info=info)
+    system_kinds, message = SYSTEM_KINDS, Kind.MESSAGE
+    kinds: dict[Kind, int] = {}
+    speakers = st.speakers
+    first = last = None
+    messages = system = 0
+    add = st.sketch.add
+    for r in it:
+        k = r.kind
+        kinds[k] = kinds.get(k, 0) + 1
+        if k in system_kinds:
+            system += 1
+            continue
+        messages += 1
+        speakers.add(r.speaker)
+        ts = r.timestamp
+        if first is None or ts < first:
+            first = ts
+        if last is None or ts > last:
+            last = ts
+        if k is message:
+            add(ts, r.text)
+    st.messages, st.system, st.first, st.last = messages, system, first, last
+    st.kinds = Counter({k.value: n for k, n in kinds.items()})
+    return st
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+def manifest_entry(st: FileStats, rel_path: str, room: str) -> dict[str, Any]:
+    info = st.info
+    return {
+        "path": rel_path,
+        "sha256": st.sha256,
+        "format": info.format,
+        "room": room,
+        "room_id": room,
+        "title_room": info.room,
+        "saved_at": _iso(info.saved_at),
+        "messages": st.messages,
+        "system": st.system,
+        "speakers": sorted(st.speakers),
+        "first": _iso(st.first),
+        "last": _iso(st.last),
+        "kinds": dict(sorted(st.kinds.items())),
+        "encoding": info.encoding,
+        "source": st.path.name,
+        "member": info.member,
+        "members": info.members,
+        "segments": len(info.segments),
+        "size": st.size,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ collecting
+def _is_hidden(p: Path, base: Path) -> bool:
+    return any(part.startswith(".") for part in p.relative_to(base).parts)
+
+
+def collect(cfg) -> list[Path]:
+    """Candidate export files: inbox (recursive) + project-root files matching ``raw.root_globs``."""
+    found: dict[Path, None] = {}
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    organized = cfg.path(cfg.paths.raw.organized).resolve()
+    if inbox.is_dir():
+        for p in sorted(inbox.rglob("*")):
+            if (p.is_file() and not p.is_symlink() and p.suffix.lower() in EXPORT_SUFFIXES
+                    and not _is_hidden(p, inbox) and organized not in p.resolve().parents):
+                found[p] = None
+    root = cfg.root
+    for pattern in cfg.paths.raw.root_globs:
+        if "/" in pattern or "\\" in pattern or pattern.startswith(".."):
+            continue  # only the root folder itself
+        for p in sorted(root.glob(pattern)):
+            if (p.is_file() and not p.is_symlink() and p.suffix.lower() in EXPORT_SUFFIXES
+                    and not p.name.startswith(".") and not _ROOT_DENY.match(p.name)):
+                found[p] = None
+    return list(found)
+
+
+# ------------------------------------------------------------------------------------------------ rooms
+_FOLDER_BAD = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]+')
+
+
+def folder_name(name: str) -> str:
+    """A safe, readable folder name for a room (no path separators or reserved characters)."""
+    name = _FOLDER_BAD.sub("_", name).strip().strip(".").strip()
+    return name[:80].rstrip() or "room"
+
+
+def title_key(room: str) -> str:
+    """Room names compare without spaces/case; member lists compare as sets (truncation marks dropped)."""
+    if "," in room:
+        parts = sorted(p.strip() for p in room.split(",") if p.strip() and p.strip() not in ("...", "…"))
+        return "members:" + ",".join(re.sub(r"\s+", "", p).lower() for p in parts)
+    return re.sub(r"\s+", "", room).lower()
+
+
+def _people(st: FileStats, self_name: str) -> frozenset[str]:
+    return frozenset(s for s in st.speakers if s and s != self_name)
+
+
+def _fallback_name(st: FileStats, self_name: str) -> str:
+    people = sorted(_people(st, self_name))
+    if people:
+        name = ", ".join(people[:3])
+        return name + (f" 외 {len(people) - 3}명" if len(people) > 3 else "")
+    return Path(st.info.source).stem
+
+
+class _Groups:
+    """Union-find over file indices."""
+
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+
+def group_rooms(stats: list[FileStats], self_name: str) -> list[int]:
+    """Group files of the same room; returns a group id per file (see module doc for the rules)."""
+    g = _Groups(len(stats))
+    for i, a in enumerate(stats):
+        for j in range(i):
+            b = stats[j]
+            ta, tb = a.info.room, b.info.room
+            if ta and tb and title_key(ta) == title_key(tb):
+                if not different_content(a.sketch, b.sketch):
+                    g.union(i, j)
+                continue
+            if same_content(a.sketch, b.sketch):
+                g.union(i, j)
+    return [g.find(i) for i in range(len(stats))]
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+def manifest_path(cfg) -> Path:
+    return cfg.path(cfg.paths.raw.manifest)
+
+
+def load_manifest(cfg) -> list[dict]:
+    """The manifest's entries ([] when organize has not run yet). Raises ChatbotError if it is unreadable."""
+    path = manifest_path(cfg)
+    if not path.exists():
+        return []
+    try:
+        data = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise ChatbotError(f"{path}: unreadable manifest ({type(exc).__name__}); move it aside and run organize "
+                           "again") from None
+    entries = data.get("files") if isinstance(data, dict) else data
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+        raise ChatbotError(f"{path}: not a manifest written by organize; move it aside and run organize again")
+    return entries
+
+
+def room_records(cfg, room: str) -> list[Record]:
+    """All records of one room (by ``room`` or ``room_id``): its organized files parsed, concatenated exports
+    split, and everything merged into one timeline without duplicates (see chatbot.kakao.merge)."""
+    entries = [e for e in load_manifest(cfg) if room in (e.get("room"), e.get("room_id"))]
+    if not entries:
+        raise ChatbotError(f"no room '{room}' in {manifest_path(cfg)}; run organize, or pick a room listed there")
+    self_name = cfg.paths.raw.self_name
+    exports: list[list[Record]] = []
+    for e in entries:
+        path = cfg.path(e["path"])
+        if not path.exists():
+            raise ChatbotError(f"{e['path']} is listed in the manifest but missing; run organize again")
+        exports.extend(parse_file(path, self_name).segment_records())
+    return merge_timelines(exports, self_name)
+
+
+# ------------------------------------------------------------------------------------------------ organize
+def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy ``src`` to ``dst`` through a temp file + fsync + rename (a crash never leaves a partial copy)."""
+    with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 20)
+    shutil.copystat(src, dst)
+
+
+def _target(folder: Path, name: str, sha: str, taken: set[Path]) -> Path:
+    """``folder/name``, or ``name (2)`` … when a different file already has that name."""
+    stem, suffix = Path(name).stem, Path(name).suffix
+    k = 1
+    while True:
+        cand = folder / (name if k == 1 else f"{stem} ({k}){suffix}")
+        if cand not in taken and (not cand.exists() or sha256_file(cand) == sha):
+            return cand
+        k += 1
+
+
+def _rel(cfg, p: Path) -> str:
+    try:
+        return p.resolve().relative_to(cfg.root.resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def _summary(entries: list[dict], out) -> None:
+    rooms: dict[str, list[dict]] = {}
+    for e in entries:
+        rooms.setdefault(e["room"], []).append(e)
+    rows = [("room", "files", "formats", "messages", "system", "speakers", "first", "last")]
+    for room in sorted(rooms):
+        es = rooms[room]
+        firsts = [e["first"] for e in es if e.get("first")]
+        lasts = [e["last"] for e in es if e.get("last")]
+        rows.append((
+            room, str(len(es)), ",".join(sorted({e["format"] for e in es})),
+            str(sum(e["messages"] for e in es)), str(sum(e["system"] for e in es)),
+            str(len({s for e in es for s in e["speakers"]})),
+            min(firsts)[:16] if firsts else "-", max(lasts)[:16] if lasts else "-",
+        ))
+    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths)).rstrip(), file=out)
+
+
+def _width(text: str) -> int:
+    """Terminal columns of ``text`` (Hangul and other wide characters take two)."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+
+
+def organize(cfg, dry: bool = False) -> None:
+    """Collect, parse, group and file new exports; rewrite the manifest. See the module doc."""
+    out = sys.stdout
+    raw = cfg.paths.raw
+    self_name = raw.self_name
+    organized = cfg.path(raw.organized)
+    entries = load_manifest(cfg)
+
+    kept: list[dict] = []
+    for e in entries:
+        if cfg.path(e["path"]).is_file():
+            kept.append(e)
+        else:
+            print(f"note: {e['path']} is gone from {raw.organized}; its manifest entry is dropped", file=out)
+    by_sha = {e["sha256"]: e for e in kept}
+
+    # ---- new files
+    failures: list[str] = []
+    new: list[FileStats] = []
+    already: list[Path] = []
+    seen_sha: set[str] = set()
+    for path in collect(cfg):
+        try:
+            sha = sha256_file(path)
+        except OSError as exc:
+            failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
+            continue
+        if sha in by_sha:
+            already.append(path)
+            if raw.move_files and not dry:
+                _finish_move(cfg, path, by_sha[sha])
+            continue
+        if sha in seen_sha:
+            print(f"skip: {_rel(cfg, path)} is a duplicate of a file collected above", file=out)
+            continue
+        try:
+            st = scan_file(path, self_name, sha)
+        except FormatError as exc:
+            failures.append(str(exc))
+            continue
+        except OSError as exc:
+            failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
+            continue
+        seen_sha.add(sha)
+        new.append(st)
+
+    for msg in failures:
+        print(f"refused: {msg}", file=sys.stderr)
+    if not new:
+        if not dry and kept != entries:
+            atomic_write_json(manifest_path(cfg), kept)
+        print(f"nothing new to organize ({len(already)} file(s) already organized)" if not failures
+              else "no new export organized", file=out)
+        if kept:
+            _summary(kept, out)
+        _finish(failures)
+        return
+
+    # ---- rooms: the existing files take part in matching (re-scanned only now that something is new)
+    old_stats: list[FileStats] = []
+    old_rooms: list[str] = []
+    for e in kept:
+        try:
+            st = scan_file(cfg.path(e["path"]), self_name, e["sha256"])
+        except (FormatError, OSError):
+            continue
+        old_stats.append(st)
+        old_rooms.append(e["room_id"])
+    stats = old_stats + new
+    gid = group_rooms(stats, self_name)
+    room_of_group: dict[int, str] = {}
+    for i, room in enumerate(old_rooms):  # a group that holds an organized file keeps that file's folder
+        room_of_group.setdefault(gid[i], room)
+    used = {e["room_id"] for e in kept} | ({p.name for p in organized.iterdir()} if organized.is_dir() else set())
+    for g in sorted(set(gid[len(old_stats):])):
+        if g in room_of_group:
+            continue
+        members = [stats[i] for i in range(len(stats)) if gid[i] == g]
+        titled = [m for m in members if m.info.room]
+        if titled:
+            best = max(titled, key=lambda m: (m.info.saved_at or datetime.min, m.messages))
+            name = best.info.room
+        else:
+            name = _fallback_name(max(members, key=lambda m: m.messages), self_name)
+        base = folder_name(name)
+        cand, k = base, 2
+        while cand in used:
+            cand, k = f"{base} ({k})", k + 1
+        used.add(cand)
+        room_of_group[g] = cand
+
+    plan: list[tuple[FileStats, Path, dict]] = []
+    taken: set[Path] = {cfg.path(e["path"]) for e in kept}
+    for i, st in enumerate(new, start=len(old_stats)):
+        room = room_of_group[gid[i]]
+        dst = _target(organized / room, st.path.name, st.sha256, taken)
+        taken.add(dst)
+        plan.append((st, dst, manifest_entry(st, _rel(cfg, dst), room)))
+
+    verb = "move" if raw.move_files else "copy"
+    for st, dst, e in plan:
+        print(f"{'plan' if dry else verb}: {_rel(cfg, st.path)} -> {e['path']}  [{e['format']}, {e['messages']} "
+              f"messages, {e['system']} system]", file=out)
+    final = sorted(kept + [e for _, _, e in plan], key=lambda e: e["path"])
+    if dry:
+        print(f"dry run: {len(plan)} new file(s) would be organized; nothing was changed", file=out)
+        _summary(final, out)
+        _finish(failures)
+        return
+
+    for st, dst, _ in plan:
+        if not (dst.exists() and sha256_file(dst) == st.sha256):
+            _copy_atomic(st.path, dst)
+    atomic_write_json(manifest_path(cfg), final)
+    if raw.move_files:
+        for st, dst, _ in plan:
+            if st.path.resolve() != dst.resolve() and dst.is_file() and sha256_file(dst) == st.sha256:
+                os.unlink(st.path)
+                fsync_dir(st.path.parent)
+    print(f"organized {len(plan)} new file(s) into {_rel(cfg, organized)}; manifest: {_rel(cfg, manifest_path(cfg))}",
+          file=out)
+    _summary(final, out)
+    _finish(failures)
+
+
+def _finish_move(cfg, src: Path, entry: dict) -> None:
+    """``move_files``: a source whose content is already organized (an earlier run copied it and was stopped
+    before removing it) is removed now — only after checking the organized copy's bytes."""
+    dst = cfg.path(entry["path"])
+    if src.resolve() != dst.resolve() and dst.is_file() and sha256_file(dst) == entry["sha256"]:
+        os.unlink(src)
+        fsync_dir(src.parent)
+
+
+def _finish(failures: list[str]) -> None:
+    if failures:
+        raise ChatbotError(f"{len(failures)} file(s) are not KakaoTalk exports or could not be read; they were left "
+                           "where they were (see the lines above)", exit_code=1)

@@ -1,0 +1,195 @@
+"""organize: collect, group by room, copy, manifest; idempotent; --dry changes nothing; refusals leave files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from datetime import datetime
+
+import pytest
+
+from chatbot.config import load_config
+from chatbot.errors import ChatbotError
+from chatbot.fsio import sha256_file
+from chatbot.kakao import parse_file
+from chatbot.kakao.organize import load_manifest, organize, room_records
+from chatbot.ops import main
+from helpers_kakao import FIXTURES, conversation, make_project, render, snapshot, write
+
+PEOPLE = ["이도현(Leo)", "김민준", "이서연"]
+EVENTS = conversation(datetime(2018, 4, 7, 23, 40), 200, PEOPLE, seed=11)
+KEYS = {"path", "sha256", "format", "room", "room_id", "saved_at", "messages", "system", "speakers", "first", "last"}
+
+
+def drop_exports(cfg):
+    """Three exports of one room from three platforms (overlapping), an iPhone Talk_ file of the same room,
+    another room, and a file that is no export."""
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    room = "스터디 모임"
+    write(inbox / "KakaoTalk_20180601_1000_00_000_group.txt",
+          render("windows_ko", room, EVENTS[:120], datetime(2018, 6, 1), self_name="이도현(Leo)"))
+    write(inbox / "phone" / "KakaoTalkChats.txt",
+          render("android_en", room, EVENTS[80:170], datetime(2018, 7, 1), self_name="이도현(Leo)"))
+    write(inbox / f"KakaoTalk_Chat_{room}_2018-08-01-10-00-00.csv", render("csv", room, EVENTS[100:], datetime(2018, 8, 1)))
+    write(inbox / "Talk_2018.8.2 10:00-1.txt",
+          render("ios_ko", room, EVENTS[150:], datetime(2018, 8, 2), self_name="이도현(Leo)", talk_name=True))
+    shutil.copy(FIXTURES / "android_ko_2025.txt", inbox / "other_room.txt")
+    write(inbox / "notes.txt", "shopping list\n- milk\n")
+    return inbox
+
+
+def run(cfg, dry=False):
+    """organize; returns True when it finished with the 'some files refused' error (exit status 1)."""
+    try:
+        organize(cfg, dry=dry)
+    except ChatbotError as exc:
+        assert exc.exit_code == 1 and "\n" not in str(exc)
+        return True
+    return False
+
+
+def test_organize_groups_rooms_and_writes_the_manifest(tmp_path, capsys):
+    cfg = make_project(tmp_path)
+    inbox = drop_exports(cfg)
+    notes = (inbox / "notes.txt").read_bytes()
+    assert run(cfg)  # notes.txt is refused -> exit status 1, the rest organized
+    err = capsys.readouterr().err
+    assert "notes.txt" in err and "milk" not in err
+    assert (inbox / "notes.txt").read_bytes() == notes  # left exactly where it was
+
+    entries = load_manifest(cfg)
+    raw = json.loads(cfg.path(cfg.paths.raw.manifest).read_text(encoding="utf-8"))
+    assert raw == entries and len(entries) == 5
+    by_source = {e["source"]: e for e in entries}
+    for e in entries:
+        assert KEYS <= set(e)
+        copy = cfg.path(e["path"])
+        assert copy.is_file() and sha256_file(copy) == e["sha256"]
+        assert copy.parent.parent == cfg.path(cfg.paths.raw.organized)
+        # the manifest counts are exactly what the parser sees in that file
+        p = parse_file(copy)
+        users = [r for r in p.records if r.is_user_message]
+        assert e["format"] == p.format and e["messages"] == len(users)
+        assert e["system"] == sum(r.is_system for r in p.records)
+        assert e["speakers"] == sorted({r.speaker for r in users})
+        assert e["first"] == min(r.timestamp for r in users).isoformat()
+        assert e["last"] == max(r.timestamp for r in users).isoformat()
+    # four exports of one room (three titles + a Talk_ file matched by content) share one folder
+    study = {by_source[n]["room_id"] for n in ("KakaoTalk_20180601_1000_00_000_group.txt", "KakaoTalkChats.txt",
+                                               "KakaoTalk_Chat_스터디 모임_2018-08-01-10-00-00.csv",
+                                               "Talk_2018.8.2 10:00-1.txt")}
+    assert study == {"스터디 모임"}
+    assert by_source["other_room.txt"]["room"] == "동네 중고거래 알림방"
+    assert by_source["Talk_2018.8.2 10:00-1.txt"]["title_room"] == ""
+    assert {e["format"] for e in entries} == {"windows_ko", "android_en", "csv", "ios_ko", "android_ko"}
+    # copy mode: the user's files are still in the inbox
+    assert (inbox / "phone" / "KakaoTalkChats.txt").is_file()
+
+    # the room's merged timeline is the original conversation, once, with one name for the exporter
+    recs = [r for r in room_records(cfg, "스터디 모임") if r.is_user_message]
+    assert len(recs) == len(EVENTS)
+    assert [r.timestamp.replace(second=0) for r in recs] == [e.ts.replace(second=0) for e in EVENTS]
+    assert {r.speaker for r in recs} == set(PEOPLE)
+
+
+def test_second_run_changes_nothing(tmp_path, capsys):
+    cfg = make_project(tmp_path)
+    drop_exports(cfg)
+    run(cfg)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    run(cfg)
+    assert snapshot(tmp_path) == before
+    assert "no new export organized" in capsys.readouterr().out
+
+
+def test_dry_run_changes_nothing(tmp_path, capsys):
+    cfg = make_project(tmp_path)
+    drop_exports(cfg)
+    before = snapshot(tmp_path)
+    run(cfg, dry=True)
+    assert snapshot(tmp_path) == before
+    assert not cfg.path(cfg.paths.raw.organized).exists() and not cfg.path(cfg.paths.raw.manifest).exists()
+    out = capsys.readouterr().out
+    assert "KakaoTalkChats.txt" in out and "dry run" in out
+
+
+def test_new_export_of_a_known_room_joins_its_folder(tmp_path):
+    cfg = make_project(tmp_path)
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    write(inbox / "a.txt", render("windows_ko", "스터디 모임", EVENTS[:100], datetime(2018, 5, 1)))
+    organize(cfg)
+    first = snapshot(cfg.path(cfg.paths.raw.organized))
+    # months later: a re-export (Talk_ name, no room in the title) overlapping the first one
+    write(inbox / "Talk_2018.9.1 10:00-1.txt",
+          render("ios_ko", "스터디 모임", EVENTS[60:], datetime(2018, 9, 1), talk_name=True))
+    organize(cfg)
+    entries = load_manifest(cfg)
+    assert [e["room_id"] for e in entries] == ["스터디 모임", "스터디 모임"]
+    after = snapshot(cfg.path(cfg.paths.raw.organized))
+    assert {k: after[k] for k in first} == first  # the organized file did not move or change
+    assert len([r for r in room_records(cfg, "스터디 모임") if r.is_user_message]) == len(EVENTS)
+
+
+def test_same_file_twice_and_root_globs(tmp_path):
+    cfg = make_project(tmp_path)
+    paths_yaml = cfg.config_dir / "paths.yaml"
+    text = paths_yaml.read_text(encoding="utf-8")
+    paths_yaml.write_text(text.replace('    - "KakaoTalk*.txt"', '    - "KakaoTalk*.txt"\n    - "*.txt"'),
+                          encoding="utf-8")
+    cfg = load_config(cfg.config_dir)
+    export = render("android_ko", "가족", EVENTS[:30], datetime(2018, 5, 1))
+    write(tmp_path / "KakaoTalkChats.txt", export)  # dropped in the project root
+    write(cfg.path(cfg.paths.raw.inbox) / "KakaoTalkChats.txt", export)  # and the same bytes in the inbox
+    write(tmp_path / "README.txt", "2018년 4월 7일 오후 9:12, 가 : 나\n")  # never collected, whatever the globs
+    write(tmp_path / "requirements.txt", "numpy\n")
+    organize(cfg)
+    entries = load_manifest(cfg)
+    assert len(entries) == 1 and entries[0]["room"] == "가족"
+    assert (tmp_path / "KakaoTalkChats.txt").is_file() and (tmp_path / "README.txt").is_file()
+
+
+def test_move_files_moves_only_after_the_manifest(tmp_path):
+    cfg = make_project(tmp_path)
+    paths_yaml = cfg.config_dir / "paths.yaml"
+    paths_yaml.write_text(paths_yaml.read_text(encoding="utf-8").replace("move_files: false", "move_files: true"),
+                          encoding="utf-8")
+    cfg = load_config(cfg.config_dir)
+    assert cfg.paths.raw.move_files
+    src = write(cfg.path(cfg.paths.raw.inbox) / "KakaoTalkChats.txt",
+                render("android_ko", "가족", EVENTS[:30], datetime(2018, 5, 1)))
+    data = src.read_bytes()
+    organize(cfg)
+    assert not src.exists()
+    (entry,) = load_manifest(cfg)
+    assert cfg.path(entry["path"]).read_bytes() == data
+
+
+def test_zip_in_the_inbox(tmp_path):
+    cfg = make_project(tmp_path)
+    z = cfg.path(cfg.paths.raw.inbox) / "KakaoTalk_가족.zip"
+    z.parent.mkdir(parents=True)
+    with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("KakaoTalkChats.txt", render("android_en", "가족", EVENTS[:40], datetime(2018, 5, 1)))
+    organize(cfg)
+    (entry,) = load_manifest(cfg)
+    assert entry["format"] == "android_en" and entry["member"] == "KakaoTalkChats.txt"
+    assert entry["path"].endswith(".zip") and entry["messages"] == 40
+
+
+def test_cli_exit_codes(tmp_path, capsys):
+    cfg = make_project(tmp_path)
+    write(cfg.path(cfg.paths.raw.inbox) / "a.txt", render("windows_ko", "가족", EVENTS[:10], datetime(2018, 5, 1)))
+    assert main(["organize", "--config-dir", str(cfg.config_dir), "--dry"]) == 0
+    assert main(["organize", "--config-dir", str(cfg.config_dir)]) == 0
+    write(cfg.path(cfg.paths.raw.inbox) / "b.csv", "not,a,kakao\nexport,at,all\n")
+    assert main(["organize", "--config-dir", str(cfg.config_dir)]) == 1
+    assert "b.csv" in capsys.readouterr().err
+
+
+def test_room_records_unknown_room(tmp_path):
+    cfg = make_project(tmp_path)
+    with pytest.raises(ChatbotError, match="no room"):
+        room_records(cfg, "없는 방")
+    assert load_manifest(cfg) == []
