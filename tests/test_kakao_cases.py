@@ -373,3 +373,13 @@ def test_system_sentence_inside_a_known_speakers_message_stays_a_message(tmp_pat
     p = parse(tmp_path, AND_KO + crlf("2025년 6월 3일 오후 7:55", "2025년 6월 3일 오후 7:55, 김민준 : 안녕",
                                       "2025년 6월 3일 오후 7:56, 김민준 : 선생님이 나갔습니다."))
     assert [r.kind for r in p.records] == [Kind.MESSAGE, Kind.MESSAGE]
+
+
+def test_day_header_without_blank_line_before_a_record(tmp_path):
+    """An edited file lost the blank line: a header-shaped line followed by a record is still a day header."""
+    android = parse(tmp_path, AND_KO + crlf("2023년 2월 9일 오전 8:15 ", "2023년 2월 9일 오전 8:15, 김민준 : 안녕",
+                                            "2023년 2월 10일 오후 3:00", "2023년 2월 10일 오후 3:00, 김민준 : 또 안녕"), name="a.txt")
+    assert [r.text for r in android.records] == ["안녕", "또 안녕"]
+    ios = parse(tmp_path, IOS_KO + "\n".join(["2022. 3. 4. 오후 7:43, 정우진 : 안녕", "2022년 3월 5일 토요일 ",
+                                              "2022. 3. 5. 오전 9:00, 정우진 : 또 안녕", ""]), name="b.txt")
+    assert [r.text for r in ios.records] == ["안녕", "또 안녕"]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from chatbot.errors import FormatError
 from chatbot.kakao import FORMATS, parse_file
 from chatbot.records import Kind, Record
-from helpers_kakao import Ev, conversation, render
+from helpers_kakao import FIXTURES, Ev, conversation, render
 
 SETTINGS = settings(max_examples=40, deadline=timedelta(seconds=10), derandomize=True,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -120,3 +120,37 @@ def test_any_body_survives_every_format(tmp_path, fmt, bodies, gap):
     assert [r.text for r in p.records] == [b.rstrip() if fmt != "csv" else b.rstrip() for b in bodies]
     assert [r.speaker for r in p.records] == [e.speaker for e in events]
     assert [r.timestamp.replace(second=0) for r in p.records] == [e.ts for e in events]
+
+
+def _records(fmt: str, text: str, reference: bool, chunk: int | None = None):
+    from io import StringIO
+
+    from chatbot.kakao.lines import PARSERS, Ctx, TextStream
+
+    stream = TextStream([], StringIO(text))
+    if chunk is not None:
+        stream.CHUNK = chunk  # tiny chunks: records and bodies straddle chunk borders
+    ctx = Ctx(fmt, "나", reference=reference)
+    return list(PARSERS[fmt](stream, ctx)), ctx.segments
+
+
+TXT_FORMATS = [f for f in FORMATS if f != "csv"]
+# the rendered conversation plus every fixture file of the format (more shapes: system lines, notices, eras)
+BASES = [(f, EXPORTS[f]) for f in TXT_FORMATS] + [
+    (parse_file(p).format, p.read_text(encoding="utf-8-sig")) for p in sorted(FIXTURES.glob("*.txt"))
+    if p.name != "not_export.txt"]
+
+
+@SETTINGS
+@given(base=st.sampled_from(BASES),
+       ops=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 10_000), st.integers(0, 10_000), JUNK), max_size=10),
+       chunk=st.integers(1, 400))
+def test_fast_paths_agree_with_the_per_line_rules(base, ops, chunk):
+    """The chunked multi-line-regex hot path is an optimisation only: on any (mangled) input it must give
+    exactly the records of the plain per-line state machine, wherever the chunk borders fall."""
+    fmt, text = base
+    text = _mangle(text, ops)
+    body = text.split("\n", 2)[-1]  # the parsers see the text after the detected header
+    want = _records(fmt, body, reference=True)
+    assert _records(fmt, body, reference=False) == want
+    assert _records(fmt, body, reference=False, chunk=chunk) == want

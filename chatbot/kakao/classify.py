@@ -52,6 +52,8 @@ _KIND_OF_GROUP = {k.value: k for k in (Kind.PHOTO, Kind.VIDEO, Kind.AUDIO, Kind.
                                         Kind.POLL, Kind.SEARCH, Kind.PAYMENT)}
 # Hangul syllables a rule can start with; a body starting with any other syllable is plain text (fast path).
 _KO_FIRST = frozenset("사동파보페그톡샵정송")
+KO_FIRST = _KO_FIRST
+EXACT_KINDS = _EXACT  # (the parsers' hot loop inlines body_kind's first two steps)
 _MESSAGE = Kind.MESSAGE
 
 

@@ -28,8 +28,8 @@ from typing import IO, Iterable, Iterator
 from ..errors import FormatError
 from ..records import Kind, Record
 from . import stamps as S
-from .classify import (HIDDEN_LINES, NOTICE_CONT_PREFIXES, NOTICE_PREFIXES, SELF_PLACEHOLDERS, body_kind, is_notice,
-                       is_title_line, system_kind, windows_system)
+from .classify import (EXACT_KINDS, HIDDEN_LINES, KO_FIRST, NOTICE_CONT_PREFIXES, NOTICE_PREFIXES, SELF_PLACEHOLDERS,
+                       body_kind, is_notice, is_title_line, system_kind, windows_system)
 
 SAVED_PREFIXES = ("저장한 날짜 : ", "저장한 날짜: ", "Date Saved : ", "Date Saved: ")
 _CACHE_MAX = 20_000  # stamp -> datetime entries kept (cleared when full; bounded memory)
@@ -63,6 +63,7 @@ class Ctx:
     saved_at: datetime | None = None
     ios_time_only: bool = False
     segments: list[int] = field(default_factory=lambda: [0])  # record index where each concatenated export starts
+    reference: bool = False  # tests: skip the fast paths (every line through the per-line rules)
 
 
 class _Emitter:
@@ -191,6 +192,9 @@ class _Emitter:
             self.title_at = len(self.parts) - 1 if self.ts is not None else -1
         else:
             self.title_at = None
+
+
+_NEVER = re.compile(r"(?!)")  # the fast pattern of the reference (per-line only) parse
 
 
 # --------------------------------------------------------------------------------------------------- input
@@ -336,7 +340,7 @@ class _Windows(_Emitter):
 
 def parse_windows(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
     p = _Windows(ctx)
-    yield from _scan(stream.chunks(), _WIN_FAST, p.on_fast, p.on_line, p.out)
+    yield from _scan(stream.chunks(), _NEVER if ctx.reference else _WIN_FAST, p.on_fast, p.on_line, p.out)
     p.finish()
     yield from p.out
 
@@ -369,25 +373,45 @@ def _mobile_rest(em: _Emitter, ts: datetime, rest: str, message_sep: bool, seen:
     em.start(ts, em.who(subject), kind, text)
 
 
-# The common message line of each family: stamp, ", ", sender (no newline), " : ". Groups: 1 = the date part
-# (cached -> midnight), 5 = the time part (cached -> offset), 9 = the sender; the others feed the converters.
-_AND_KO_FAST = re.compile(
-    r"^((\d{4})년 (\d{1,2})월 (\d{1,2})일) ((오전|오후) (\d{1,2}):(\d{2})), ([^\n]*?) : ", re.M)
-_IOS_KO_FAST = re.compile(
-    r"^((\d{4})\. (\d{1,2})\. (\d{1,2})\.) ((?:(오전|오후) )?(\d{1,2}):(\d{2})), ([^\n]*?) : ", re.M)
-_AND_EN_FAST = re.compile(
-    r"^(([A-Z][a-z]{2,8}) (\d{1,2}), (\d{4})), ((\d{1,2}):(\d{2}) ([AP])M), ([^\n]*?) : ", re.M)
-_IOS_EN_FAST = re.compile(
-    r"^(([A-Z][a-z]{2}) (\d{1,2}), (\d{4})), ((\d{1,2}):(\d{2}) ([AP])M), ([^\n]*?) : ", re.M)
+# The common message line of each stamp style: stamp, ", ", sender (no newline), " : ". Named groups: dk = the
+# date part (cached -> midnight), tk = the time part (cached -> offset), s = the sender, and the pieces the
+# converters need (y, mo|mon, d, h, mi, ap). A file's fast pattern is the style its first lines use most; lines
+# of any other shape still parse through the full regexes (slower).
+def _fast(pattern: str) -> re.Pattern:
+    return re.compile("^" + pattern + r", (?P<s>[^\n]*?) : ", re.M)
 
 
-def _day_ko(m: re.Match) -> datetime | None:
-    return S.make_dt(m.group(2), m.group(3), m.group(4))
+_KO_TIME = r"(?P<tk>(?P<ap>오전|오후) (?P<h>\d{1,2}):(?P<mi>\d{2}))"
+_EN_TIME = r"(?P<tk>(?P<h>\d{1,2}):(?P<mi>\d{2}) ?(?P<ap>[AaPp])[Mm])"
+FAST = {
+    "android_ko": [_fast(r"(?P<dk>(?P<y>\d{4})년 (?P<mo>\d{1,2})월 (?P<d>\d{1,2})일) " + _KO_TIME)],
+    "android_en": [
+        _fast(r"(?P<dk>(?P<mon>[A-Z][a-z]{2,8}) (?P<d>\d{1,2}), (?P<y>\d{4})), " + _EN_TIME),  # 2018-2023
+        _fast(_EN_TIME + r", (?P<dk>(?P<mon>[A-Z][a-z]{2,8}) (?P<d>\d{1,2}), (?P<y>\d{4}))"),  # 2014-2015
+        _fast(r"(?P<dk>(?P<d>\d{1,2}) (?P<mon>[A-Z][a-z]{2,8}) (?P<y>\d{4})), " + _EN_TIME),  # day-first regions
+    ],
+    "ios_ko": [_fast(r"(?P<dk>(?P<y>\d{4})\. (?P<mo>\d{1,2})\. (?P<d>\d{1,2})\.) "
+                     r"(?P<tk>(?:(?P<ap>오전|오후) )?(?P<h>\d{1,2}):(?P<mi>\d{2}))")],
+    "ios_en": [
+        _fast(r"(?P<dk>(?P<mon>[A-Z][a-z]{2}) (?P<d>\d{1,2}), (?P<y>\d{4})), " + _EN_TIME),  # 2015
+        _fast(r"(?P<dk>(?P<mon>[A-Z][a-z]{2}) (?P<d>\d{1,2}), (?P<y>\d{4})) at "
+              r"(?P<tk>(?P<h>\d{1,2}):(?P<mi>\d{2})(?: (?P<ap>[AP])M)?)"),  # 2026 "at" style
+    ],
+}
 
 
-def _day_en(m: re.Match) -> datetime | None:
-    mo = S.month_of(m.group(2))
-    return None if mo is None else S.make_dt(m.group(4), mo, m.group(3))
+def _pick_fast(fmt: str, head: list[str]) -> re.Pattern:
+    cands = FAST[fmt]
+    if len(cands) == 1:
+        return cands[0]
+    text = "".join(head)
+    return max(cands, key=lambda rx: len(rx.findall(text)))
+
+
+def _day_conv(m: re.Match) -> datetime | None:
+    g = m.groupdict()
+    mo = g.get("mo") or S.month_of(g.get("mon"))
+    return S.make_dt(g["y"], mo, g["d"]) if mo else None
 
 
 def _offset(h: str, mi: str, ap: str | None) -> timedelta | None:
@@ -395,37 +419,61 @@ def _offset(h: str, mi: str, ap: str | None) -> timedelta | None:
     return None if hh is None or int(mi) > 59 else timedelta(hours=hh, minutes=int(mi))
 
 
-def _time_ko(m: re.Match) -> timedelta | None:
-    return _offset(m.group(7), m.group(8), m.group(6))
-
-
-def _time_en(m: re.Match) -> timedelta | None:
-    return _offset(m.group(6), m.group(7), m.group(8))
+def _time_conv(m: re.Match) -> timedelta | None:
+    return _offset(m.group("h"), m.group("mi"), m.group("ap"))
 
 
 class _Mobile(_Emitter):
     """Android and iOS ``.txt``: every record carries its own stamp. They differ in stamp shapes, day headers
-    (Android: a bare stamp; iOS: a dated weekday line) and iOS's ``stamp: text`` system lines. A day header
-    only counts after a blank line (or before the first record): a body line that looks like one stays text."""
+    (Android: a bare stamp; iOS: a dated weekday line) and iOS's ``stamp: text`` system lines.
 
-    __slots__ = ("days", "times", "seen", "full", "full_conv", "day_conv", "time_conv", "ios", "time_rx", "day")
+    A line shaped like a day header is one when it follows a blank line (or comes before the first record), as
+    in every real export; otherwise it is held until the next line: followed by a record it was a day header
+    (an edited file that lost the blank line), followed by anything else it was text of the open message."""
 
-    def __init__(self, ctx: Ctx, day_conv, time_conv, full: re.Pattern, full_conv, ios: bool,
-                 time_rx: re.Pattern | None):
+    __slots__ = ("days", "times", "stamps", "seen", "full", "full_conv", "ios", "time_rx", "day", "held")
+
+    def __init__(self, ctx: Ctx, full: re.Pattern, full_conv, ios: bool, time_rx: re.Pattern | None):
         super().__init__(ctx, mobile=True)
         self.days: dict[str, datetime | None] = {}  # "2023년 2월 9일" -> midnight (None = impossible date)
         self.times: dict[str, timedelta | None] = {}  # "오후 3:05" -> offset from midnight
+        self.stamps: dict[str, datetime | None] = {}  # whole stamps of the less common shapes
         self.seen: dict[str, str] = {}  # sender as written -> speaker (self placeholder mapped)
-        self.day_conv, self.time_conv, self.full, self.full_conv = day_conv, time_conv, full, full_conv
+        self.full, self.full_conv = full, full_conv
         self.ios, self.time_rx = ios, time_rx
         self.day: datetime | None = None
+        self.held: tuple[str, str, datetime] | None = None  # a day-header-shaped line awaiting the next line
+
+    def resolve_held(self, record_follows: bool) -> None:
+        line, ml, when = self.held
+        self.held = None
+        if record_follows:
+            self.floor = when
+            if self.ios:
+                self.day = when
+        else:
+            self.other(line, ml)
+
+    def _header(self, line: str, ml: str, when: datetime) -> None:
+        if self.prev_blank or (self.n == 0 and self.ts is None):
+            self.floor = when
+            if self.ios:
+                self.day = when
+            self.prev_blank = False
+        else:
+            self.held = (line, ml, when)
 
     def on_line(self, line: str) -> None:
         ml = line.lstrip("\ufeff") if line[:1] == "\ufeff" else line
         m = self.full.match(ml)
         ts = None
         if m is not None:
-            ts = self.full_conv(m)
+            st = m.group("st")
+            ts = self.stamps.get(st, False)
+            if ts is False:
+                if len(self.stamps) > _CACHE_MAX:
+                    self.stamps.clear()
+                ts = self.stamps[st] = self.full_conv(m)
         elif self.time_rx is not None and self.day is not None:
             m = self.time_rx.match(ml)
             if m is not None:
@@ -433,49 +481,68 @@ class _Mobile(_Emitter):
                 hh = S.hour_of(int(g["h"]), g.get("ko") or g.get("ap"))
                 if hh is not None and int(g["mi"]) < 60:
                     ts = self.day.replace(hour=hh, minute=int(g["mi"]))
+        rest = m.group("rest") if ts is not None else None
+        if self.held is not None:
+            self.resolve_held(ts is not None and (self.ios or rest is not None))
         if ts is not None:
-            rest = m.group("rest")
             if self.ios:
                 _mobile_rest(self, ts, rest or "", m.group("sep") == ",", self.seen)
             elif rest is not None:
                 _mobile_rest(self, ts, rest, True, self.seen)
-            elif self.prev_blank or (self.n == 0 and self.ts is None):
-                self.floor = ts  # Android day header: date + time of the day's first record
-                self.prev_blank = False
             else:
-                self.other(line, ml)
+                self._header(line, ml, ts)  # Android day header: date + time of the day's first record
             return
-        if self.ios and (self.prev_blank or self.ts is None) and (ml[:1].isdigit() or ml[:1].isupper()):
+        if self.ios and (ml[:1].isdigit() or ml[:1].isupper()):
             d = S.day_header_date(ml)
             if d is not None:
-                self.day = self.floor = d[0]
-                self.prev_blank = False
+                self._header(line, ml, d[0])
                 return
         self.other(line, ml)
 
+    def finish(self) -> None:
+        if self.held is not None:
+            self.resolve_held(False)
+        super().finish()
 
-def _parse_mobile(stream: TextStream, ctx: Ctx, fast: re.Pattern, day_conv, time_conv, full: re.Pattern,
-                  full_conv, ios: bool, time_rx: re.Pattern | None = None) -> Iterator[Record]:
-    """The chunk loop with the common record line handled inline (this loop is the parser's hot path; it is
-    :func:`_scan` + :meth:`_Mobile.on_fast` with attribute lookups hoisted into locals)."""
-    p = _Mobile(ctx, day_conv, time_conv, full, full_conv, ios, time_rx)
+
+def _parse_mobile(stream: TextStream, ctx: Ctx, full: re.Pattern, full_conv, ios: bool,
+                  time_rx: re.Pattern | None = None) -> Iterator[Record]:
+    """The chunk loop. This is the parser's hot path: a record line of the file's common shape from a known
+    sender is handled inline, and while consecutive records are all of that kind the open record lives in local
+    variables (``o_*``); it is handed to the :class:`_Mobile` state machine only when other lines (continuations,
+    day headers, system lines …) need it."""
+    p = _Mobile(ctx, full, full_conv, ios, time_rx)
+    fast = _NEVER if ctx.reference else _pick_fast(ctx.format, stream.head)
+    day_conv, time_conv = _day_conv, _time_conv
     out, days, times, seen, on_line = p.out, p.days, p.times, p.seen, p.on_line
-    mk, kind_of = make_record, body_kind
+    mk, kind_of, exact, ko_first, message = make_record, body_kind, EXACT_KINDS, KO_FIRST, Kind.MESSAGE
+    mine = False  # is the open record the local one?
+    o_ts: datetime | None = None
+    o_sp = o_first = ""
+    n_fast = 0  # records closed here, not yet counted in p.n
+    held = undated = False
     for chunk in stream.chunks():
         pos = 0
         find = chunk.find
         for m in fast.finditer(chunk):
             st = m.start()
             if st > pos:
+                if mine:  # hand the open record to the state machine
+                    p.ts = p.last_ts = o_ts
+                    p.speaker, p.kind, p.parts, p.title_at, p.prev_blank = o_sp, None, [o_first], None, False
+                    mine = False
+                p.n += n_fast
+                n_fast = 0
                 for line in chunk[pos:st - 1].split("\n"):
                     on_line(line)
                 if out:
                     yield from out
                     out.clear()
+                held, undated = p.held is not None, bool(p.undated)
             e = m.end()
             eol = find("\n", e)
             pos = eol + 1
-            dk, tk, sender = m.group(1, 5, 9)
+            dk, tk, sender = m.group("dk", "tk", "s")
             sp = seen.get(sender)
             day = days.get(dk, False)
             if day is False:
@@ -484,47 +551,78 @@ def _parse_mobile(stream: TextStream, ctx: Ctx, fast: re.Pattern, day_conv, time
             if off is False:
                 off = times[tk] = time_conv(m)
             if sp is None or day is None or off is None:
+                if mine:
+                    p.ts = p.last_ts = o_ts
+                    p.speaker, p.kind, p.parts, p.title_at, p.prev_blank = o_sp, None, [o_first], None, False
+                    mine = False
+                p.n += n_fast
+                n_fast = 0
                 on_line(chunk[st:eol])  # unseen sender or odd stamp: the full rules decide
                 if out:
                     yield from out
                     out.clear()
+                held, undated = p.held is not None, bool(p.undated)
                 continue
             ts = day + off
-            if p.ts is not None:  # close the open record
-                parts = p.parts
-                text = (parts[0] if len(parts) == 1 else "\n".join(parts)).rstrip()
-                p.n += 1
-                yield mk(p.ts, p.speaker, text, p.kind or kind_of(text))
-            if p.undated:
-                p._flush_undated(ts)
-                yield from out
-                out.clear()
-            p.ts = p.last_ts = ts
-            p.speaker, p.kind, p.parts = sp, None, [chunk[e:eol]]
-            p.title_at = None
-            p.prev_blank = False
+            if mine:  # close the local open record
+                text = o_first.rstrip()
+                k = exact.get(text)
+                if k is None:
+                    c = text[:1]
+                    k = message if "\uac00" <= c <= "\ud7a3" and c not in ko_first else kind_of(text)
+                n_fast += 1
+                yield mk(o_ts, o_sp, text, k)
+            else:
+                if held:
+                    p.resolve_held(True)
+                    held = False
+                    if out:
+                        yield from out
+                        out.clear()
+                if p.ts is not None:  # close the state machine's open record
+                    parts = p.parts
+                    text = (parts[0] if len(parts) == 1 else "\n".join(parts)).rstrip()
+                    p.n += 1
+                    yield mk(p.ts, p.speaker, text, p.kind or kind_of(text))
+                    p.ts = None
+                if undated:
+                    p._flush_undated(ts)
+                    undated = False
+                    yield from out
+                    out.clear()
+                mine = True
+            o_ts, o_sp, o_first = ts, sp, chunk[e:eol]
         if pos < len(chunk):
+            if mine:
+                p.ts = p.last_ts = o_ts
+                p.speaker, p.kind, p.parts, p.title_at, p.prev_blank = o_sp, None, [o_first], None, False
+                mine = False
+            p.n += n_fast
+            n_fast = 0
             for line in chunk[pos:-1].split("\n"):
                 on_line(line)
             if out:
                 yield from out
                 out.clear()
+            held, undated = p.held is not None, bool(p.undated)
+    if mine:
+        p.ts = p.last_ts = o_ts
+        p.speaker, p.kind, p.parts, p.title_at, p.prev_blank = o_sp, None, [o_first], None, False
+    p.n += n_fast
     p.finish()
     yield from out
 
 
 def parse_android(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
     if ctx.format == "android_en":
-        return _parse_mobile(stream, ctx, _AND_EN_FAST, _day_en, _time_en, S.AND_EN, S.and_en_dt, False)
-    return _parse_mobile(stream, ctx, _AND_KO_FAST, _day_ko, _time_ko, S.AND_KO, S.and_ko_dt, False)
+        return _parse_mobile(stream, ctx, S.AND_EN, S.and_en_dt, False)
+    return _parse_mobile(stream, ctx, S.AND_KO, S.and_ko_dt, False)
 
 
 def parse_ios(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
     en = ctx.format == "ios_en"
     time_rx = (S.IOS_TIME_EN if en else S.IOS_TIME_KO) if ctx.ios_time_only else None
-    if en:
-        return _parse_mobile(stream, ctx, _IOS_EN_FAST, _day_en, _time_en, S.IOS_EN, S.ios_en_dt, True, time_rx)
-    return _parse_mobile(stream, ctx, _IOS_KO_FAST, _day_ko, _time_ko, S.IOS_KO, S.ios_ko_dt, True, time_rx)
+    return _parse_mobile(stream, ctx, S.IOS_EN if en else S.IOS_KO, S.ios_en_dt if en else S.ios_ko_dt, True, time_rx)
 
 
 # --------------------------------------------------------------------------------------------------- CSV
