@@ -319,6 +319,10 @@ class GenConfig:
     (or the most active speaker) for the bot, the next most active speaker for the user.
     max_context_tokens: history longer than this is cut from the left at turn boundaries (0 = model block size).
     max_chars: replies are trimmed to this many characters.
+    device: auto (cuda > mps > cpu) | cpu | cuda | cuda:N | mps.
+    decode_threads: torch CPU threads while decoding one token at a time (the prompt still uses all of torch's
+    threads). 1 is fastest for small models and stays fast when the CPU is busy (e.g. training alongside);
+    0 = torch's default.
     """
 
     model_preference: list[str] = field(
@@ -329,6 +333,7 @@ class GenConfig:
     max_context_tokens: int = field(default=0, metadata=_range(0))
     max_chars: int = field(default=300, metadata=_range(1))
     device: str = "auto"
+    decode_threads: int = field(default=1, metadata=_range(0))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)

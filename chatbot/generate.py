@@ -8,8 +8,9 @@ and the model continues with the bot's turn. Decoding is gpt-fast style: one pre
 KV cache, then each step feeds only the newest token. Generation stops at ``<|eot|>`` or — with
 ``stop_on_next_turn`` — as soon as the model starts somebody else's turn (a speaker token or ``<|bos|>``).
 
-Everything below works on any module with ``forward(idx, input_pos=None)``, ``setup_cache(batch, max_seq)`` and
-``args.block_size`` (our :class:`~chatbot.model.Transformer`), so tests can swap in hand-shaped models.
+Everything below works on any module with ``forward(idx, input_pos=None, *, select=None)``,
+``setup_cache(batch, max_seq)`` and ``args.block_size`` (our :class:`~chatbot.model.Transformer`), so tests can
+swap in hand-shaped models.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tokenizers import Tokenizer
 from .config import GenConfig, SamplingConfig
 from .data.tokenizer import encode_marked, iter_token_bytes, special_id, strip_markers
 from .errors import ChatbotError
+from .model import Transformer
 from .tokens import BOS, EOT, PAD, PLACEHOLDER_TOKENS, SPECIAL_TOKENS, SPEAKER_TOKENS, speaker_token, unescape_text
 
 _PSEUDONYM = re.compile(r"S\d+")
@@ -174,6 +176,95 @@ def sample_next(
     return int(idx[choice]) if idx is not None else choice
 
 
+# --------------------------------------------------------------------------------------------------- decode
+class FastDecoder:
+    """The KV-cached forward pass of :class:`~chatbot.model.Transformer`, lean enough for one token per step.
+
+    Same math as ``Transformer.forward`` (the tests compare it token for token with a full recompute), but per
+    token it issues about half the tensor ops and no ``nn.Module`` calls: fused ``F.rms_norm``, rotary embedding
+    as ``x·cos + roll(x)·sin±``, residual adds folded into ``addmm``, attention of the new token over a slice of a
+    preallocated cache (no mask needed), and logits of the last position only, through a contiguous transposed
+    copy of the output projection (about 3x faster than ``F.linear`` for a one-row input on CPU). Decoding a
+    token is bound by this fixed per-op overhead and by reading the weights, not by arithmetic.
+
+    Buffers: the cache (2 × n_layer × n_kv_head × max_seq × head_dim) and the transposed output projection
+    (vocab × n_embd), allocated once. Not thread-safe: the Responder's lock serializes its use.
+    """
+
+    def __init__(self, model: Transformer, max_seq: int | None = None):
+        a = model.args
+        self.model, self.args = model, a
+        self.max_seq = min(max_seq or a.block_size, a.block_size)
+        p = model.lm_head.weight
+        self.k = torch.zeros(a.n_layer, a.n_kv_head, self.max_seq, a.head_dim, dtype=p.dtype, device=p.device)
+        self.v = torch.zeros_like(self.k)
+        half = a.head_dim // 2
+        self.cos = model.rope_cos.to(p.dtype)
+        self.sin = torch.cat((-model.rope_sin[:, :half], model.rope_sin[:, half:]), dim=-1).to(p.dtype)
+        self.lm_head_t = p.detach().t().contiguous()
+        self.layers = [
+            (blk.input_layernorm.weight, blk.self_attn.q_proj, blk.self_attn.k_proj, blk.self_attn.v_proj,
+             blk.self_attn.o_proj, blk.post_attention_layernorm.weight, blk.mlp.gate_proj, blk.mlp.up_proj,
+             blk.mlp.down_proj)
+            for blk in model.model.layers
+        ]
+
+    @staticmethod
+    def _linear_add(x: torch.Tensor, y: torch.Tensor, lin: torch.nn.Linear) -> torch.Tensor:
+        """x + lin(y) in one op when there is no bias."""
+        if lin.bias is None:
+            return torch.addmm(x, y, lin.weight.t())
+        return x + F.linear(y, lin.weight, lin.bias)
+
+    def forward(self, idx: torch.Tensor, start: int) -> torch.Tensor:
+        """idx (T,) at positions start … start+T-1 → logits (V,) of the last one; the cache is updated."""
+        a = self.args
+        T, H, K, D, C, eps = idx.shape[0], a.n_head, a.n_kv_head, a.head_dim, a.n_embd, a.norm_eps
+        end = start + T
+        if end > self.max_seq:
+            raise ValueError(f"position {end - 1} is past the cache ({self.max_seq} tokens)")
+        cos, sin = self.cos[start:end, None], self.sin[start:end, None]  # (T, 1, D)
+        mask = None
+        if T > 1 and start > 0:  # a chunk after cached tokens: causal mask aligned to the end
+            mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
+        x = F.embedding(idx, self.model.model.embed_tokens.weight)  # (T, C)
+        gqa = H != K
+        for i, (n1, q_proj, k_proj, v_proj, o_proj, n2, gate, up, down) in enumerate(self.layers):
+            h = F.rms_norm(x, (C,), n1, eps)
+            q = F.linear(h, q_proj.weight, q_proj.bias).view(T, H, D)
+            k = F.linear(h, k_proj.weight, k_proj.bias).view(T, K, D)
+            v = F.linear(h, v_proj.weight, v_proj.bias).view(T, K, D)
+            q = torch.addcmul(q * cos, q.roll(D // 2, -1), sin)
+            k = torch.addcmul(k * cos, k.roll(D // 2, -1), sin)
+            self.k[i, :, start:end] = k.transpose(0, 1)
+            self.v[i, :, start:end] = v.transpose(0, 1)
+            y = F.scaled_dot_product_attention(
+                q.transpose(0, 1)[None], self.k[i, None, :, :end], self.v[i, None, :, :end],
+                attn_mask=mask, is_causal=T > 1 and start == 0, enable_gqa=gqa,
+            )  # (1, H, T, D)
+            x = self._linear_add(x, y[0].transpose(0, 1).reshape(T, H * D), o_proj)
+            h = F.rms_norm(x, (C,), n2, eps)
+            g = F.silu(F.linear(h, gate.weight, gate.bias)).mul_(F.linear(h, up.weight, up.bias))
+            x = self._linear_add(x, g, down)
+        last = F.rms_norm(x[-1:], (C,), self.model.model.norm.weight, eps)
+        return (last @ self.lm_head_t)[0]
+
+
+def _stepper(model, use_cache: bool, decoder: FastDecoder | None) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+    """``step(seq, start, end)`` → next-token logits after ``seq[:end]``, given that ``seq[:start]`` was already
+    fed (0 = nothing yet)."""
+    if use_cache and decoder is None and isinstance(model, Transformer):
+        decoder = FastDecoder(model)
+    if use_cache and decoder is not None:
+        return lambda seq, start, end: decoder.forward(seq[start:end], start)
+    if use_cache:  # any module with the Transformer's own cache interface (setup_cache + input_pos)
+        return lambda seq, start, end: model(
+            seq[None, start:end], torch.arange(start, end, device=seq.device), select=seq.new_tensor([end - start - 1])
+        )[-1]
+    # no cache: the whole sequence every time (the reference; only the last position is projected to logits)
+    return lambda seq, start, end: model(seq[None, :end], select=seq.new_tensor([end - 1]))[-1]
+
+
 @dataclass
 class Generation:
     """Raw result of :func:`generate`: sampled ids (the stop token included), their log-probs, why it stopped."""
@@ -199,15 +290,19 @@ def generate(
     on_token: Callable[[int], bool] | None = None,
     use_cache: bool = True,
     max_new_tokens: int | None = None,
+    decoder: FastDecoder | None = None,
+    decode_threads: int = 0,
 ) -> Generation:
     """Continue ``prompt`` token by token.
 
-    ``use_cache`` = prefill once, then one token per step through the KV cache (``model.setup_cache`` must have
-    been called with room for ``block_size`` tokens); ``False`` recomputes the whole sequence each step (the
-    reference the tests and the benchmark compare against). ``turn_start_ids`` stop generation when
-    ``s.stop_on_next_turn`` and are banned otherwise, so the reply never runs into another speaker's turn.
-    ``banned_ids`` are never sampled. ``on_token(id) -> True`` stops early (after that token).
-    Log-probs are of the model's own distribution (before penalty / temperature / filtering).
+    ``use_cache`` = prefill once, then one token per step through a KV cache: a :class:`FastDecoder` for our
+    Transformer (pass one in to reuse its buffers), else the module's own cache (``setup_cache`` + ``input_pos``).
+    ``use_cache=False`` recomputes the whole sequence every step (the reference the tests and the benchmark
+    compare against). ``turn_start_ids`` stop generation when ``s.stop_on_next_turn`` and are banned otherwise,
+    so the reply never runs into another speaker's turn. ``banned_ids`` are never sampled.
+    ``on_token(id) -> True`` stops early (after that token). Log-probs are of the model's own distribution
+    (before penalty / temperature / filtering). ``decode_threads`` > 0 = torch CPU threads for the one-token steps
+    (the prefill keeps torch's setting, which is restored afterwards).
     """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
@@ -224,51 +319,54 @@ def generate(
     if not 0 < len(prompt) <= block:
         raise ValueError(f"prompt of {len(prompt)} tokens does not fit block_size {block}")
 
+    step_fn = _stepper(model, use_cache, decoder)
     seq = torch.empty(block, dtype=torch.long, device=device)
     seq[: len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
     n = len(prompt)
-    if use_cache:
-        logits = model(seq[None, :n], torch.arange(n, device=device))[0, -1]
-    else:
-        logits = model(seq[None, :n])[0, -1]
+    logits = step_fn(seq, 0, n)
     prefill_s = time.perf_counter() - t0
     tokens: list[int] = []
     logprobs: list[float] = []
     first_token_s = 0.0
     reason = "max_new_tokens"
-    for step in range(max_new):
-        logits = logits.float()
-        logprob_all = F.log_softmax(logits, dim=-1)
-        work = logits.clone()
-        if banned_t is not None:
-            work[banned_t] = -math.inf
-        recent = None
-        if use_penalty and history:
-            recent = torch.tensor(sorted(set(history[-window:])), dtype=torch.long, device=device)
-        tok = sample_next(work, s, recent, generator)
-        tokens.append(tok)
-        logprobs.append(float(logprob_all[tok]))
-        if step == 0:
-            first_token_s = time.perf_counter() - t0
-        if tok in stops:
-            reason = "eot" if tok == eot_id else "next_turn"
-            break
-        if on_token is not None and on_token(tok):
-            reason = "callback"
-            break
-        if step == max_new - 1:
-            break
-        if n >= block:  # no position left to feed this token
-            reason = "context_full"
-            break
-        if tok not in skip:
-            history.append(tok)
-        seq[n] = tok
-        n += 1
-        if use_cache:
-            logits = model(seq[None, n - 1 : n], seq.new_tensor([n - 1]))[0, -1]
-        else:
-            logits = model(seq[None, :n])[0, -1]
+    threads = torch.get_num_threads()
+    switch = device.type == "cpu" and 0 < decode_threads != threads
+    if switch:
+        torch.set_num_threads(decode_threads)
+    try:
+        for step in range(max_new):
+            logits = logits.float()
+            logprob_all = F.log_softmax(logits, dim=-1)
+            work = logits.clone()
+            if banned_t is not None:
+                work[banned_t] = -math.inf
+            recent = None
+            if use_penalty and history:
+                recent = torch.tensor(sorted(set(history[-window:])), dtype=torch.long, device=device)
+            tok = sample_next(work, s, recent, generator)
+            tokens.append(tok)
+            logprobs.append(float(logprob_all[tok]))
+            if step == 0:
+                first_token_s = time.perf_counter() - t0
+            if tok in stops:
+                reason = "eot" if tok == eot_id else "next_turn"
+                break
+            if on_token is not None and on_token(tok):
+                reason = "callback"
+                break
+            if step == max_new - 1:
+                break
+            if n >= block:  # no position left to feed this token
+                reason = "context_full"
+                break
+            if tok not in skip:
+                history.append(tok)
+            seq[n] = tok
+            n += 1
+            logits = step_fn(seq, n - 1, n)
+    finally:
+        if switch:
+            torch.set_num_threads(threads)
     return Generation(tokens, logprobs, reason, first_token_s, prefill_s)
 
 
@@ -369,7 +467,11 @@ class Responder:
         self.banned = sorted({self.ids.pad, *self.ids.placeholders, *extra})
         self.block_size = self.model.args.block_size
         self.lock = threading.Lock()
-        self.model.setup_cache(1, self.block_size)
+        if isinstance(self.model, Transformer):
+            self.decoder: FastDecoder | None = FastDecoder(self.model)
+        else:
+            self.decoder = None
+            self.model.setup_cache(1, self.block_size)
 
     def encode_history(self, history: list[tuple[str, str]]) -> list[list[int]]:
         """Turns as token lists; consecutive messages of one side merge into one turn (as preprocess merges
@@ -417,6 +519,8 @@ class Responder:
                 unpenalized_ids=self.ids.special,
                 generator=gen,
                 on_token=stream.push,
+                decoder=self.decoder,
+                decode_threads=self.gen.decode_threads,
             )
         text = stream.finish()
         conf = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")

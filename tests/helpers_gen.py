@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import torch
 
 from chatbot.config import Config, load_config
@@ -197,9 +198,10 @@ class BigramModel(torch.nn.Module):
     def setup_cache(self, batch: int, max_seq: int) -> None:
         pass
 
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, *, select=None) -> torch.Tensor:
         self.calls.append(idx.shape[1])
-        return self.table[idx]
+        out = self.table[idx]
+        return out if select is None else out.reshape(-1, out.size(-1))[select]
 
 
 def chain_of(tokens: list[int]) -> dict[int, int]:
@@ -210,3 +212,13 @@ def byte_token(tok, b: bytes) -> int:
     """Id of the token whose raw bytes are exactly ``b``."""
     ids = TokenIds.from_tokenizer(tok)
     return token_byte_table(tok, ids.special).index(b)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models run fastest on one thread (and do not stall when the CPU is shared); restored afterwards.
+    Autouse in every module that imports it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

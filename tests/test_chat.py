@@ -16,6 +16,7 @@ import chatbot.security as security
 from chatbot.chat import chat_command, reply_command
 from chatbot.errors import ChatbotError
 
+from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import PASSWORD, REPO, chatty_bias, make_project, password_env, shaped_model, tiny_tokenizer, write_checkpoint
 
 

@@ -12,11 +12,12 @@ from chatbot.config import GenConfig, SamplingConfig
 from chatbot.data.tokenizer import encode_text, placeholder_marker
 from chatbot.errors import ChatbotError
 from chatbot.generate import (
-    Responder, TextStream, TokenIds, build_prompt, clean_text, context_budget, generate, resolve_speakers,
+    FastDecoder, Responder, TextStream, TokenIds, build_prompt, clean_text, context_budget, generate, resolve_speakers,
     sample_next,
 )
 from chatbot.loading import Bundle
 
+from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import (
     PERSONA, BigramModel, byte_token, chain_of, random_model, shaped_model, chatty_bias, tiny_tokenizer,
     vocab_size,
@@ -54,14 +55,35 @@ def test_cached_greedy_equals_full_recompute_token_for_token() -> None:
             layer.self_attn.v_proj.weight.mul_(4)
             layer.self_attn.o_proj.weight.mul_(4)
     prompt = torch.randint(0, vocab_size(), (11,), generator=torch.Generator().manual_seed(0)).tolist()
-    want, logits = naive_greedy(model, prompt, 40)
+    want, logits = naive_greedy(model, prompt, 30)
     want_lp = [float(torch.log_softmax(lg, -1)[t]) for t, lg in zip(want, logits)]
     model.setup_cache(1, model.args.block_size)
-    got = generate(model, prompt, GREEDY, max_new_tokens=40)
+    got = generate(model, prompt, GREEDY, max_new_tokens=30)
     assert got.tokens == want
     assert got.logprobs == pytest.approx(want_lp, abs=1e-4)
     assert len(set(want)) > 5  # a non-trivial sequence
-    assert generate(model, prompt, GREEDY, max_new_tokens=40, use_cache=False).tokens == want
+    assert generate(model, prompt, GREEDY, max_new_tokens=30, use_cache=False).tokens == want
+
+
+@pytest.mark.parametrize("over", [dict(bias=True, n_kv_head=2, n_head=2), dict(tie_embeddings=False, n_head=4, n_kv_head=1)])
+def test_fast_decoder_logits_equal_the_model_forward(over: dict) -> None:
+    """Prefill, a chunk after cached tokens (masked), then single tokens: every step's logits = full forward."""
+    model = random_model(seed=7, **over)
+    if over.get("bias"):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("bias"):
+                    p.normal_(0, 0.5)
+    seq = torch.randint(0, vocab_size(), (30,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(seq[None])[0]
+    dec = FastDecoder(model)
+    with torch.inference_mode():
+        got = [dec.forward(seq[:12], 0), dec.forward(seq[12:20], 12)]
+        got += [dec.forward(seq[p:p + 1], p) for p in range(20, 30)]
+    want = [full[11], full[19], *full[20:30]]
+    for g, w in zip(got, want):
+        assert torch.allclose(g, w, atol=1e-4), (g - w).abs().max()
 
 
 def test_cache_prefills_once_then_feeds_one_token_per_step() -> None:
@@ -72,6 +94,19 @@ def test_cache_prefills_once_then_feeds_one_token_per_step() -> None:
     out = generate(model, [c, c, c, c, a], GREEDY, max_new_tokens=6)
     assert out.tokens == [b, c, a, b, c, a]
     assert model.calls == [5, 1, 1, 1, 1, 1]
+
+
+def test_decode_threads_apply_to_the_token_steps_and_are_restored() -> None:
+    model = random_model(seed=1)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        seen: list[int] = []
+        generate(model, [1, 4, 30], GREEDY, max_new_tokens=3, decode_threads=1,
+                 on_token=lambda t: seen.append(torch.get_num_threads()) and False)
+        assert seen == [1, 1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_stops_when_the_context_is_full() -> None:

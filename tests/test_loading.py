@@ -14,6 +14,7 @@ from chatbot.errors import ChatbotError
 from chatbot.generate import load_responder
 from chatbot.loading import find_model_source, load_bundle
 
+from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import (
     PERSONA, artifact_dict, make_project, random_model, write_artifact, write_checkpoint,
 )

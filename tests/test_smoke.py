@@ -12,6 +12,7 @@ from chatbot.errors import ChatbotError
 from chatbot.generate import TokenIds
 from chatbot.smoke import check_reply, smoke
 
+from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import (
     byte_token, chatty_bias, constant_bias, make_project, password_env, shaped_model, tiny_tokenizer,
     write_checkpoint,
