@@ -132,6 +132,17 @@ def _phase_organize(root: str) -> dict:
     return {"seconds": dt, "messages": sum(e["messages"] for e in manifest)}
 
 
+def calibrate() -> float:
+    """ms for a fixed pure-Python loop on this machine right now (about 10 ms on an unloaded modern core):
+    says how loaded / fast the machine was, so figures from different machines can be compared."""
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        sum(range(10**6))
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
 def _run_child(phase: str, arg: str) -> dict:
     """Run one phase in a fresh interpreter; returns its result plus the child's peak RSS (MB)."""
     out = subprocess.run([sys.executable, __file__, "--child", phase, arg], check=True, capture_output=True,
@@ -169,12 +180,15 @@ def main() -> None:
         size_mb = export.stat().st_size / 1e6
         print(f"generated {args.format} export: {size_mb:.1f} MB, {n_msg} messages ({time.perf_counter() - t0:.1f}s)")
 
+        cal = calibrate()
+        print(f"machine  : reference loop {cal:.1f} ms (about 10 ms on an unloaded modern core; higher = slower/loaded)")
         p = _run_child("parse", str(export))
         mbps = size_mb / p["seconds"]
         print(f"parse    : {p['seconds']:.2f}s  {mbps:.1f} MB/s  ({mbps / TARGET_MBPS:.2f}x the {TARGET_MBPS:.0f} MB/s "
               f"target)  peak RSS {p['peak_rss_mb']:.0f} MB  records {p['records']}  messages {p['messages']}"
               f"{'' if p['messages'] == n_msg else '  MISMATCH vs generated ' + str(n_msg)}")
 
+        print(f"           at the reference speed (10 ms) that is about {mbps * cal / 10:.1f} MB/s")
         o = _run_child("organize", str(root))
         ombps = size_mb / o["seconds"]
         print(f"organize : {o['seconds']:.2f}s  {ombps:.1f} MB/s  peak RSS {o['peak_rss_mb']:.0f} MB "

@@ -193,3 +193,52 @@ def test_room_records_unknown_room(tmp_path):
     with pytest.raises(ChatbotError, match="no room"):
         room_records(cfg, "없는 방")
     assert load_manifest(cfg) == []
+
+
+def test_content_fingerprints_at_different_sampling_levels(tmp_path, monkeypatch):
+    """Overlapping exports match by content even when one is big enough to be sampled coarsely; a different
+    conversation in the same period does not."""
+    import chatbot.kakao.organize as org
+
+    monkeypatch.setattr(org, "SKETCH_CAP", 40)
+    big = conversation(datetime(2020, 1, 1, 9, 0), 1500, PEOPLE, seed=5)
+    other = conversation(datetime(2020, 1, 1, 9, 0), 800, ["박지호", "최유나"], seed=6)
+    a = org.scan_file(write(tmp_path / "a.txt", render("windows_ko", "가", big, datetime(2020, 3, 1))), "나")
+    b = org.scan_file(write(tmp_path / "b.txt", render("ios_en", "나", big[1000:1300], datetime(2020, 3, 1),
+                                                       talk_name=True)), "나")
+    c = org.scan_file(write(tmp_path / "c.txt", render("android_ko", "다", other, datetime(2020, 3, 1))), "나")
+    assert a.sketch.level > b.sketch.level >= 1  # both thinned, to different levels
+    assert org.same_content(a.sketch, b.sketch) and org.same_content(b.sketch, a.sketch)
+    assert not org.same_content(a.sketch, c.sketch) and not org.same_content(b.sketch, c.sketch)
+    assert org.group_rooms([a, b, c], "나") == [0, 0, 2]
+
+
+def test_two_rooms_with_one_name_stay_apart(tmp_path):
+    cfg = make_project(tmp_path)
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    t0 = datetime(2021, 5, 1, 10, 0)
+    write(inbox / "a.txt", render("windows_ko", "가족", conversation(t0, 60, ["엄마", "아빠"], seed=1), t0))
+    write(inbox / "b.txt", render("android_ko", "가족", conversation(t0, 60, ["할머니", "삼촌"], seed=2), t0))
+    organize(cfg)
+    assert sorted(e["room_id"] for e in load_manifest(cfg)) == ["가족", "가족 (2)"]
+
+
+def test_interrupted_run_is_completed_without_duplicates(tmp_path, monkeypatch):
+    """A run killed after copying but before writing the manifest: the next run reuses the copy."""
+    import chatbot.kakao.organize as org
+
+    cfg = make_project(tmp_path)
+    write(cfg.path(cfg.paths.raw.inbox) / "a.txt", render("windows_ko", "가족", EVENTS[:20], datetime(2018, 5, 1)))
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(org, "atomic_write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        organize(cfg)
+    assert not cfg.path(cfg.paths.raw.manifest).exists()
+    monkeypatch.undo()
+    organize(cfg)
+    (entry,) = load_manifest(cfg)
+    files = [p for p in cfg.path(cfg.paths.raw.organized).rglob("*") if p.is_file()]
+    assert [p.relative_to(tmp_path).as_posix() for p in files] == [entry["path"]] == ["data/raw/organized/가족/a.txt"]

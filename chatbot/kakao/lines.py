@@ -626,7 +626,7 @@ def parse_ios(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
 
 
 # --------------------------------------------------------------------------------------------------- CSV
-_SECONDS = [timedelta(seconds=i) for i in range(60)]
+_SECONDS = {f"{i:02d}": timedelta(seconds=i) for i in range(60)}
 _CSV_SPECIAL = (Kind.KICK, Kind.HIDDEN, Kind.HOST)
 
 
@@ -641,10 +641,11 @@ def parse_csv(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
     """
     last_ts: datetime | None = None
     undated: list[tuple[str, str, Kind]] = []
-    minutes: dict[str, datetime | None] = {}  # "2018-04-11 09:21" -> datetime
+    days: dict[str, datetime | None] = {}  # "2018-04-11" -> midnight
+    hms: dict[str, timedelta | None] = {}  # "09:21" -> offset
     date_rx = S.CSV_DATE.match
     secs = _SECONDS
-    kind_of = body_kind
+    kind_of, exact, ko_first, message = body_kind, EXACT_KINDS, KO_FIRST, Kind.MESSAGE
     # the last row is held back one step: a broken (unquoted) line after it may still extend its text
     p_ts: datetime | None = None
     p_sp = p_tx = ""
@@ -666,19 +667,20 @@ def parse_csv(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
                     if done and ctx.segments[-1] != done:
                         ctx.segments.append(done)
                     continue
-            # "2018-04-11 09:21:40": the minute is cached, the seconds are added per row
+            # "2018-04-11 09:21:40" = cached day + cached hour:minute + seconds
             ts = None
-            if len(date) == 19 and date[16] == ":":
-                base = minutes.get(date[:16], False)
-                if base is False:
+            if len(date) == 19 and date[16] == ":" and date[10] == " ":
+                day = days.get(date[:10], False)
+                if day is False:
                     m = date_rx(date)
-                    base = S.make_dt(m["y"], m["m"], m["d"], m["h"], m["mi"]) if m else None
-                    if len(minutes) > _CACHE_MAX:
-                        minutes.clear()
-                    minutes[date[:16]] = base
-                sec = date[17:]
-                if base is not None and sec.isdigit() and int(sec) < 60:
-                    ts = base + secs[int(sec)]
+                    day = days[date[:10]] = S.make_dt(m["y"], m["m"], m["d"]) if m else None
+                hm = hms.get(date[11:16], False)
+                if hm is False:
+                    m = date_rx(date)
+                    hm = hms[date[11:16]] = (_offset(m["h"], m["mi"], None) if m else None)
+                off = secs.get(date[17:])
+                if day is not None and hm is not None and off is not None:
+                    ts = day + hm + off
             elif date:
                 m = date_rx(date)
                 ts = S.make_dt(m["y"], m["m"], m["d"], m["h"], m["mi"], m["s"] or 0) if m else None
@@ -688,16 +690,22 @@ def parse_csv(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
                 continue
             user = row[1]
             text = (row[2] if len(row) == 3 else ",".join(row[2:])).rstrip()
-            kind: Kind | None = None
+            kind = None
             speaker = user
             if text[-1:] == ".":
                 k = system_kind(text)
                 if k is not None and (not user or k[1] == user or k[0] in _CSV_SPECIAL):
                     kind, speaker = k[0], k[1] or user
-            elif text.lstrip().startswith(NOTICE_PREFIXES):
+            elif text.startswith(NOTICE_PREFIXES) or (text[:1].isspace() and text.lstrip().startswith(NOTICE_PREFIXES)):
                 kind, speaker = Kind.NOTICE, ""
             if kind is None:
-                kind = kind_of(text) if user.strip() else Kind.SYSTEM
+                if not user or user.isspace():
+                    kind = Kind.SYSTEM
+                else:
+                    kind = exact.get(text)
+                    if kind is None:
+                        c = text[:1]
+                        kind = message if "\uac00" <= c <= "\ud7a3" and c not in ko_first else kind_of(text)
             if p_ts is not None:
                 yield make_record(p_ts, p_sp, p_tx, p_kd)
                 done += 1
