@@ -117,6 +117,7 @@ def test_name_variants():
     assert always == {"김하나"} and vocative == {"하나"}
     assert name_variants("(알 수 없음)") == (set(), set())
     assert name_variants("나") == (set(), set())
+    assert name_variants("ㅋㅋ") == (set(), set()) and name_variants("1004") == (set(), set())
 
 
 def test_typed_marker_characters_cannot_be_forged():

@@ -171,3 +171,21 @@ def test_fast_encoder_is_exactly_encode_marked():
         got = np.split(flat, np.cumsum(lens)[:-1])
         for text, ids in zip(texts, got):
             assert ids.tolist() == encode_marked(tok, text), repr(text)
+
+
+def test_worker_processes_give_the_same_bytes(tmp_path, monkeypatch):
+    import multiprocessing.pool
+
+    room = chat_room(12, seed=13)
+    pp.build([list(room)], small_cfg(), tmp_path / "one")
+    monkeypatch.setattr(pp, "PARALLEL_MIN_TURNS", 0)
+    monkeypatch.setattr(pp, "CHUNK_TURNS", 16)  # several chunks, so the order of results matters
+    monkeypatch.setattr(pp.os, "cpu_count", lambda: 2)
+    calls = []
+    real_imap = multiprocessing.pool.Pool.imap
+    monkeypatch.setattr(multiprocessing.pool.Pool, "imap",
+                        lambda self, fn, it, *a: calls.append(fn) or real_imap(self, fn, it, *a))
+    pp.build([list(room)], small_cfg(), tmp_path / "pool")
+    assert calls == [pp._worker_encode, pp._worker_encode]  # train and val went through the workers
+    one = output_bytes(tmp_path / "one", exclude=("stats.json",))
+    assert output_bytes(tmp_path / "pool", exclude=("stats.json",)) == one

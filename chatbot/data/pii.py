@@ -69,6 +69,8 @@ _COMMON_WORDS = {"하나", "나라", "사랑", "하늘", "바다", "가을", "�
                  "소망", "다운", "한결", "노을", "누리", "나래", "고운", "미래", "다인", "우리", "영원", "진주", "보배",
                  "구름", "새벽", "초롱", "이슬", "봄이", "별이"}
 _VOCATIVE = r"(?=아|야|씨|님|이[가야는랑]|형|오빠|언니|누나|쌤|선배|후배)"
+# a nickname like "ㅋㅋ" or "1004" is no identifying word and masking it would eat laughter and numbers
+_NOT_A_WORD = re.compile(r"[\u3131-\u318e\d\W_]+")
 # names that are placeholders, not people
 _NOT_NAMES = {"(알 수 없음)", "(알수없음)", "알 수 없음", "알수없음", "회원님", "you", "You", "Unknown"}
 
@@ -99,7 +101,8 @@ def name_variants(name: str) -> tuple[set[str], set[str]]:
     """(always-masked variants, vocative-only variants) of a speaker name for in-text masking.
 
     ``이도현(Leo)`` → {``이도현(Leo)``, ``이도현``, ``Leo``, ``도현``}; ``김하나`` → ({``김하나``}, {``하나``}).
-    Variants shorter than two characters are never masked (``나`` must stay a word).
+    Variants shorter than two characters are never masked (``나`` must stay a word), nor variants made only of
+    jamo, digits or symbols (a nickname ``ㅋㅋ`` must not eat every laugh).
     """
     name = unicodedata.normalize("NFC", name.strip())
     always: set[str] = set()
@@ -118,7 +121,7 @@ def name_variants(name: str) -> tuple[set[str], set[str]]:
         if b:
             cleaned.add(b)
     for b in cleaned | {name}:
-        if len(b) >= 2:
+        if len(b) >= 2 and not _NOT_A_WORD.fullmatch(b):
             always.add(b)
         parts = b.split()
         if len(parts) == 1 and re.fullmatch(r"[가-힣]{3}", b) and b[0] in _SURNAMES:

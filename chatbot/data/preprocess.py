@@ -51,6 +51,10 @@ Keys of ``paths.yaml`` → ``processed.preprocess`` (precise meaning):
 ``pii.*``                Which classes of personal data become placeholders (see :mod:`chatbot.data.pii`);
                          ``mention`` also covers speakers' names written inside messages.
 
+Counting: ``messages.in`` is every record of the merged room timelines (system events included); each is either
+kept (``messages.kept``, media and system events kept as tokens included) or counted under exactly one reason in
+``messages.dropped`` (see :func:`chatbot.data.conversation.filter_records`), so in = kept + Σ dropped.
+
 A *target* turn (loss mask 1 on its text tokens and its ``<|eot|>``; 0 on ``<|bos|>``, speaker tokens and every
 other turn) is a non-system turn of a target speaker with ≥ ``min_target_chars`` characters and ≥
 ``min_context_turns`` preceding turns in its session.
@@ -76,6 +80,7 @@ import hashlib
 import json
 import os
 import re
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -105,6 +110,7 @@ LOCK = ".preprocess.lock"
 
 TOKENIZER_SAMPLE_CHARS = 2_500_000  # train the BPE on at most ~this many characters of the train split
 CHUNK_TURNS = 32_768  # turns encoded per batch
+PARALLEL_MIN_TURNS = 200_000  # encode in worker processes from this many turns on
 PREVIEW_WINDOWS = {"train": 3, "val": 2}
 PREVIEW_TOKENS = 120
 
@@ -279,10 +285,11 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
     try:
         temps["tokenizer.json"] = _write_temp(out_dir, "tokenizer.json", tok_json.encode("utf-8"))
         results = {}
-        encoder = FastEncoder(tok)
-        for name, split in (("train", train), ("val", val)):
-            results[name] = _encode_split(name, split, encoder, target, pcfg, dtype, out_dir)
-            temps.update(results[name].files)
+        n_turns = sum(len(s.turns) for part in (train, val) for s in part)
+        with _chunk_encoder(tok, n_turns) as encode_chunks:
+            for name, split in (("train", train), ("val", val)):
+                results[name] = _encode_split(name, split, tok, encode_chunks, target, pcfg, dtype, out_dir)
+                temps.update(results[name].files)
         if results["train"].target_turns == 0:
             raise ChatbotError(
                 "the training split has no target turns (too few turns by the target, or they are all shorter than "
@@ -538,40 +545,71 @@ class FastEncoder:
         return lens, flat
 
 
-def _encode_split(split: str, sessions: Sequence[conv.Session], encoder: FastEncoder, target: int | None,
+@dataclass
+class _Chunk:
+    """Up to CHUNK_TURNS consecutive turns of a split: their texts and per-turn layout facts."""
+
+    texts: list[str]
+    first: np.ndarray  # bool: the turn opens its session (gets <|bos|>)
+    spk: np.ndarray  # int: pseudonym number, -1 = system turn (no speaker token)
+    elig: np.ndarray  # bool: an eligible target turn (loss on its text and <|eot|>)
+    sess_first: np.ndarray  # int: split-wide index of the first turn of the turn's session
+
+
+def _plan(sessions: Sequence[conv.Session], target: int | None, pcfg: PreprocessConfig) -> list[_Chunk]:
+    chunks: list[_Chunk] = []
+    texts: list[str] = []
+    spk: list[int] = []
+    first: list[bool] = []
+    elig: list[bool] = []
+    sess_first: list[int] = []
+    min_target, min_ctx = pcfg.min_target_chars, pcfg.min_context_turns
+    n = 0
+
+    def cut() -> None:
+        chunks.append(_Chunk(list(texts), np.array(first, dtype=bool), np.array(spk, dtype=np.int64),
+                             np.array(elig, dtype=bool), np.array(sess_first, dtype=np.int64)))
+        for lst in (texts, spk, first, elig, sess_first):
+            lst.clear()
+
+    for session in sessions:
+        base = n
+        for i, turn in enumerate(session.turns):
+            texts.append(turn.text)
+            spk.append(turn.speaker)
+            first.append(i == 0)
+            elig.append(turn.speaker >= 0 and (target is None or turn.speaker == target)
+                        and turn.length >= min_target and i >= min_ctx)
+            sess_first.append(base)
+            n += 1
+        if len(texts) >= CHUNK_TURNS:
+            cut()
+    if texts:
+        cut()
+    return chunks
+
+
+def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chunks, target: int | None,
                   pcfg: PreprocessConfig, dtype, out_dir: Path) -> _SplitOut:
     """Stream one split into temp ``.bin`` files chunk by chunk (numpy arrays; never a Python list of all tokens).
 
     Layout per session: ``<|bos|>`` then per turn ``<|spk:Sn|> text <|eot|>`` (a system turn has no speaker
-    token). Mask 1 on the text and ``<|eot|>`` of eligible target turns, 0 elsewhere.
+    token). Mask 1 on the text and ``<|eot|>`` of eligible target turns, 0 elsewhere. ``encode_chunks`` maps a
+    list of text lists to ``(lengths, ids)`` pairs in order (in this process or in worker processes).
     """
     res = _SplitOut(sessions=len(sessions))
-    tok = encoder.tok
     bos, eot = special_id(tok, BOS), special_id(tok, EOT)
     spk_ids = np.array([special_id(tok, speaker_token(conv.pseudonym(i))) for i in range(MAX_SPEAKERS + 1)],
                        dtype=np.int64)
     outs = {kind: _TempOut(out_dir, f"{split}{kind}") for kind in (".bin", "_loss_mask.bin", "_starts.bin")}
     try:
-        min_target, min_ctx = pcfg.min_target_chars, pcfg.min_context_turns
-        texts: list[str] = []
-        spk: list[int] = []
-        first: list[bool] = []
-        elig: list[bool] = []
+        chunks = _plan(sessions, target, pcfg)
         turn_starts: list[np.ndarray] = []  # token offset of each turn's block (its BOS for a session's first turn)
-        sess_first: list[int] = []  # global index of each turn's session's first turn
-        elig_all: list[np.ndarray] = []
         offset = 0
-        n_turns = 0
-
-        def flush() -> None:
-            nonlocal offset
-            if not texts:
-                return
-            lens, flat = encoder.encode(texts)
+        for chunk, (lens, flat) in zip(chunks, encode_chunks([c.texts for c in chunks])):
+            lens = lens.astype(np.int64, copy=False)
             n_body = int(flat.size)
-            f = np.array(first, dtype=bool)
-            s = np.array(spk, dtype=np.int64)
-            e = np.array(elig, dtype=bool)
+            f, s, e = chunk.first, chunk.spk, chunk.elig
             has_spk = s >= 0
             pre = f.astype(np.int64) + has_spk
             tot = pre + lens + 1
@@ -592,31 +630,16 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], encoder: FastEnc
             outs["_loss_mask.bin"].write(mask)
             res.target_tokens += int(mask.sum(dtype=np.int64))
             turn_starts.append(starts + offset)
-            elig_all.append(e)
             offset += int(ends[-1])
-            texts.clear(), spk.clear(), first.clear(), elig.clear()
-
-        for session in sessions:
-            base = n_turns
-            for i, turn in enumerate(session.turns):
-                ok = (turn.speaker >= 0 and (target is None or turn.speaker == target)
-                      and turn.length >= min_target and i >= min_ctx)
-                texts.append(turn.text)
-                spk.append(turn.speaker)
-                first.append(i == 0)
-                elig.append(ok)
-                sess_first.append(base)
-                n_turns += 1
-            if len(texts) >= CHUNK_TURNS:
-                flush()
-        flush()
-        res.tokens, res.turns = offset, n_turns
-        if n_turns:
+            chunk.texts = []  # release as we go
+        res.tokens = offset
+        res.turns = sum(len(c.first) for c in chunks)
+        if res.turns:
             offs = np.concatenate(turn_starts)
-            eligible = np.flatnonzero(np.concatenate(elig_all))
+            eligible = np.flatnonzero(np.concatenate([c.elig for c in chunks]))
             res.target_turns = int(eligible.size)
             picked = eligible[:: pcfg.sample_stride]
-            first_turn = np.asarray(sess_first, dtype=np.int64)[picked]
+            first_turn = np.concatenate([c.sess_first for c in chunks])[picked]
             start_turn = np.maximum(first_turn, picked - pcfg.context_turns)
             window_starts = np.unique(offs[start_turn]).astype(np.uint64)
             outs["_starts.bin"].write(window_starts)
@@ -631,6 +654,52 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], encoder: FastEnc
                 out.path.unlink()
         raise
     return res
+
+
+# ------------------------------------------------------------------------------------------ parallel encoding
+_WORKER: FastEncoder | None = None
+
+
+def _worker_init(tok_json: str) -> None:
+    global _WORKER
+    from tokenizers import Tokenizer
+
+    _WORKER = FastEncoder(Tokenizer.from_str(tok_json))
+
+
+def _worker_encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    lens, flat = _WORKER.encode(texts)  # type: ignore[union-attr]
+    return lens.astype(np.int32), flat.astype(np.int32)
+
+
+@contextlib.contextmanager
+def _chunk_encoder(tok, n_turns: int) -> Iterator:
+    """``encode_chunks`` for :func:`_encode_split`: worker processes (one per CPU) for a big corpus — encoding is
+    the longest step and pure CPU — else this process. Both give identical ids (tests compare them).
+
+    Workers are forked (Linux only): no re-import of ``__main__``, so a caller's script needs no main guard.
+    The tokenizer library turns its own thread pool off in a forked child; TOKENIZERS_PARALLELISM=false is set
+    around the fork only to silence its warning about that.
+    """
+    import multiprocessing
+
+    workers = min(os.cpu_count() or 1, 8)
+    if (workers < 2 or n_turns < PARALLEL_MIN_TURNS or not sys.platform.startswith("linux")
+            or "fork" not in multiprocessing.get_all_start_methods()):
+        encoder = FastEncoder(tok)
+        yield lambda chunks: map(encoder.encode, chunks)
+        return
+    old = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        pool = multiprocessing.get_context("fork").Pool(workers, _worker_init, (tok.to_str(),))
+    finally:
+        if old is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = old
+    with pool:
+        yield lambda chunks: pool.imap(_worker_encode, chunks)
 
 
 # ----------------------------------------------------------------------------------------------------- preview
