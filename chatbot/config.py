@@ -80,15 +80,15 @@ class PreprocessConfig:
     max_merged_chars: ... and only while the merged turn stays within this many characters.
     min_message_chars / max_message_chars: drop messages shorter / longer than this (after cleaning).
     min_target_chars: a turn shorter than this is context only, never a loss target.
-    drop_low_signal: drop messages with no conversational content (empty, lone placeholder, punctuation only).
+    drop_low_signal: drop messages with no conversational content (lone placeholder, punctuation only, sender-deleted).
     media: "drop" media placeholders or keep them as typed tokens ("token").
     system: "drop" system events or keep them as a typed token ("token").
     corpus_mode: "context_windows" (sessions cut into windows of turns).
     context_turns: at most this many turns of context before each target turn in one window.
     min_context_turns: a target turn needs at least this many preceding turns in its session.
     sample_stride: start a new window every this many eligible target turns.
-    target: "room" (every speaker's turns are targets) or one speaker's real name (only theirs).
-    val_fraction: fraction of sessions (the latest ones) held out for validation.
+    target: "room" (every speaker's turns are targets) or one speaker's real name / pseudonym "S<n>" (only theirs).
+    val_fraction: fraction of sessions with a target turn (the latest ones) held out for validation.
     vocab_size: BPE vocabulary size, special tokens included.
     max_speakers: speakers beyond the most active this many share one pseudonym.
     pii: which personal-data classes to mask.

@@ -127,3 +127,18 @@ def test_resolve_target():
         conv.resolve_target("없는사람", speakers)
     with pytest.raises(ValueError, match="overflow"):
         conv.resolve_target("마루", speakers)
+
+
+def test_val_counts_only_sessions_with_a_target_turn():
+    records = []
+    for day in range(6):  # the persona (다온) is silent in the last two sessions
+        records += [rec(day * 1000, "가람", f"질문{day}"), rec(day * 1000 + 1, "다온" if day < 4 else "마루", f"답{day}")]
+    sessions, speakers, _ = _turns(records)
+    cfg = small_cfg()
+    target = speakers["다온"]
+    useful = lambda s: any(conv.is_target(t, i, target, cfg) for i, t in enumerate(s.turns))  # noqa: E731
+    train, val = conv.split_sessions(sessions, 0.25, useful=useful)
+    assert [s.turns[0].text for s in val] == ["질문3", "질문4", "질문5"]  # one useful session + the later ones
+    assert [s.turns[0].text for s in train] == ["질문0", "질문1", "질문2"]
+    train, val = conv.split_sessions(sessions, 0.25)  # without the predicate: plain latest sessions
+    assert [s.turns[0].text for s in val] == ["질문4", "질문5"]

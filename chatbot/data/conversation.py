@@ -252,25 +252,44 @@ def build_sessions(messages: Sequence[Message], cfg: PreprocessConfig, room: int
     return sessions
 
 
-def split_sessions(sessions: list[Session], val_fraction: float) -> tuple[list[Session], list[Session]]:
-    """(train, val) by time: sessions sorted by start (ties by room); the latest ``round(val_fraction · n)`` go to
-    validation — at least one when ``val_fraction > 0`` and there are two or more sessions, never all of them.
+def is_target(turn: Turn, index: int, target: int | None, cfg: PreprocessConfig) -> bool:
+    """An eligible target turn: a person's turn (not a system event) by the target speaker (any, for ``room``) with
+    at least ``min_target_chars`` characters and at least ``min_context_turns`` turns before it in its session."""
+    return (turn.speaker >= 0 and (target is None or turn.speaker == target)
+            and turn.length >= cfg.min_target_chars and index >= cfg.min_context_turns)
 
-    A single session is cut in two at the turn boundary nearest ``1 - val_fraction`` of its turns, so a small
-    room still gets a validation split (the later part, as its own session).
+
+def split_sessions(sessions: list[Session], val_fraction: float,
+                   useful=None) -> tuple[list[Session], list[Session]]:
+    """(train, val) by time, never by random window: sessions sorted by start (ties by room) and cut at one point
+    in time; validation is everything after the cut.
+
+    The cut leaves ``round(val_fraction · u)`` *useful* sessions in validation (at least one when ``val_fraction >
+    0`` and u ≥ 2, never all u), where u counts the sessions for which ``useful(session)`` is true (default: every
+    session; preprocess passes "has an eligible target turn", so a persona's validation split is not empty just
+    because the latest sessions lack that person). When only one session is useful it is cut in two at the turn
+    boundary nearest ``1 - val_fraction`` of its turns (the later part becomes its own session), so a small room
+    still gets a validation split.
     """
     ordered = sorted(sessions, key=lambda s: (s.start, s.room))
-    n = len(ordered)
-    if val_fraction <= 0 or n == 0:
+    if val_fraction <= 0 or not ordered:
         return ordered, []
-    if n == 1:
-        turns = ordered[0].turns
-        if len(turns) < 2:
-            return ordered, []
-        cut = min(len(turns) - 1, max(1, round(len(turns) * (1 - val_fraction))))
-        return [Session(ordered[0].room, turns[:cut])], [Session(ordered[0].room, turns[cut:])]
-    k = min(n - 1, max(1, round(val_fraction * n)))
-    return ordered[: n - k], ordered[n - k :]
+    flags = [True] * len(ordered) if useful is None else [bool(useful(s)) for s in ordered]
+    positions = [i for i, f in enumerate(flags) if f]
+    u = len(positions)
+    if u >= 2:
+        k = min(u - 1, max(1, round(val_fraction * u)))
+        cut = positions[u - k]
+        return ordered[:cut], ordered[cut:]
+    if u == 0:
+        return ordered, []
+    at = positions[0]
+    turns = ordered[at].turns
+    if len(turns) < 2:
+        return ordered, []
+    cut = min(len(turns) - 1, max(1, round(len(turns) * (1 - val_fraction))))
+    room = ordered[at].room
+    return ordered[:at] + [Session(room, turns[:cut])], [Session(room, turns[cut:])] + ordered[at + 1 :]
 
 
 def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
@@ -298,6 +317,6 @@ def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
 
 __all__ = [
     "DROP_REASONS", "Message", "Turn", "Session", "SYSTEM_SPEAKER", "OVERFLOW_SPEAKER", "pseudonym", "clean_text",
-    "text_length", "has_signal", "rank_speakers", "filter_records", "build_sessions", "split_sessions",
+    "text_length", "has_signal", "rank_speakers", "filter_records", "build_sessions", "is_target", "split_sessions",
     "resolve_target",
 ]

@@ -43,8 +43,9 @@ Keys of ``paths.yaml`` → ``processed.preprocess`` (precise meaning):
 ``target``               ``room``: every speaker's turns are targets (the bot learns the room's style); a speaker's
                          real name exactly as the export writes it (or a pseudonym such as ``S2``): only that
                          speaker's turns are targets. An unknown name is an error (no names are echoed).
-``val_fraction``         The latest ``round(val_fraction × sessions)`` sessions (by start time, at least one, never
-                         all) form the validation split; a single session is cut at a turn boundary instead.
+``val_fraction``         Validation = every session after one point in time, chosen so that it holds the latest
+                         ``round(val_fraction × u)`` of the u sessions that contain a target turn (at least one,
+                         never all); with a single such session, that session is cut at a turn boundary instead.
 ``vocab_size``           BPE vocabulary size including the special tokens (the trainer may get fewer ids when the
                          corpus is too small to learn that many merges; stats.json has the real size).
 ``max_speakers``         Speakers ranked past this (by message count over all rooms) share ``<|spk:S0|>``.
@@ -272,7 +273,9 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
     if not sessions:
         raise ChatbotError("no messages are left after filtering; check processed.preprocess filters in paths.yaml")
     clock("sessions")
-    train, val = conv.split_sessions(sessions, pcfg.val_fraction)
+    train, val = conv.split_sessions(
+        sessions, pcfg.val_fraction,
+        useful=lambda s: any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(s.turns)))
     del sessions
 
     tok = train_tokenizer(_tokenizer_corpus(train), pcfg.vocab_size)
@@ -294,6 +297,9 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
             raise ChatbotError(
                 "the training split has no target turns (too few turns by the target, or they are all shorter than "
                 "min_target_chars / lack min_context_turns); adjust processed.preprocess or add exports")
+        if pcfg.val_fraction > 0 and results["val"].windows == 0:
+            _log("warning: the validation split has no target turns (too little data); validation loss will be "
+                 "unavailable")
         persona = {
             "target": "room" if target is None else conv.pseudonym(target),
             "self": conv.pseudonym(speakers[self_name]) if speakers.get(self_name, 0) > 0 else None,
@@ -563,7 +569,6 @@ def _plan(sessions: Sequence[conv.Session], target: int | None, pcfg: Preprocess
     first: list[bool] = []
     elig: list[bool] = []
     sess_first: list[int] = []
-    min_target, min_ctx = pcfg.min_target_chars, pcfg.min_context_turns
     n = 0
 
     def cut() -> None:
@@ -578,8 +583,7 @@ def _plan(sessions: Sequence[conv.Session], target: int | None, pcfg: Preprocess
             texts.append(turn.text)
             spk.append(turn.speaker)
             first.append(i == 0)
-            elig.append(turn.speaker >= 0 and (target is None or turn.speaker == target)
-                        and turn.length >= min_target and i >= min_ctx)
+            elig.append(conv.is_target(turn, i, target, pcfg))
             sess_first.append(base)
             n += 1
         if len(texts) >= CHUNK_TURNS:
