@@ -89,9 +89,10 @@ def write_export(path: Path, megabytes: float, seed: int = 1) -> int:
     return n
 
 
-def _child(code: str, workspace: Path) -> tuple[float, float, str]:
-    """Run python code in a fresh process; (wall seconds, that process's own peak RSS in MB, its output)."""
-    code += "; import resource; print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+def _child(code: str, workspace: Path) -> tuple[float, float, float, str]:
+    """Run python code in a fresh process; (wall s, its own peak RSS MB, its largest worker's peak RSS MB, output)."""
+    code += ("; import resource; print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
+             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, str(workspace / "configs")], capture_output=True, text=True,
                           cwd=REPO)
@@ -99,9 +100,9 @@ def _child(code: str, workspace: Path) -> tuple[float, float, str]:
     if proc.returncode:
         sys.exit(f"child failed:\n{proc.stdout}\n{proc.stderr}")
     lines = proc.stdout.splitlines()
-    peak_kb = next(int(x.split()[1]) for x in lines if x.startswith("PEAK_RSS_KB"))
+    self_kb, workers_kb = next(map(int, x.split()[1:]) for x in lines if x.startswith("PEAK_RSS_KB"))
     out = "\n".join(x for x in lines if not x.startswith("PEAK_RSS_KB")) + proc.stderr
-    return wall, peak_kb / 1024.0, out
+    return wall, self_kb / 1024.0, workers_kb / 1024.0, out
 
 
 def main() -> None:
@@ -120,16 +121,17 @@ def main() -> None:
         raw_mb = export.stat().st_size / 1e6
         print(f"generated {raw_mb:.1f} MB export, {n:,} messages, in {time.perf_counter() - t0:.1f}s")
 
-        org_s, _, out = _child("import sys; from chatbot.config import load_config; "
+        org_s, _, _, out = _child("import sys; from chatbot.config import load_config; "
                                "from chatbot.kakao.organize import organize; organize(load_config(sys.argv[1]))", ws)
         print(f"organize: {org_s:.1f}s")
-        pre_s, rss_mb, out = _child("import sys; from chatbot.config import load_config; "
+        pre_s, rss_mb, worker_mb, out = _child("import sys; from chatbot.config import load_config; "
                                     "from chatbot.data.preprocess import preprocess; preprocess(load_config(sys.argv[1]))",
                                     ws)
         print(out.strip())
         stats = json.loads((ws / "data" / "processed" / "stats.json").read_text(encoding="utf-8"))
         print(f"preprocess (parse + merge + filters + PII + tokenizer training + encoding + writes): {pre_s:.1f}s "
-              f"= {raw_mb / pre_s:.2f} MB/s; peak RSS {rss_mb:.0f} MB")
+              f"= {raw_mb / pre_s:.2f} MB/s; peak RSS {rss_mb:.0f} MB (main process); largest encode worker "
+              f"{worker_mb:.0f} MB (forked: counts pages shared with the main process)")
         print(f"tokens: train {stats['tokens']['train']:,}, val {stats['tokens']['val']:,}; "
               f"vocab {stats['vocab_size']}")
         scale = 100.0 / raw_mb

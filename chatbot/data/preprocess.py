@@ -202,7 +202,7 @@ class _SplitOut:
 
 
 def build(
-    rooms: Sequence[list[Record]],
+    rooms: list[list[Record]],
     pcfg: PreprocessConfig,
     out_dir: str | os.PathLike,
     *,
@@ -212,7 +212,8 @@ def build(
 ) -> dict:
     """Build and commit all outputs from each room's merged record timeline; returns the stats dict.
 
-    ``rooms`` is consumed: each room's record list is released once its sessions are built (memory).
+    ``rooms`` is consumed: each entry of the list is replaced by ``[]`` once that room's sessions are built, so
+    the records can be freed early (pass a list nobody else holds on to).
     """
     with _no_gc():
         return _build(rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint, inputs=inputs)
@@ -236,7 +237,8 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
     clock = _Phases()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rooms = list(rooms)
+    if not isinstance(rooms, list):
+        rooms = list(rooms)
     messages_in = sum(len(r) for r in rooms)
     speakers = conv.rank_speakers(rooms, min(pcfg.max_speakers, MAX_SPEAKERS))
     if not speakers:
@@ -262,7 +264,7 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
     sessions: list[conv.Session] = []
     for i in range(len(rooms)):
         records = sorted(rooms[i], key=lambda r: r.timestamp)
-        rooms[i] = []  # release the caller's list entry as we go
+        rooms[i] = []  # release the records as we go
         msgs = conv.filter_records(records, pcfg, speakers, masker, dropped)
         del records
         kept_by_speaker.update(m.speaker for m in msgs)
