@@ -5,12 +5,13 @@ The prompt mirrors the training layout exactly (docs/ARCHITECTURE.md)::
     <|bos|> <|spk:U|> text <|eot|> <|spk:B|> text <|eot|> ... <|spk:U|> new message <|eot|> <|spk:B|>
 
 and the model continues with the bot's turn. Decoding is gpt-fast style: one prefill over the prompt fills the
-KV cache, then each step feeds only the newest token. Generation stops at ``<|eot|>`` or — with
-``stop_on_next_turn`` — as soon as the model starts somebody else's turn (a speaker token or ``<|bos|>``).
+KV cache, then each step feeds only the newest token (:class:`FastDecoder`, a lean re-statement of
+``Transformer.forward`` for that step). Generation stops at ``<|eot|>`` or — with ``stop_on_next_turn`` — as soon
+as the model starts somebody else's turn (a speaker token or ``<|bos|>``).
 
-Everything below works on any module with ``forward(idx, input_pos=None, *, select=None)``,
-``setup_cache(batch, max_seq)`` and ``args.block_size`` (our :class:`~chatbot.model.Transformer`), so tests can
-swap in hand-shaped models.
+:func:`generate` also accepts any other module with ``forward(idx, input_pos=None, *, select=None)``,
+``setup_cache(batch, max_seq)`` and ``args.block_size`` (it then uses the module's own cache), so tests can swap
+in hand-shaped models.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import math
 import re
 import threading
 import time
-import unicodedata
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -28,8 +28,10 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from .config import GenConfig, SamplingConfig
-from .data.tokenizer import encode_marked, iter_token_bytes, special_id, strip_markers
+from .config import GenConfig, PiiConfig, SamplingConfig
+from .data.conversation import clean_text as clean_message
+from .data.pii import PiiMasker
+from .data.tokenizer import encode_marked, iter_token_bytes, special_id
 from .errors import ChatbotError
 from .model import Transformer
 from .tokens import BOS, EOT, PAD, PLACEHOLDER_TOKENS, SPECIAL_TOKENS, SPEAKER_TOKENS, speaker_token, unescape_text
@@ -100,13 +102,14 @@ def resolve_speakers(persona: dict | None, gen: GenConfig) -> tuple[str, str]:
 
 # --------------------------------------------------------------------------------------------------- prompt
 def normalize_text(text: str) -> str:
-    """What a chat message looks like before encoding: NFC (macOS input is often NFD), no marker characters."""
-    return strip_markers(unicodedata.normalize("NFC", text)).strip()
+    """A message cleaned exactly as preprocess cleans chat text: NFC (macOS input is often NFD), no forged
+    placeholder markers, no zero-width noise, tidy whitespace."""
+    return clean_message(text)
 
 
 def encode_turn(tok: Tokenizer, ids: TokenIds, speaker: str, text: str) -> list[int]:
-    """``<|spk:X|> text <|eot|>`` exactly as preprocess writes a turn."""
-    return [ids.speakers[speaker], *encode_marked(tok, normalize_text(text)), ids.eot]
+    """``<|spk:X|> text <|eot|>`` exactly as preprocess writes a turn (``text`` cleaned, may hold markers)."""
+    return [ids.speakers[speaker], *encode_marked(tok, text), ids.eot]
 
 
 def build_prompt(turns: list[list[int]], bos: int, bot_token: int, budget: int) -> list[int]:
@@ -451,10 +454,15 @@ class Reply:
 
 
 class Responder:
-    """A loaded model that answers a conversation as the bot speaker. Thread-safe (one generation at a time)."""
+    """A loaded model that answers a conversation as the bot speaker. Thread-safe (one generation at a time).
 
-    def __init__(self, bundle, gen: GenConfig):
+    Messages are cleaned and PII-masked (``pii``: the preprocess settings, default all classes) exactly as the
+    training text was, so a phone number typed in chat reaches the model as the ``<|phone|>`` it learned.
+    """
+
+    def __init__(self, bundle, gen: GenConfig, pii: PiiConfig | None = None):
         self.bundle, self.gen = bundle, gen
+        self.masker = PiiMasker(pii)
         self.model, self.tok = bundle.model, bundle.tokenizer
         self.ids = TokenIds.from_tokenizer(self.tok)
         self.user_speaker, self.bot_speaker = resolve_speakers(bundle.persona, gen)
@@ -483,6 +491,7 @@ class Responder:
             text = normalize_text(text)
             if not text:
                 continue
+            text = self.masker.mask(text)
             if merged and merged[-1][0] == role:
                 merged[-1] = (role, merged[-1][1] + "\n" + text)
             else:
@@ -533,4 +542,4 @@ def load_responder(cfg) -> Responder:
     call ``chatbot.security.require_password(cfg)`` first."""
     from .loading import load_bundle
 
-    return Responder(load_bundle(cfg), cfg.gen)
+    return Responder(load_bundle(cfg), cfg.gen, cfg.paths.processed.preprocess.pii)

@@ -49,9 +49,17 @@ def resolve_device(name: str) -> torch.device:
         mps = getattr(torch.backends, "mps", None)
         return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ChatbotError(f"gen.yaml: device {name!r} is not a device (auto, cpu, cuda, cuda:1, mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ChatbotError(f"gen.yaml: device {name!r}, but this torch build sees no CUDA GPU (use auto or cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ChatbotError(f"gen.yaml: device {name!r}, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+    mps = getattr(torch.backends, "mps", None)
+    if device.type == "mps" and not (mps is not None and mps.is_available()):
+        raise ChatbotError(f"gen.yaml: device {name!r} is not available here (use auto or cpu)")
+    return device
 
 
 def model_candidates(cfg) -> list[tuple[Path, str]]:

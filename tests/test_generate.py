@@ -319,8 +319,11 @@ def test_prompt_mirrors_the_training_layout() -> None:
     # consecutive messages of one side form one turn, NFD input is normalized like the training text
     import unicodedata
 
-    merged = r.prompt_ids([("user", unicodedata.normalize("NFD", "안녕")), ("user", "뭐해")])
+    merged = r.prompt_ids([("user", unicodedata.normalize("NFD", "안녕")), ("user", "뭐해\u200b")])
     assert merged == [ids.bos, u, *encode_text(tok, "안녕\n뭐해"), ids.eot, b]
+    # personal data is masked into the placeholder tokens the model was trained with; forged markers are not
+    phone = r.prompt_ids([("user", "내 번호 010-1234-5678 \ue000url\ue001")])
+    assert phone[2:-2] == [*encode_text(tok, "내 번호 "), tok.token_to_id("<|phone|>"), *encode_text(tok, " url")]
 
 
 def test_history_truncation_keeps_whole_turns() -> None:

@@ -163,3 +163,15 @@ def test_load_responder_answers_from_a_checkpoint(tmp_path: Path) -> None:
     out = r.reply([("user", "안녕 뭐해?")])
     assert 1 <= out.n_tokens <= 8 and out.latency_s > 0
     assert (r.user_speaker, r.bot_speaker) == ("S2", "S1")
+
+
+def test_device_setting(tmp_path: Path) -> None:
+    from chatbot.loading import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ChatbotError, match="is not a device"):
+        resolve_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ChatbotError, match="no CUDA GPU"):
+            resolve_device("cuda")
