@@ -157,14 +157,12 @@ def _manifest_rooms(cfg: Config) -> tuple[list, int, str, str]:
     from ..kakao.organize import load_manifest
 
     entries = load_manifest(cfg)
-    entries = entries.get("files", entries.get("entries", [])) if isinstance(entries, dict) else list(entries or [])
     if not entries:
         raise ChatbotError(f"the export manifest {path} lists no exports: {hint}")
     rooms: list = []
     shas, ids = [], []
     for e in entries:
-        get = e.get if isinstance(e, dict) else (lambda k, _e=e: getattr(_e, k, None))
-        room, sha = get("room_id") or get("room"), get("sha256")
+        room, sha = e.get("room_id") or e.get("room"), e.get("sha256")
         if room not in rooms:
             rooms.append(room)
         shas.append(str(sha))
@@ -179,7 +177,7 @@ def load_room(cfg: Config, room) -> list[Record]:
     from ..kakao.organize import room_records
 
     got = room_records(cfg, room)
-    return list(getattr(got, "records", got))
+    return got if isinstance(got, list) else list(got)
 
 
 def _fingerprint(pcfg: PreprocessConfig, self_name: str, input_id: str) -> str:
