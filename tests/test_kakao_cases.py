@@ -383,3 +383,18 @@ def test_day_header_without_blank_line_before_a_record(tmp_path):
     ios = parse(tmp_path, IOS_KO + "\n".join(["2022. 3. 4. 오후 7:43, 정우진 : 안녕", "2022년 3월 5일 토요일 ",
                                               "2022. 3. 5. 오전 9:00, 정우진 : 또 안녕", ""]), name="b.txt")
     assert [r.text for r in ios.records] == ["안녕", "또 안녕"]
+
+
+@pytest.mark.parametrize("text,fmt", [
+    (WIN_KO, "windows_ko"), (AND_KO, "android_ko"), (AND_EN, "android_en"), (IOS_KO, "ios_ko"),
+    (IOS_EN, "ios_en"), ("\ufeffDate,User,Message\n", "csv")])
+def test_export_of_an_empty_room(tmp_path, text, fmt):
+    p = parse(tmp_path, text)
+    assert (p.format, p.records) == (fmt, [])
+
+
+def test_a_title_alone_is_not_an_export(tmp_path):
+    with pytest.raises(FormatError):
+        parse(tmp_path, "Talk_notes.txt\nsome text\nmore text\nand more\n")
+    with pytest.raises(FormatError):
+        parse(tmp_path, "저장한 날짜 : 어제\n회의 : 3시\n", name="b.txt")

@@ -99,3 +99,12 @@ def test_empty_and_single_inputs():
     r = Record(datetime(2020, 1, 1), "a", "b", Kind.MESSAGE)
     assert merge_timelines([]) == [] and merge_timelines([[], []]) == []
     assert merge_timelines([[r, r]]) == [r, r]
+
+
+def test_a_line_glued_by_one_platform_does_not_duplicate_the_message():
+    t = datetime(2021, 3, 1, 12, 0)
+    win = [Record(t, "김민준", "안녕\n채팅방 이름을 바꿨습니다", Kind.MESSAGE), Record(t, "이서연", "응", Kind.MESSAGE)]
+    andr = [Record(t, "김민준", "안녕", Kind.MESSAGE), Record(t, "", "채팅방 이름을 바꿨습니다", Kind.SYSTEM),
+            Record(t, "이서연", "응", Kind.MESSAGE)]
+    merged = merge_timelines([win, andr])
+    assert [r.text for r in merged if r.is_user_message] == ["안녕\n채팅방 이름을 바꿨습니다", "응"]

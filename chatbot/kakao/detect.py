@@ -135,9 +135,9 @@ def detect(head: list[str]) -> Detected | None:
         + (ios_time if c["day_en"] else 0),
     }
     # header hints break ties (and decide for exports with no records at all)
-    if title_ios:
-        scores["ios_ko"] += 0.5
-        scores["ios_en"] += 0.5
+    if title_ios:  # line 1 is the attachment's file name: only iPhone exports do that
+        scores["ios_ko"] += 2
+        scores["ios_en"] += 2
     if style:
         scores[style] += 0.5
     if shared and c["en_abbr"] > c["en_full"]:
@@ -146,10 +146,12 @@ def detect(head: list[str]) -> Detected | None:
         scores["android_en"] += 0.25
 
     best = max(scores, key=lambda k: scores[k])
-    evidence = scores[best] - (0.5 if title_ios and best.startswith("ios") else 0) - (0.5 if style == best else 0)
+    evidence = scores[best] - (2 if title_ios and best.startswith("ios") else 0) - (0.5 if style == best else 0)
     has_header = bool(saved_text) or bool(title and is_title_line(title))
     if scores[best] <= 0.25:
         return None
+    if evidence <= 0.25 and (saved_at is None or nonblank > 2):
+        return None  # no record at all: only a complete header with (almost) nothing under it is an empty export
     if not has_header and evidence < max(2, 0.05 * nonblank):
         return None  # a stray date-looking line in prose is not an export
 

@@ -3,8 +3,9 @@
 Users re-export the same room every few months, sometimes from different platforms, so exports overlap. A
 message is identified by a *key* that every platform writes the same way:
 
-* user messages: (minute, normalised text) — minute because only CSV has seconds; text with whitespace runs
-  collapsed (NBSP, U+FEFF, line breaks); media placeholders and sender-deleted messages by category only
+* user messages: (minute, normalised first line) — minute because only CSV has seconds; the first non-blank line
+  with whitespace runs collapsed (NBSP, U+FEFF), because a platform that does not recognise some system line
+  glues it to the end of the previous body; media placeholders and sender-deleted messages by category only
   (``사진`` / ``<Photo>`` / ``photo`` are one photo). The **speaker is not part of the key**: old mobile exports
   write the exporter as 회원님/you/You (mapped to the self name) where a Windows export has the real nickname;
 * system events: (kind, subject, day) — Windows system lines carry no time of their own.
@@ -37,6 +38,15 @@ def norm_text(text: str) -> str:
     return " ".join(text.replace("\ufeff", "").split())
 
 
+def _first_line(text: str) -> str:
+    """A body's first non-blank line: platforms agree on it even where one glued an unrecognised system line
+    or notice to the end of the body and another did not."""
+    for line in text.split("\n"):
+        if line.strip():
+            return line
+    return ""
+
+
 def minute_of(ts: datetime) -> datetime:
     return ts - timedelta(seconds=ts.second, microseconds=ts.microsecond) if (ts.second or ts.microsecond) else ts
 
@@ -47,7 +57,7 @@ def record_key(r: Record) -> Hashable:
     if k in SYSTEM_KINDS:
         return ("s", k.value, norm_text(r.speaker), r.timestamp.date())
     if k is Kind.MESSAGE:
-        return ("m", minute_of(r.timestamp), norm_text(r.text))
+        return ("m", minute_of(r.timestamp), norm_text(_first_line(r.text)))
     return ("m", minute_of(r.timestamp), "\x00media" if k in MEDIA_KINDS else "\x00" + k.value)
 
 

@@ -235,9 +235,7 @@ def saved_style(text: str) -> str | None:
     m = AND_EN.match(t)
     if m and not m["rest"] and and_en_dt(m):
         if m["mon"] and len(m["mon"]) == 3 and m["mon"].lower() != "may":
-            return "ios_en"
-        if " at " in t and m["y"]:
-            return "ios_en"
+            return "ios_en"  # iOS abbreviates months (Aug 9, 2015 / Feb 13, 2026 at 18:42)
         return "android_en"
     m = IOS_EN.match(t + ", x")
     if m and ios_en_dt(m):
