@@ -34,9 +34,9 @@ OVERRIDES: dict[str, dict[str, Any]] = {
         "run_name": "demo",
         "runtime": {"device": "cpu", "dtype": "float32", "compile": False},
         "model": {"block_size": 128, "n_layer": 2, "n_head": 4, "n_kv_head": 2, "n_embd": 128},
-        "optimization": {"batch_size": 16, "grad_accum_steps": 1, "max_steps": 300, "learning_rate": 3.0e-3,
-                         "min_lr": 3.0e-4, "warmup_steps": 20, "lr_decay_steps": 300},
-        "logging": {"log_interval": 50, "eval_interval": 100, "eval_iters": 8, "save_interval": 100,
+        "optimization": {"batch_size": 8, "grad_accum_steps": 1, "max_steps": 200, "learning_rate": 3.0e-3,
+                         "min_lr": 3.0e-4, "warmup_steps": 20, "lr_decay_steps": 200},
+        "logging": {"log_interval": 25, "eval_interval": 50, "eval_iters": 8, "save_interval": 50,
                     "keep_last_n_snapshots": 1},
     },
     "gen.yaml": {
@@ -148,6 +148,8 @@ def demo(workspace: str | os.PathLike = "runs/demo") -> int:
         code = _stage(5, total, "smoke: a short scripted chat with the demo bot", lambda: smoke(cfg))
     elapsed = time.perf_counter() - started
     rel = os.path.relpath(workspace)
+    if rel.startswith(".."):
+        rel = str(workspace)
     print(f"\nDemo finished in {elapsed:.0f}s (exit code {code}).")
     print(
         "\nChat with the demo bot (its password is in {ws}/.env):\n"

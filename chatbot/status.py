@@ -1,0 +1,189 @@
+"""`status`: one screen that tells the user where they stand and which command to run next.
+
+Reads only files (manifest, processed outputs, metrics.jsonl, the run lock, artifacts, .env); changes nothing and
+loads no model. Room names are shown because this is the user's own terminal; chat text never is.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ChatbotError
+from .fsio import sha256_file
+
+MIN_KEY_CHARS = 20
+
+
+@dataclass
+class Report:
+    lines: list[str] = field(default_factory=list)
+    next_step: str | None = None
+
+    def add(self, text: str = "") -> None:
+        self.lines.append(text)
+
+    def suggest(self, command: str) -> None:
+        """The first missing step wins: stages are checked in pipeline order."""
+        if self.next_step is None:
+            self.next_step = command
+
+
+def _exports(cfg, rep: Report) -> bool:
+    from .kakao.organize import collect, load_manifest
+
+    try:
+        entries = load_manifest(cfg)
+    except ChatbotError as exc:
+        rep.add(f"Exports      {exc}")
+        rep.suggest("python -m chatbot.ops organize")
+        return False
+    known = {e.get("sha256") for e in entries}
+    waiting = [p for p in collect(cfg) if sha256_file(p) not in known]
+    rooms: dict[str, list[dict]] = {}
+    for e in entries:
+        rooms.setdefault(str(e.get("room_id") or e.get("room")), []).append(e)
+    rep.add(f"Exports      {len(entries)} organized file(s) in {len(rooms)} room(s)"
+            + (f"; {len(waiting)} new file(s) waiting to be organized" if waiting else ""))
+    for room, files in sorted(rooms.items()):
+        firsts = [e["first"] for e in files if e.get("first")]
+        lasts = [e["last"] for e in files if e.get("last")]
+        span = f"{min(firsts)[:10]} → {max(lasts)[:10]}" if firsts and lasts else "no messages"
+        formats = ", ".join(sorted({str(e.get("format")) for e in files}))
+        messages = sum(int(e.get("messages") or 0) for e in files)
+        rep.add(f"  {room}: {len(files)} file(s) [{formats}], {messages:,} messages (overlaps counted), {span}")
+    if waiting or not entries:
+        if not entries and not waiting:
+            rep.add(f"  no exports yet: put KakaoTalk export files into {cfg.paths.raw.inbox}/")
+            rep.suggest(f"export a chat from KakaoTalk into {cfg.paths.raw.inbox}/, then python -m chatbot.ops organize")
+        else:
+            rep.suggest("python -m chatbot.ops organize")
+        return bool(entries)
+    return True
+
+
+def _processed(cfg, rep: Report, have_exports: bool) -> bool:
+    from .data import preprocess as pp
+
+    out = cfg.processed_dir
+    stats_path = out / "stats.json"
+    if not stats_path.is_file():
+        rep.add(f"Processed    missing ({cfg.paths.processed.dir}/)")
+        if have_exports:
+            rep.suggest("python -m chatbot.ops preprocess")
+        return False
+    try:
+        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        tokens = stats.get("tokens", {})
+        summary = f"{tokens.get('train', 0):,} train / {tokens.get('val', 0):,} val tokens, vocabulary {stats.get('vocab_size')}"
+    except (OSError, ValueError):
+        rep.add("Processed    stats.json is unreadable")
+        rep.suggest("python -m chatbot.ops preprocess --force")
+        return False
+    reason = None
+    if have_exports:
+        try:
+            _rooms, _files, _hash, input_id = pp._manifest_rooms(cfg)
+            reason = pp._stale_reason(out, pp._fingerprint(cfg.paths.processed.preprocess, cfg.paths.raw.self_name,
+                                                           input_id))
+        except ChatbotError as exc:
+            reason = str(exc)
+    if reason:
+        rep.add(f"Processed    STALE ({reason}): {summary}")
+        rep.suggest("python -m chatbot.ops preprocess")
+    else:
+        rep.add(f"Processed    current: {summary}")
+    return True
+
+
+def _training(cfg, rep: Report, have_data: bool) -> bool:
+    from .lock import active_lock
+
+    run = cfg.run_dir
+    max_steps = cfg.train.optimization.max_steps
+    lock = active_lock(run) if run.is_dir() else None
+    running = f"; trainer RUNNING now (pid {lock.pid} on {lock.host})" if lock else ""
+    metrics = run / "metrics.jsonl"
+    if not (run / "latest.pt").is_file():
+        rep.add(f"Training     run '{cfg.train.run_name}': no checkpoint yet{running}")
+        if have_data and not lock:
+            rep.suggest("python -m chatbot.ops train")
+        return False
+    last_train, last_eval = None, None
+    if metrics.is_file():
+        for line in metrics.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("kind") == "train":
+                last_train = rec
+            elif rec.get("kind") == "eval":
+                last_eval = rec
+    step = int(last_train["step"]) if last_train else None
+    parts = [f"step {step if step is not None else '?'} / {max_steps}"]
+    if last_train:
+        parts.append(f"train loss {last_train['loss']:.3f}")
+    if last_eval:
+        parts.append(f"val loss {last_eval['val_loss']:.3f}")
+        if last_eval.get("best_val_loss") is not None:
+            parts.append(f"best val {last_eval['best_val_loss']:.3f}")
+    rep.add(f"Training     run '{cfg.train.run_name}': " + ", ".join(parts) + running)
+    if lock:
+        rep.suggest(f"training is running; stop it with Ctrl+C or: touch {run / cfg.train.stop_file_name}")
+    elif step is not None and step < max_steps:
+        rep.suggest("python -m chatbot.ops train   # resumes from latest.pt")
+    return True
+
+
+def _model(cfg, rep: Report, trained: bool) -> None:
+    from .loading import find_model_source
+
+    found = find_model_source(cfg)
+    if found is None:
+        rep.add("Model        none: inference has nothing to load")
+        if trained:
+            rep.suggest("python -m chatbot.ops publish --encrypt")
+        return
+    path, kind = found
+    rel = path.relative_to(cfg.root) if path.is_relative_to(cfg.root) else path
+    newer = [p for p in (cfg.run_dir / "best.pt", cfg.run_dir / "latest.pt")
+             if kind != "checkpoint" and p.is_file() and p.stat().st_mtime > path.stat().st_mtime]
+    rep.add(f"Model        inference loads {rel} ({kind})" + ("; training has moved on since it was published" if newer else ""))
+    if newer:
+        rep.suggest("python -m chatbot.ops publish --encrypt")
+
+
+def _env(cfg, rep: Report) -> None:
+    missing = []
+    if not (cfg.secret("CHATBOT_PASSWORD") or cfg.secret("CHATBOT_PASSWORD_HASH")):
+        missing.append("CHATBOT_PASSWORD or CHATBOT_PASSWORD_HASH (needed by reply/chat/smoke/bridge)")
+    key = cfg.secret("CHATBOT_MODEL_KEY")
+    if not key:
+        missing.append("CHATBOT_MODEL_KEY (needed by publish --encrypt)")
+    elif len(key) < MIN_KEY_CHARS:
+        missing.append(f"CHATBOT_MODEL_KEY is shorter than {MIN_KEY_CHARS} characters")
+    env_file = cfg.root / ".env"
+    where = ".env" if env_file.is_file() else ".env (not created yet: cp .env.example .env)"
+    rep.add(f"Secrets      {where}: " + ("complete" if not missing else "missing " + "; ".join(missing)))
+    if missing:
+        rep.suggest("edit .env (see .env.example)")
+
+
+def build_report(cfg) -> Report:
+    rep = Report()
+    rep.add(f"kakaotalk-chatbot status — project {cfg.root}")
+    have_exports = _exports(cfg, rep)
+    have_data = _processed(cfg, rep, have_exports)
+    trained = _training(cfg, rep, have_data)
+    _model(cfg, rep, trained)
+    _env(cfg, rep)
+    rep.suggest("python -m chatbot.ops chat")
+    rep.add()
+    rep.add(f"Next         {rep.next_step}")
+    return rep
+
+
+def status(cfg) -> None:
+    print("\n".join(build_report(cfg).lines))
