@@ -185,7 +185,8 @@ def main() -> None:
 
         p = _run_child("parse", str(export))
         mbps, cpu_mbps, cal = size_mb / p["seconds"], size_mb / p["cpu_seconds"], p["calibration_ms"]
-        print(f"parse    : {p['seconds']:.2f}s wall = {mbps:.1f} MB/s; {p['cpu_seconds']:.2f}s CPU = {cpu_mbps:.1f} MB/s "
+        print(f"parse    : {p['seconds']:.2f}s wall = {mbps:.1f} MB/s; {p['cpu_seconds']:.2f}s CPU = "
+              f"{cpu_mbps:.1f} MB/s "
               f"on one core ({cpu_mbps / TARGET_MBPS:.2f}x the {TARGET_MBPS:.0f} MB/s target); peak RSS "
               f"{p['peak_rss_mb']:.0f} MB; records {p['records']}, messages {p['messages']}"
               f"{'' if p['messages'] == n_msg else '  MISMATCH vs generated ' + str(n_msg)}")

@@ -138,7 +138,8 @@ def render(fmt: str, room: str, events: list[Ev], saved: datetime, self_name: st
         if talk_name:
             title = f"Talk_{saved.year}.{saved.month}.{saved.day} {saved:%H:%M}-1.txt"
         else:
-            title = f"{room} ({members}명)과 카카오톡 대화.txt" if ko else f"KakaoTalk Chats with {room} ({members} people)-1.txt"
+            title = (f"{room} ({members}명)과 카카오톡 대화.txt" if ko
+                     else f"KakaoTalk Chats with {room} ({members} people)-1.txt")
         head = f"\ufeff{title}\n{'저장한 날짜' if ko else 'Date Saved'} : {stamp(saved)}\n\n\n"
         for ev in events:
             if ev.ts.date() != day:

@@ -67,7 +67,8 @@ def test_include_raw(tmp_path):
     archive(cfg, dry=False, tag="", include_raw=True)
     (dest,) = list(cfg.path(cfg.paths.archive).iterdir())
     assert (dest / "data" / "raw" / "organized" / "가족" / "KakaoTalkChats.txt").read_text() == "export"
-    assert (dest / "data" / "raw" / "manifest.json").is_file() and (dest / "data" / "raw" / "inbox" / "new.txt").is_file()
+    raw = dest / "data" / "raw"
+    assert (raw / "manifest.json").is_file() and (raw / "inbox" / "new.txt").is_file()
     assert not cfg.path(cfg.paths.raw.manifest).exists()
 
 

@@ -148,7 +148,8 @@ def test_16_android_empty_body_is_an_emoticon(tmp_path):
 
 def test_17_android_en_time_first_glued(tmp_path):
     p = parse(tmp_path, AND_EN + crlf("11:05PM, November 16, 2013", "11:05PM, November 16, 2013, you : lunch tmrw?"))
-    assert (p.format, p.records[0].timestamp, p.records[0].speaker) == ("android_en", datetime(2013, 11, 16, 23, 5), "나")
+    r = p.records[0]
+    assert (p.format, r.timestamp, r.speaker) == ("android_en", datetime(2013, 11, 16, 23, 5), "나")
 
 
 def test_18_android_en_time_first_lower_case(tmp_path):
@@ -234,8 +235,9 @@ def test_29_ios_en_2015_you_and_at_style(tmp_path):
     old = parse(tmp_path, "\ufeffKakaoTalk Chats with 여름 캠프방 (4 people)-1.txt\nDate Saved : Aug 9, 2015, 12:52 AM\n"
                 "\n\n\nSunday, July 12, 2015\nJul 12, 2015, 8:17 PM, You : 곧 도착\n", name="a.txt")
     new = parse(tmp_path, IOS_EN + "Sunday, February 1, 2026\nFeb 1, 2026 at 20:35, 최유나 : 곧 도착\n", name="b.txt")
-    assert (old.format, old.records[0].speaker, old.records[0].timestamp) == ("ios_en", "나", datetime(2015, 7, 12, 20, 17))
-    assert (new.format, new.records[0].speaker, new.records[0].timestamp) == ("ios_en", "최유나", datetime(2026, 2, 1, 20, 35))
+    a, b = old.records[0], new.records[0]
+    assert (old.format, a.speaker, a.timestamp) == ("ios_en", "나", datetime(2015, 7, 12, 20, 17))
+    assert (new.format, b.speaker, b.timestamp) == ("ios_en", "최유나", datetime(2026, 2, 1, 20, 35))
 
 
 def test_30_ios_concatenated_exports(tmp_path):
@@ -251,7 +253,8 @@ def test_30_ios_concatenated_exports(tmp_path):
 def test_31_csv_quoted_newline_and_doubled_quotes(tmp_path):
     p = parse(tmp_path, 'Date,User,Message\n2018-04-02 12:44:03,"정하린","Run ""ls"" first!\n then try again"\n',
               name="a.csv")
-    assert [(r.timestamp, r.text) for r in p.records] == [(datetime(2018, 4, 2, 12, 44, 3), 'Run "ls" first!\n then try again')]
+    assert [(r.timestamp, r.text) for r in p.records] == [
+        (datetime(2018, 4, 2, 12, 44, 3), 'Run "ls" first!\n then try again')]
 
 
 def test_32_csv_system_row_truncated_invite(tmp_path):

@@ -81,7 +81,8 @@ def test_media_placeholders_match_across_languages(tmp_path):
 
 def test_system_events_are_not_duplicated(tmp_path):
     t = datetime(2021, 3, 1, 12, 0)
-    ev = [Ev(t, "김민준", "안녕"), Ev(t + timedelta(minutes=5), "박지호", join=True), Ev(t + timedelta(minutes=6), "박지호", "반가워")]
+    ev = [Ev(t, "김민준", "안녕"), Ev(t + timedelta(minutes=5), "박지호", join=True),
+          Ev(t + timedelta(minutes=6), "박지호", "반가워")]
     a = exported(tmp_path, "windows_ko", ev, "a.txt")  # join without a time of its own
     b = exported(tmp_path, "android_ko", ev, "b.txt")
     merged = merge_timelines([a, b])

@@ -31,7 +31,8 @@ def drop_exports(cfg):
           render("windows_ko", room, EVENTS[:120], datetime(2018, 6, 1), self_name="이도현(Leo)"))
     write(inbox / "phone" / "KakaoTalkChats.txt",
           render("android_en", room, EVENTS[80:170], datetime(2018, 7, 1), self_name="이도현(Leo)"))
-    write(inbox / f"KakaoTalk_Chat_{room}_2018-08-01-10-00-00.csv", render("csv", room, EVENTS[100:], datetime(2018, 8, 1)))
+    write(inbox / f"KakaoTalk_Chat_{room}_2018-08-01-10-00-00.csv",
+          render("csv", room, EVENTS[100:], datetime(2018, 8, 1)))
     write(inbox / "Talk_2018.8.2 10:00-1.txt",
           render("ios_ko", room, EVENTS[150:], datetime(2018, 8, 2), self_name="이도현(Leo)", talk_name=True))
     shutil.copy(FIXTURES / "android_ko_2025.txt", inbox / "other_room.txt")

@@ -29,7 +29,7 @@ from ..errors import FormatError
 from ..records import Kind, Record
 from . import stamps as S
 from .classify import (EXACT_KINDS, HIDDEN_LINES, KO_FIRST, NOTICE_CONT_PREFIXES, NOTICE_PREFIXES, SELF_PLACEHOLDERS,
-                       body_kind, is_notice, is_title_line, system_kind, windows_system)
+                       body_kind, is_title_line, system_kind, windows_system)
 
 SAVED_PREFIXES = ("저장한 날짜 : ", "저장한 날짜: ", "Date Saved : ", "Date Saved: ")
 _CACHE_MAX = 20_000  # stamp -> datetime entries kept (cleared when full; bounded memory)
@@ -53,6 +53,7 @@ try:
     make_record(datetime(2000, 1, 1), "", "", Kind.MESSAGE)
 except (KeyError, AttributeError, TypeError):  # Record without slots: the plain constructor
     make_record = Record  # type: ignore[assignment]
+
 
 @dataclass
 class Ctx:

@@ -82,7 +82,8 @@ IOS_TIME_EN = re.compile(r"^(?P<st>" + _T + r")(?P<sep>[,:])(?: (?P<rest>.*))?$"
 DAY_KO = re.compile(r"^(?P<y>\d{4})년 (?P<m>\d{1,2})월 (?P<d>\d{1,2})일 [월화수목금토일]요일[ \t]*$")
 DAY_EN = re.compile(
     r"^(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
-    r"(?:(?P<mon>[A-Za-z]{3,9})\.? (?P<d>\d{1,2}), (?P<y>\d{4})|(?P<d2>\d{1,2}) (?P<mon2>[A-Za-z]{3,9})\.? (?P<y2>\d{4}))"
+    r"(?:(?P<mon>[A-Za-z]{3,9})\.? (?P<d>\d{1,2}), (?P<y>\d{4})"
+    r"|(?P<d2>\d{1,2}) (?P<mon2>[A-Za-z]{3,9})\.? (?P<y2>\d{4}))"
     r"[ \t]*$"
 )
 
