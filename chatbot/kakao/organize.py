@@ -450,13 +450,16 @@ def organize(cfg, dry: bool = False) -> None:
     # ---- rooms: the existing files take part in matching (re-scanned only now that something is new)
     old_stats: list[FileStats] = []
     old_rooms: list[str] = []
-    for e in kept:
+    for idx, e in enumerate(kept):
         try:
             st = scan_file(cfg.path(e["path"]), self_name, e["sha256"])
         except (FormatError, OSError):
             continue
         old_stats.append(st)
         old_rooms.append(e["room_id"])
+        # refresh the counts with this parser (its path, room and source name never change)
+        kept[idx] = {**manifest_entry(st, e["path"], e["room"]), "room_id": e["room_id"],
+                     "source": e.get("source", st.path.name)}
     stats = old_stats + new
     gid = group_rooms(stats, self_name)
     room_of_group: dict[int, str] = {}
