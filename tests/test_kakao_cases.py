@@ -401,3 +401,9 @@ def test_a_title_alone_is_not_an_export(tmp_path):
         parse(tmp_path, "Talk_notes.txt\nsome text\nmore text\nand more\n")
     with pytest.raises(FormatError):
         parse(tmp_path, "저장한 날짜 : 어제\n회의 : 3시\n", name="b.txt")
+
+
+def test_utf16_resave(tmp_path):
+    text = WIN_KO + crlf("--------------- 2023년 2월 9일 목요일 ---------------", "[김민준] [오후 2:00] 안녕하세요")
+    p = parse(tmp_path, text, encoding="utf-16")
+    assert (p.encoding, p.format, p.records[0].text) == ("utf-16", "windows_ko", "안녕하세요")

@@ -30,7 +30,7 @@ def check(path: Path) -> None:
         msg = str(exc)
         assert "\n" not in msg and path.name in msg
         return
-    assert p.format in FORMATS and p.encoding in ("utf-8", "cp949")
+    assert p.format in FORMATS and p.encoding in ("utf-8", "cp949", "utf-16")
     for r in p.records:
         assert isinstance(r, Record) and isinstance(r.timestamp, datetime) and isinstance(r.kind, Kind)
         assert r.text == r.text.rstrip() or p.format == "csv"

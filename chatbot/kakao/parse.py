@@ -32,7 +32,7 @@ class ExportInfo:
     format: str  # windows_ko, windows_en, csv, android_ko, android_en, ios_ko, ios_en
     room: str  # room name from the title ("" when the title names none, e.g. iOS Talk_… files)
     saved_at: datetime | None
-    encoding: str  # "utf-8" or "cp949"
+    encoding: str  # "utf-8" or "cp949" ("utf-16" for a file re-saved as Notepad "Unicode")
     title: str = ""  # line 1 as written
     members: int | None = None  # member count from the title, when it has one
     member: str | None = None  # the file inside a .zip
@@ -91,7 +91,8 @@ def iter_records(path: str | Path, self_name: str = "나") -> tuple[ExportInfo, 
             if det.format == "csv":  # CSV has no title line; KakaoTalk names the file after the room
                 room = csv_room(src.member or path.name)
             info = ExportInfo(path=path, format=det.format, room=room, saved_at=det.saved_at,
-                              encoding="cp949" if codec == "cp949" else "utf-8", title=det.title.strip(),
+                              encoding={"cp949": "cp949", "utf-16": "utf-16"}.get(codec, "utf-8"),
+                              title=det.title.strip(),
                               members=det.members, member=src.member)
             return info, _stream(fh, head, det, info, self_name)
     what = "is empty" if empty else "is not a KakaoTalk export"

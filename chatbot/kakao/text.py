@@ -1,7 +1,7 @@
 """Opening an export as a stream of text lines: plain file or a ``.zip`` holding one, UTF-8 or CP949.
 
 Decoding rules (formats doc §9): UTF-8 strict first (a leading BOM is dropped), CP949 when the bytes are not
-UTF-8 (files re-saved by Notepad/Excel). Whether the bytes decode is checked in one streaming pass before parsing,
+UTF-8 (files re-saved by Notepad/Excel); UTF-16 only when the file starts with a UTF-16 BOM (Notepad "Unicode"). Whether the bytes decode is checked in one streaming pass before parsing,
 so a decode error can never surface half-way through a parse. A file that is neither decodes as UTF-8 with
 replacement characters, and detection then decides whether it is an export at all.
 
@@ -52,6 +52,10 @@ def _decodes(open_bytes: Callable[[], IO[bytes]], encoding: str) -> bool:
 
 def encodings_to_try(src: Source) -> list[tuple[str, str]]:
     """[(python codec, errors)] in preference order for this source (see module doc)."""
+    with src.open_bytes() as fh:
+        start = fh.read(2)
+    if start in (b"\xff\xfe", b"\xfe\xff") and _decodes(src.open_bytes, "utf-16"):
+        return [("utf-16", "strict")]  # re-saved as "Unicode" by Windows Notepad
     if _decodes(src.open_bytes, "utf-8"):
         return [("utf-8-sig", "strict")]
     if _decodes(src.open_bytes, "cp949"):
