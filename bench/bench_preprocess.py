@@ -7,7 +7,8 @@
    multi-line messages, phone numbers and links sprinkled in) into a fresh workspace's inbox.
 2. Runs ``organize`` (reported separately), then ``preprocess`` in a child process — the real parser, room merge,
    filters, PII masking, tokenizer training and encoding — and reports wall time, MB/s of raw export and the
-   child's peak RSS, with the ratios to the targets.
+   peak RSS of the main process and of the largest encode worker, with the ratios to the targets. CPU seconds
+   are printed too: wall times on a machine shared with other work are inflated, CPU times much less so.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ def write_export(path: Path, megabytes: float, seed: int = 1) -> int:
 
 def _child(code: str, workspace: Path) -> tuple[float, float, float, str]:
     """Run python code in a fresh process; (wall s, its own peak RSS MB, its largest worker's peak RSS MB, output)."""
-    code += ("; import resource; print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "
-             "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+    code += ("; import resource; s, c = resource.getrusage(resource.RUSAGE_SELF), "
+             "resource.getrusage(resource.RUSAGE_CHILDREN); "
+             "print('PEAK_RSS_KB', s.ru_maxrss, c.ru_maxrss, s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime)")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, str(workspace / "configs")], capture_output=True, text=True,
                           cwd=REPO)
@@ -100,8 +102,10 @@ def _child(code: str, workspace: Path) -> tuple[float, float, float, str]:
     if proc.returncode:
         sys.exit(f"child failed:\n{proc.stdout}\n{proc.stderr}")
     lines = proc.stdout.splitlines()
-    self_kb, workers_kb = next(map(int, x.split()[1:]) for x in lines if x.startswith("PEAK_RSS_KB"))
+    self_kb, workers_kb, cpu_self, cpu_workers = next(
+        map(float, x.split()[1:]) for x in lines if x.startswith("PEAK_RSS_KB"))
     out = "\n".join(x for x in lines if not x.startswith("PEAK_RSS_KB")) + proc.stderr
+    out += f"\nCPU time: main process {cpu_self:.1f}s + worker processes {cpu_workers:.1f}s"
     return wall, self_kb / 1024.0, workers_kb / 1024.0, out
 
 
@@ -121,9 +125,9 @@ def main() -> None:
         raw_mb = export.stat().st_size / 1e6
         print(f"generated {raw_mb:.1f} MB export, {n:,} messages, in {time.perf_counter() - t0:.1f}s")
 
-        org_s, _, _, out = _child("import sys; from chatbot.config import load_config; "
+        org_s, _, _, org_out = _child("import sys; from chatbot.config import load_config; "
                                "from chatbot.kakao.organize import organize; organize(load_config(sys.argv[1]))", ws)
-        print(f"organize: {org_s:.1f}s")
+        print(f"organize: {org_s:.1f}s ({org_out.strip().splitlines()[-1]})")
         pre_s, rss_mb, worker_mb, out = _child("import sys; from chatbot.config import load_config; "
                                     "from chatbot.data.preprocess import preprocess; preprocess(load_config(sys.argv[1]))",
                                     ws)

@@ -88,7 +88,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -465,7 +465,7 @@ class FastEncoder:
 
     _L = "A-Za-z\uac00-\ud7a3\u3131-\u318e"
     PIECE = re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{_L}]+| ?[0-9]+| ?[^\s{_L}0-9]+|\s+(?!\S)|\s+")
-    UNSAFE = re.compile(rf"[^\t\n\x20-\x7e\uac00-\ud7a3\u3131-\u318e\ue000\ue001]")
+    UNSAFE = re.compile(r"[^\t\n\x20-\x7e\uac00-\ud7a3\u3131-\u318e\ue000\ue001]")
     MAX_PIECES = 2_000_000  # cache bound (memory); the cache restarts when full
 
     def __init__(self, tok):
