@@ -118,6 +118,15 @@ def make_optimizer(model: torch.nn.Module, o, device: torch.device) -> torch.opt
     return torch.optim.AdamW(groups, **kwargs)
 
 
+def _with_local_flags(saved: dict, opt: torch.optim.Optimizer) -> dict:
+    """A saved optimizer state whose implementation flags (fused, foreach, …) are this machine's choice, so a
+    checkpoint from a CUDA box resumes on a CPU one and vice versa."""
+    flags = ("fused", "foreach", "capturable", "differentiable")
+    groups = [{**g, **{k: now[k] for k in flags if k in now}} for g, now in zip(saved["param_groups"],
+                                                                                opt.param_groups)]
+    return {**saved, "param_groups": groups}
+
+
 def apply_hparams(opt: torch.optim.Optimizer, o) -> None:
     """Current YAML values win over those stored in a resumed optimizer state (announced by the caller)."""
     for g in opt.param_groups:
@@ -322,11 +331,12 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
     if resume is not None:
         ck = load_checkpoint(resume)
         notes = check_compatible(ck, args, tok_hash, resume)
-        raw.load_state_dict(ck["model"])
         try:
-            opt.load_state_dict(ck["optimizer"])
-        except (ValueError, KeyError, RuntimeError):
-            raise ChatbotError(f"{resume.name}: optimizer state does not fit this model; start a new run_name") from None
+            raw.load_state_dict(ck["model"])
+            opt.load_state_dict(_with_local_flags(ck["optimizer"], opt))
+        except (ValueError, KeyError, RuntimeError, TypeError):
+            raise ChatbotError(f"{resume.name}: its model/optimizer state does not fit this model (damaged or from "
+                               f"another version); resume from a snapshot or set a new run_name") from None
         apply_hparams(opt, o)
         if not sampler.load_state_dict(ck["sampler"]):
             notes.append("the training data changed since this checkpoint: the sampler starts a fresh epoch")
@@ -554,7 +564,11 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
                     targets.append(run_dir / "best.pt")
                 if periodic and lg.keep_last_n_snapshots > 0:
                     targets.append(snapshot_path(run_dir, st.step))
-                save_checkpoint(ck_now, targets[0], tuple(targets[1:]))
+                try:
+                    save_checkpoint(ck_now, targets[0], tuple(targets[1:]))
+                except OSError as exc:
+                    raise ChatbotError(f"could not write {targets[0]} ({exc.strerror or exc}); free disk space and "
+                                       f"rerun to resume from the previous latest.pt") from None
                 if periodic and lg.keep_last_n_snapshots > 0:
                     prune_snapshots(run_dir, lg.keep_last_n_snapshots)
             del ck_now

@@ -140,8 +140,14 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> float | None:
         name = torch.cuda.get_device_name(device)
         return next((v for k, v in _GPU_PEAK_BF16.items() if k in name), None)
     if device.type == "cpu":
-        return measure_matmul_peak(device, torch.float32, n=512, seconds=0.15)
+        key = torch.get_num_threads()
+        if key not in _CPU_PEAK:  # measured once per process and thread count
+            _CPU_PEAK[key] = measure_matmul_peak(device, torch.float32, n=1024, seconds=0.3)
+        return _CPU_PEAK[key]
     return None
+
+
+_CPU_PEAK: dict[int, float] = {}
 
 
 def fmt_duration(seconds: float) -> str:
