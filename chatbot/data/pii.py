@@ -13,8 +13,8 @@ what people actually type in Korean chats while leaving ordinary numbers, times,
 ``phone``    Korean mobiles (``010-1234-5678``, ``01012345678``, ``+82 10 …``), landlines / VoIP
              (``02-123-4567``, ``031-…``, ``070-…``) and ``1588-1234``-style company numbers.
 ``account``  three or four dash-separated digit groups with 10–14 digits in total (``110-123-456789``,
-             ``3333-01-1234567``) that are not a date; or 10–14 digits in a row right after a bank word
-             (``국민``, ``카뱅``, ``계좌``, ``입금`` …).
+             ``3333-01-1234567``) that are not a date; or 10–14 digits (single spaces or dashes allowed
+             between them) right after a bank word (``국민``, ``카뱅``, ``계좌``, ``입금`` …).
 ``mention``  ``@`` followed by a known name (longest first) or any other word; plus *in-text* occurrences of a
              speaker's name (names of two characters or more; a three-syllable Korean name also masks its given
              name, e.g. ``민준아``; a given name that is a common word such as ``하나`` only before a vocative or
@@ -57,9 +57,10 @@ _PHONE = (
 )
 _BANK_WORDS = ("계좌|은행|뱅크|국민|신한|우리|하나|농협|기업|카뱅|케뱅|토스|새마을|우체국|신협|수협|씨티|SC|산업|"
                "부산|대구|경남|광주|전북|제주|입금|송금|이체")
-# account: bank word, up to 12 non-digit characters, then 10-14 digits (only the digits are replaced)
+# account: dash-separated groups, or a bank word, up to 12 non-digit characters, then 10-14 digits optionally
+# separated by single spaces or dashes (only the number is replaced)
 _ACCOUNT = (r"(?<![\d-])\d{2,6}(?:-\d{2,7}){2,3}(?![\d-])"
-            r"|(?:" + _BANK_WORDS + r")[^\d\n]{0,12}?(?<!\d)\d{10,14}(?!\d)")
+            r"|(?:" + _BANK_WORDS + r")[^\d\n]{0,12}?(?<![\d-])\d(?:[ -]?\d){9,13}(?![\d-])")
 _GENERIC_MENTION = r"(?<![A-Za-z0-9._%+-])@[^\s@]{1,20}"
 
 _SURNAMES = set("김이박최정강조윤장임한오서신권황안송류유전홍고문양손배백허남심노하곽성차주우구민진나지엄채원천방공현함변"
@@ -152,7 +153,7 @@ class PiiMasker:
         # leftmost match wins, ties in the order rrn, card, phone, account), @mentions, names in text.
         # Earlier passes turn their match into a marker, so later passes never see it.
         self._email = re.compile(f"(?P<email>{_EMAIL})") if enabled["email"] else None
-        self._url = re.compile(f"(?P<url>{_URL})") if enabled["url"] else None
+        self._url = re.compile(f"(?P<url>{_URL})", re.IGNORECASE) if enabled["url"] else None
         self._url_hint = re.compile(r"://|[A-Za-z0-9]\.[A-Za-z]").search
         self._digit = re.compile(r"\d").search
         numbers = [f"(?P<{c}>{rx})" for c, rx in (("rrn", _RRN), ("card", _CARD), ("phone", _PHONE),
@@ -193,7 +194,7 @@ class PiiMasker:
                 self.counts["account"] += 1
                 return self.markers["account"]
             # bank word + digits: keep the words, replace the digits
-            num = re.search(r"\d{10,14}$", text)
+            num = re.search(r"\d[\d -]*$", text)
             self.counts["account"] += 1
             return text[: num.start()] + self.markers["account"]
         if kind in ("name", "name_voc"):
