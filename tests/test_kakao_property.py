@@ -154,3 +154,12 @@ def test_fast_paths_agree_with_the_per_line_rules(base, ops, chunk):
     want = _records(fmt, body, reference=True)
     assert _records(fmt, body, reference=False) == want
     assert _records(fmt, body, reference=False, chunk=chunk) == want
+
+
+def test_fast_paths_agree_on_every_fixture():
+    for fmt, text in BASES:
+        body = text.split("\n", 2)[-1]
+        want = _records(fmt, body, reference=True)
+        assert _records(fmt, body, reference=False) == want, fmt
+        for chunk in (1, 17, 64):
+            assert _records(fmt, body, reference=False, chunk=chunk) == want, (fmt, chunk)

@@ -340,10 +340,93 @@ class _Windows(_Emitter):
 
 
 def parse_windows(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
+    """The chunk loop; like :func:`_parse_mobile`, consecutive ``[sender] [오전/오후 h:mm] body`` lines are handled
+    inline with the open record in local variables (:meth:`_Windows.on_fast` is the same logic, kept for
+    clarity and for the reference path)."""
     p = _Windows(ctx)
-    yield from _scan(stream.chunks(), _NEVER if ctx.reference else _WIN_FAST, p.on_fast, p.on_line, p.out)
+    out, times, on_line = p.out, p.times, p.on_line
+    mk, kind_of, exact, ko_first, message = make_record, body_kind, EXACT_KINDS, KO_FIRST, Kind.MESSAGE
+    fast = _NEVER if ctx.reference else _WIN_FAST
+    mine = False
+    o_ts: datetime | None = None
+    o_sp = o_first = ""
+    n_fast = 0
+    for chunk in stream.chunks():
+        pos = 0
+        find = chunk.find
+        for m in fast.finditer(chunk):
+            st = m.start()
+            date = p.date
+            key = m.group(2)
+            off = times.get(key, False)
+            if off is False:
+                ap, hm = key.split(" ")
+                h, mi = hm.split(":")
+                off = times[key] = _offset(h, mi, ap)
+            if st > pos or date is None or off is None or p.undated:
+                # other lines first, or an unusual case: hand over to the state machine for this line too
+                if mine:
+                    p.ts = p.last_ts = o_ts
+                    p.speaker, p.kind, p.parts, p.title_at, p.prev_blank = o_sp, None, [o_first], None, False
+                    mine = False
+                p.n += n_fast
+                n_fast = 0
+                if st > pos:
+                    for line in chunk[pos:st - 1].split("\n"):
+                        on_line(line)
+                    if out:
+                        yield from out
+                        out.clear()
+                eol = find("\n", m.end())
+                pos = eol + 1
+                r = p.on_fast(m, chunk, eol)
+                if r is False:
+                    on_line(chunk[st:eol])
+                elif r is not None:
+                    yield r
+                if out:
+                    yield from out
+                    out.clear()
+                continue
+            e = m.end()
+            eol = find("\n", e)
+            pos = eol + 1
+            ts = date + off
+            if mine:
+                text = o_first.rstrip()
+                k = exact.get(text)
+                if k is None:
+                    c = text[:1]
+                    k = message if "\uac00" <= c <= "\ud7a3" and c not in ko_first else kind_of(text)
+                n_fast += 1
+                yield mk(o_ts, o_sp, text, k)
+            else:
+                if p.ts is not None:
+                    parts = p.parts
+                    text = (parts[0] if len(parts) == 1 else "\n".join(parts)).rstrip()
+                    p.n += 1
+                    yield mk(p.ts, p.speaker, text, p.kind or kind_of(text))
+                    p.ts = None
+                mine = True
+            o_ts, o_sp, o_first = ts, m.group(1), chunk[e:eol]
+        if pos < len(chunk):
+            if mine:
+                p.ts = p.last_ts = o_ts
+                p.speaker, p.kind, p.parts, p.title_at, p.prev_blank = o_sp, None, [o_first], None, False
+                mine = False
+            p.n += n_fast
+            n_fast = 0
+            for line in chunk[pos:-1].split("\n"):
+                on_line(line)
+            if out:
+                yield from out
+                out.clear()
+    if mine:
+        p.ts = p.last_ts = o_ts
+        p.speaker, p.kind, p.parts, p.title_at, p.prev_blank = o_sp, None, [o_first], None, False
+    p.n += n_fast
     p.finish()
-    yield from p.out
+    yield from out
 
 
 # --------------------------------------------------------------------------------------------------- Android / iOS
