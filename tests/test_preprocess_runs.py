@@ -53,11 +53,13 @@ def test_second_run_is_a_noop_and_changes_rebuild(exports, capsys):
     assert first["rooms"] == 2 and first["files"] == 2
     before = _mtimes(out)
     capsys.readouterr()
+    assert pp.stale_reason(cfg) is None
     pp.preprocess(cfg)
     assert "up to date" in capsys.readouterr().out
     assert _mtimes(out) == before
     # a changed setting rebuilds
     cfg.paths.processed.preprocess.min_target_chars = 4
+    assert pp.stale_reason(cfg) == "exports or settings changed"
     pp.preprocess(cfg)
     assert "settings changed" in capsys.readouterr().out
     changed = json.loads((out / "stats.json").read_text())

@@ -148,6 +148,16 @@ def preprocess(cfg: Config, force: bool = False) -> None:
                   inputs={"rooms": len(rooms), "files": files, "inputs_hash": inputs_hash})
 
 
+def stale_reason(cfg: Config) -> str | None:
+    """None when ``preprocess`` would find its outputs up to date, else a short reason (no private data in it).
+
+    Cheap (reads the manifest and stats, hashes tokenizer.json; parses no export). For ``status`` and friends.
+    """
+    _rooms, _files, _inputs_hash, input_id = _manifest_rooms(cfg)
+    return _stale_reason(cfg.processed_dir, _fingerprint(cfg.paths.processed.preprocess, cfg.paths.raw.self_name,
+                                                         input_id))
+
+
 def _manifest_rooms(cfg: Config) -> tuple[list, int, str, str]:
     """(room keys, number of files, name-free hash of the export contents, private input id) from the manifest."""
     path = cfg.path(cfg.paths.raw.manifest)
