@@ -164,6 +164,9 @@ def test_fast_encoder_is_exactly_encode_marked():
     alphabet = (list(" \t\n\nabzAZ09'sltrevmd.,!?~^-_@#()[]\"<|>") + list("가나힣ㄱㅋㅠㆎ😀漢é²①\u00a0")
                 + [placeholder_marker("photo"), placeholder_marker("url"), "<|eot|>", "  ", "'re", "'s"])
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30))) for _ in range(6000)]
+    safe = [c for c in alphabet if c.isascii() or "가" <= c <= "힣" or "ㄱ" <= c <= "ㆎ"]
+    texts += ["".join(rng.choice(safe) for _ in range(rng.randint(1, 30))).strip() or "x" for _ in range(4000)]
+    rng.shuffle(texts)  # the batch-joined path (safe, no marker, no outer space) mixed with all the others
     tok = train_tokenizer(texts[:2000] + ["안녕하세요 반가워요 ㅋㅋㅋ hello world 2024"] * 50, 700)
     enc = pp.FastEncoder(tok)
     for _ in range(2):  # second pass runs from the cache
