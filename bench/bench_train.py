@@ -99,16 +99,19 @@ class TrainerRuns:
         shutil.rmtree(cfg.run_dir, ignore_errors=True)
 
     def run(self, steps: int) -> list[float]:
-        """tokens/s of each new step, from the trainer's own metrics.jsonl (log_interval 1; evals excluded)."""
+        """tokens/s of ``steps`` new steps, from the trainer's own metrics.jsonl (log_interval 1, evals excluded).
+
+        One extra step is run first and not counted: the first step after a resume touches freshly allocated
+        memory, which the reference loop (one long-lived process state) never pays again."""
         from chatbot.train import train
 
-        self.cfg.train.optimization.max_steps = self.done + steps
+        self.cfg.train.optimization.max_steps = self.done + steps + 1
         with contextlib.redirect_stdout(open("/dev/null", "w")):
             code = train(self.cfg)
         assert code == 0, code
         recs = [json.loads(line) for line in (self.cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
-        out = [r["tokens_per_s"] for r in recs if r["kind"] == "train" and r["step"] > self.done]
-        self.done += steps
+        out = [r["tokens_per_s"] for r in recs if r["kind"] == "train" and r["step"] > self.done + 1]
+        self.done += steps + 1
         return out
 
 
@@ -158,7 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", choices=["default", "tiny"], default=None)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per measurement (after 1 warm-up step)")
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="runtime.compile for the trainer")
     a = ap.parse_args()
     device = pick_device("auto")
@@ -180,8 +183,7 @@ def main() -> None:
             if device.type == "cpu":  # the reference gets the trainer's thread choice too
                 torch.set_num_threads(cpu_threads(cfg.train, type("D", (), {"enabled": False, "world_size": 1})()))
             ref_loop, trainer = ReferenceLoop(cfg, vocab), TrainerRuns(cfg)
-            ref_loop.run(1)  # warm-up steps, not timed
-            trainer.run(1)
+            ref_loop.run(1)  # warm-up step, not timed (the trainer discards its first step of every call)
             ref, tr, peaks = [], [], [peak] if peak else []
             for _ in range(a.repeats):  # interleaved: this machine is shared and its speed drifts
                 ref += ref_loop.run(a.steps)

@@ -444,14 +444,16 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
     log_count, log_logits, log_tokens, log_steps = 0.0, 0, 0, 0
     t_log = time.perf_counter()
     step_time = None  # seconds per step (moving average, evals excluded)
+    steps_run = 0
     metrics_path, svg_path = run_dir / "metrics.jsonl", run_dir / "loss.svg"
     lr = lr_at(st.step, o)
     while st.step < o.max_steps:
         t0 = time.perf_counter()
         starts = sampler.take(W * per_rank)[d.rank * per_rank : (d.rank + 1) * per_rank]
         x_all, y_all, w_all = read_windows(train_split, starts, T, pad_id, loss_mode)
-        count = torch.tensor([float(w_all.sum())], dtype=torch.float64, device=device)
-        count = float(all_reduce(count).item())
+        count = float(w_all.sum())  # weighted tokens of this step, all ranks (no GPU sync for one process)
+        if d.enabled:
+            count = float(all_reduce(torch.tensor([count], dtype=torch.float64, device=device)).item())
         scale = W / max(count, 1.0)
         lr = lr_at(st.step, o)
         for g in opt.param_groups:
@@ -503,7 +505,11 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
         log_tokens += W * per_rank * T
         log_steps += 1
         dt_step = time.perf_counter() - t0
-        step_time = dt_step if step_time is None else 0.9 * step_time + 0.1 * dt_step
+        if step_time is None or steps_run == 1:  # the first step (warm-up, compile) does not predict the rest
+            step_time = dt_step
+        else:
+            step_time = 0.9 * step_time + 0.1 * dt_step
+        steps_run += 1
         if on_step is not None:
             on_step(st.step)
 
