@@ -124,6 +124,15 @@ def test_name_variants():
     assert name_variants("(알 수 없음)") == (set(), set())
     assert name_variants("나") == (set(), set())
     assert name_variants("ㅋㅋ") == (set(), set()) and name_variants("1004") == (set(), set())
+    assert {"John Park", "John", "Park"} <= name_variants("John Park")[0]
+    assert {"김 민준", "김민준", "민준"} <= name_variants("김 민준")[0]
+    assert name_variants("오늘도 맑음")[0] == {"오늘도 맑음"}
+
+
+def test_latin_names_match_any_case_but_not_inside_words():
+    m = PiiMasker(names=["John Park"])
+    assert m.mask("john 어디야? PARK 씨도") == f"{M['mention']} 어디야? {M['mention']} 씨도"
+    assert m.mask("johnny parking") == "johnny parking"
 
 
 def test_typed_marker_characters_cannot_be_forged():

@@ -16,9 +16,11 @@ what people actually type in Korean chats while leaving ordinary numbers, times,
              ``3333-01-1234567``) that are not a date; or 10–14 digits (single spaces or dashes allowed
              between them) right after a bank word (``국민``, ``카뱅``, ``계좌``, ``입금`` …).
 ``mention``  ``@`` followed by a known name (longest first) or any other word; plus *in-text* occurrences of a
-             speaker's name (names of two characters or more; a three-syllable Korean name also masks its given
-             name, e.g. ``민준아``; a given name that is a common word such as ``하나`` only before a vocative or
-             honorific: ``하나야``, ``하나씨``). Names count as ``name`` in the statistics and share ``<|mention|>``.
+             speaker's name (names of two characters or more, Latin letters case-insensitive; a three-syllable
+             Korean name also masks its given name, e.g. ``민준아``; a given name that is a common word such as
+             ``하나`` only before a vocative or honorific: ``하나야``, ``하나씨``; the parts of a Latin
+             ``First Last`` name on their own). Names count as ``name`` in the statistics and share
+             ``<|mention|>``.
 
 Never masked: ``15,000원``, ``3시 30분``, ``10:30``, ``2024-01-15``, ``2024.1.15``, ``1234``, ``12.99``, versions,
 six-digit codes, amounts without separators below 10 digits. Over-masking is possible for 10+-digit numbers after a
@@ -121,11 +123,18 @@ def name_variants(name: str) -> tuple[set[str], set[str]]:
         b = re.sub(r"^[\W_]+|[\W_]+$", "", b)
         if b:
             cleaned.add(b)
+    for b in list(cleaned):
+        parts = b.split()
+        if len(parts) > 1:
+            if all(re.fullmatch(r"[가-힣]+", p) for p in parts) and len("".join(parts)) <= 4:
+                cleaned.add("".join(parts))  # "김 민준" is also written "김민준"
+            # a Latin first or last name on its own ("John" of "John Park"); Korean words of a multi-word
+            # nickname ("오늘도 맑음") are everyday words and stay
+            cleaned.update(p for p in parts if re.fullmatch(r"[A-Za-z][A-Za-z'-]{2,}", p))
     for b in cleaned | {name}:
         if len(b) >= 2 and not _NOT_A_WORD.fullmatch(b):
             always.add(b)
-        parts = b.split()
-        if len(parts) == 1 and re.fullmatch(r"[가-힣]{3}", b) and b[0] in _SURNAMES:
+        if re.fullmatch(r"[가-힣]{3}", b) and b[0] in _SURNAMES:
             given = b[1:]
             (vocative if given in _COMMON_WORDS else always).add(given)
     return always, vocative - always
@@ -159,17 +168,23 @@ class PiiMasker:
         numbers = [f"(?P<{c}>{rx})" for c, rx in (("rrn", _RRN), ("card", _CARD), ("phone", _PHONE),
                                                   ("account", _ACCOUNT)) if enabled[c]]
         self._numbers = re.compile("|".join(numbers)) if numbers else None
-        self._mention = self._names = None
+        self._mention = self._names = self._names_latin = None
+        self._latin_hint = re.compile("[A-Za-z]").search
         if enabled["mention"]:
             known = f"(?P<mention_known>@[ ]?{_trie_regex(mention_names)})|" if mention_names else ""
             self._mention = re.compile(f"{known}(?P<mention>{_GENERIC_MENTION})")
             # no look-behind in the pattern (it would defeat re's first-character scan): _sub checks the left edge
+            # names with Latin letters match in any case, in their own pass (IGNORECASE slows re down)
+            latin = {n for n in always if re.search("[A-Za-z]", n)}
             names = []
-            if always:
-                names.append(f"(?P<name>{_trie_regex(sorted(always))})")
+            if always - latin:
+                names.append(f"(?P<name>{_trie_regex(sorted(always - latin))})")
             if vocative:
                 names.append(f"(?P<name_voc>{_trie_regex(sorted(vocative))}{_VOCATIVE})")
             self._names = re.compile("|".join(names)) if names else None
+            if latin:
+                self._names_latin = re.compile(f"(?P<name>{_trie_regex(sorted(latin, key=str.lower))})",
+                                               re.IGNORECASE)
 
     def _sub(self, m: re.Match) -> str:
         kind = m.lastgroup
@@ -217,8 +232,8 @@ class PiiMasker:
 
     def mask(self, text: str) -> str:
         """Passes in this order, each behind a cheap pre-check: e-mail, URL, numbers (one alternation: leftmost
-        match wins, ties in the order rrn, card, phone, account), @mentions, names. A pass turns its matches into
-        markers, so later passes never see them."""
+        match wins, ties in the order rrn, card, phone, account), @mentions, names, Latin-letter names. A pass
+        turns its matches into markers, so later passes never see them."""
         sub = self._sub
         if self._email is not None and "@" in text:
             text = self._email.sub(sub, text)
@@ -230,6 +245,8 @@ class PiiMasker:
             text = self._mention.sub(sub, text)
         if self._names is not None:
             text = self._names.sub(sub, text)
+        if self._names_latin is not None and self._latin_hint(text):
+            text = self._names_latin.sub(sub, text)
         return text
 
 
