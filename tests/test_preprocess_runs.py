@@ -7,6 +7,8 @@ import importlib.util
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -229,3 +231,69 @@ def test_demo_data_is_regenerated_byte_for_byte(tmp_path, monkeypatch):
     shipped = {p.name: p.read_bytes() for p in DEMO.iterdir() if p.suffix in {".txt", ".csv", ".zip"}}
     assert made == shipped
     assert sum(len(b) for b in made.values()) < 400_000
+
+
+_KILL_SCRIPT = r'''
+import os, signal, sys, types
+sys.path.insert(0, sys.argv[4])
+from helpers_preprocess import chat_room
+state = {"room-a": ("a" * 64, chat_room(8, seed=1)), "room-b": ("b" * 64, chat_room(5, seed=2, names=("민트", "나")))}
+fake = types.ModuleType("chatbot.kakao.organize")
+fake.load_manifest = lambda cfg: [{"path": k, "sha256": v[0], "room": k} for k, v in state.items()]
+fake.room_records = lambda cfg, room: list(state[room][1])
+sys.modules["chatbot.kakao.organize"] = fake
+from chatbot.config import load_config
+from chatbot.data import preprocess as pp
+cfg = load_config(sys.argv[1])
+cfg.paths.processed.preprocess.vocab_size = 600
+cfg.paths.processed.preprocess.context_turns = int(sys.argv[2])
+renames = []
+if sys.argv[3] == "build":  # SIGKILL between two output writes (temp files stay behind, as after a real kill)
+    real_write = pp._write_temp
+    def write(out_dir, name, data):
+        if name == "speakers.json":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_write(out_dir, name, data)
+    pp._write_temp = write
+else:  # SIGKILL after three of the commit renames
+    real_replace = os.replace
+    def replace(src, dst):
+        real_replace(src, dst)
+        if os.path.basename(dst) in pp.OUTPUT_FILES:
+            renames.append(dst)
+            if len(renames) == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+    os.replace = replace
+pp.preprocess(cfg)
+'''
+
+
+def test_sigkill_between_writes_and_during_commit(exports, tmp_path, capsys):
+    cfg, _ = exports
+    out = cfg.processed_dir
+    pp.preprocess(cfg)  # context_turns 8 (the YAML default)
+    snapshot = {n: (out / n).read_bytes() for n in pp.OUTPUT_FILES}
+    script = tmp_path / "kill.py"
+    script.write_text(_KILL_SCRIPT, encoding="utf-8")
+
+    def run(mode):
+        proc = subprocess.run([sys.executable, str(script), str(cfg.config_dir), "2", mode, str(REPO / "tests")],
+                              capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr
+
+    run("build")
+    assert {n: (out / n).read_bytes() for n in pp.OUTPUT_FILES} == snapshot  # the previous outputs, untouched ...
+    assert [p for p in out.iterdir() if p.name.endswith(".tmp")]  # ... next to the killed run's temp files
+    _readable(out)
+    capsys.readouterr()
+    pp.preprocess(cfg)  # same settings as the snapshot: nothing to do, leftovers removed
+    assert "up to date" in capsys.readouterr().out
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    run("commit")
+    assert pp.check_outputs(out) == "an interrupted commit is pending"
+    cfg.paths.processed.preprocess.context_turns = 2
+    pp.preprocess(cfg)  # rolls the commit forward: the killed run's complete outputs are now current
+    said = capsys.readouterr().out
+    assert "interrupted commit" in said and "up to date" in said
+    assert _readable(out)["config_hash"] != json.loads(snapshot["stats.json"])["config_hash"]
