@@ -124,14 +124,15 @@ def rank_speakers(rooms: Iterable[Sequence[Record]], max_speakers: int) -> dict[
     ``max_speakers`` map to 0 ("S0"). Records with an empty speaker are not people and get no pseudonym.
     """
     counts: Counter = Counter()
-    first: dict[str, tuple[int, datetime]] = {}
+    first: dict[str, tuple[datetime, int]] = {}
     for room_index, records in enumerate(rooms):
-        for r in records:
-            if r.is_user_message and r.speaker:
-                counts[r.speaker] += 1
-                seen = first.get(r.speaker)
-                if seen is None or r.timestamp < seen[0]:
-                    first[r.speaker] = (r.timestamp, room_index)
+        people = [r for r in records if r.kind not in SYSTEM_KINDS and r.speaker]
+        counts.update(r.speaker for r in people)
+        # the earliest message of each speaker in this room (later assignments win, so walk newest first)
+        earliest = {r.speaker: r.timestamp for r in sorted(people, key=lambda r: r.timestamp, reverse=True)}
+        for name, ts in earliest.items():
+            if name not in first or (ts, room_index) < first[name]:
+                first[name] = (ts, room_index)
     order = sorted(counts, key=lambda n: (-counts[n], first[n], n))
     return {name: (rank if rank <= max_speakers else OVERFLOW_SPEAKER) for rank, name in enumerate(order, 1)}
 
