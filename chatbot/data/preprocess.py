@@ -70,6 +70,11 @@ Outputs are written to temp files, then committed by renames listed in a journal
 ``stats.json`` last: an interrupted build leaves the previous outputs untouched; a crash during the (milliseconds
 long) commit is rolled forward by the next run. ``stats.json`` records size and sha256 of every other output, so a
 reader can tell a consistent set. Re-running with the same exports and settings says "up to date" and does nothing.
+
+Speed (100 MB export ≈ 1.3 M messages, 2 cores): the cyclic GC is paused during the build; the tokenizer trains on
+an even sample of ≤ TOKENIZER_SAMPLE_CHARS characters of the train split; encoding uses :class:`FastEncoder`
+(exactly the tokenizer's ids, several times faster) in forked worker processes for big corpora; token, mask and
+start files are streamed chunk by chunk from numpy arrays. See bench/bench_preprocess.py.
 """
 
 from __future__ import annotations
