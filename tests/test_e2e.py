@@ -24,8 +24,8 @@ LINES = [
     ("민수", "오늘 저녁 뭐 먹을까?"), ("지연", "떡볶이 어때 ㅎㅎ"),
     ("민수", "주말에 뭐 할 거야?"), ("지연", "영화 보러 가자!"),
     ("민수", "좋아 몇 시에 볼까"), ("지연", "저녁 일곱 시 괜찮아?"),
-    ("민수", "연락처 010-1234-5678 로 문자해"), ("지연", "응 알겠어 이따 봐"),
-]
+    ("민수", "연락처 010-1234-5678 로 문자해"), ("지연", "응 알겠어 이따 봐"), ("지연", "잘 자 내일 봐"),
+]  # 지연 talks most, so she is the pseudonym the bot speaks as ("auto"), and 민수 is the user
 
 
 def write_android_export(path: Path, days: int = 12) -> None:
@@ -86,7 +86,7 @@ def ops(project: Path, *args: str, access: str | None = None, check: bool = True
 
 
 def test_full_pipeline_from_export_to_encrypted_reply(project: Path) -> None:
-    tiny_workspace(project, max_steps=60)
+    tiny_workspace(project, max_steps=150)
     assert "Next         python -m chatbot.ops organize" in ops(project, "status").stdout
     ops(project, "organize")
     manifest = json.loads((project / "data" / "raw" / "manifest.json").read_text(encoding="utf-8"))
