@@ -64,7 +64,7 @@ def _exports(cfg, rep: Report) -> bool:
 
 
 def _processed(cfg, rep: Report, have_exports: bool) -> bool:
-    from .data import preprocess as pp
+    from .data.preprocess import stale_reason
 
     out = cfg.processed_dir
     stats_path = out / "stats.json"
@@ -84,9 +84,7 @@ def _processed(cfg, rep: Report, have_exports: bool) -> bool:
     reason = None
     if have_exports:
         try:
-            _rooms, _files, _hash, input_id = pp._manifest_rooms(cfg)
-            reason = pp._stale_reason(out, pp._fingerprint(cfg.paths.processed.preprocess, cfg.paths.raw.self_name,
-                                                           input_id))
+            reason = stale_reason(cfg)
         except ChatbotError as exc:
             reason = str(exc)
     if reason:
