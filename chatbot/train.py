@@ -42,7 +42,7 @@ from .train_ckpt import (FORMAT, check_compatible, clean_temp_files, config_chan
                          prune_snapshots, rng_state, save_checkpoint, set_rng_state, snapshot_path, to_cpu)
 from .train_dist import (Abort, Dist, StopSignals, all_ranks_ok, all_reduce, any_rank, destroy_process_group,
                          env_dist, gather_objects, init_process_group)
-from .train_report import (append_metrics, fmt_duration, load_metrics, peak_flops, progress_line, sample_replies,
+from .train_report import (append_metrics, load_metrics, peak_flops, progress_line, sample_replies,
                            write_loss_svg)
 
 EXIT_DONE, EXIT_STOPPED, EXIT_ABORTED = 0, 3, 130
@@ -241,7 +241,6 @@ def cpu_threads(tc: TrainConfig, d: Dist) -> int:
 
 def _train(cfg: Config, d: Dist, device: torch.device, signals: StopSignals, on_step) -> int:
     tc: TrainConfig = cfg.train
-    o, lg = tc.optimization, tc.logging
     dtype = pick_dtype(tc.runtime.dtype, device)
     run_dir = cfg.run_dir
     pdir = cfg.processed_dir
@@ -550,7 +549,7 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
                            "time": time.time()}
                     append_metrics(metrics_path, rec)
                     st.records.append(rec)
-                    write_loss_svg(run_dir / "loss.svg", st.records, f"{tc.run_name}: loss")
+                    write_loss_svg(svg_path, st.records, f"{tc.run_name}: loss")
                     print(f"eval step {st.step}: val loss {v:.4f}" + (" (best so far → best.pt)" if improved else
                           f" (best {st.best_val_loss:.4f})"), flush=True)
                     for prompt, reply in sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device):

@@ -32,11 +32,11 @@ def _rank_main(rank: int, world: int, port: int, config_dir: str, interrupt_at: 
     try:
         os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-        hook = None
-        if interrupt_at and rank == world - 1:
-            def hook(step):  # Ctrl+C reaches the last rank only
-                if step == interrupt_at:
-                    os.kill(os.getpid(), signal.SIGINT)
+        def interrupt(step):  # Ctrl+C reaches the last rank only
+            if step == interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        hook = interrupt if interrupt_at and rank == world - 1 else None
         code = train(load_config(config_dir), on_step=hook)
     except BaseException:
         traceback.print_exc()
