@@ -110,25 +110,23 @@ def cast_state(state: dict, dtype: torch.dtype) -> dict:
     return out
 
 
-def count_parameters(state: dict) -> int:
-    """Distinct parameters (a tied embedding counts once)."""
-    seen, n = set(), 0
+def _distinct_tensors(state: dict):
+    """Each tensor once, even when several keys share it (a tied embedding)."""
+    seen = set()
     for t in state.values():
         ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
         if ident not in seen:
             seen.add(ident)
-            n += t.numel()
-    return n
+            yield t
+
+
+def count_parameters(state: dict) -> int:
+    """Distinct parameters (a tied embedding counts once)."""
+    return sum(t.numel() for t in _distinct_tensors(state))
 
 
 def _state_bytes(state: dict) -> int:
-    seen, n = set(), 0
-    for t in state.values():
-        ident = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
-        if ident not in seen:
-            seen.add(ident)
-            n += t.numel() * t.element_size()
-    return n
+    return sum(t.numel() * t.element_size() for t in _distinct_tensors(state))
 
 
 def _num(x) -> float | None:

@@ -297,14 +297,7 @@ class Handler(BaseHTTPRequestHandler):
         elif not job.done.wait(max(0.0, remaining)) and job.hand_off("abandoned"):
             self._send(200, empty_template(), "timeout")  # the worker logs the message's line
             return
-        outcome, text, generated = b.result(job)
-        if outcome == "replied":
-            b.record_reply(job, text)
-        if outcome == "error":
-            ok = self._send(500, {"error": "generation failed"}, outcome)
-        else:
-            ok = self._send(200, simple_text(text) if text else empty_template(), outcome)
-        b.finish(job, outcome if ok else "client_gone", generated=generated)
+        self._answer(b, job, lambda text: (200, simple_text(text) if text else empty_template()))
 
     @staticmethod
     def _dry_template(b: Bridge, job: Job) -> dict:
@@ -352,15 +345,17 @@ class Handler(BaseHTTPRequestHandler):
         if not job.done.wait(max(0.0, remaining)) and job.hand_off("abandoned"):
             self._send(504, {"error": "no reply in time (bridge.request_timeout_s)"}, "timeout")
             return
+        self._answer(b, job, lambda text: (200, {"reply": text}) if text else (204, None))
+
+    def _answer(self, b: Bridge, job: Job, response) -> None:
+        """Store and send a finished job's reply; ``response(text)`` gives the transport's (status, body)."""
         outcome, text, generated = b.result(job)
         if outcome == "replied":
             b.record_reply(job, text)
         if outcome == "error":
             ok = self._send(500, {"error": "generation failed"}, outcome)
-        elif text:
-            ok = self._send(200, {"reply": text}, outcome)
         else:
-            ok = self._send(204, None, outcome)
+            ok = self._send(*response(text), outcome)
         b.finish(job, outcome if ok else "client_gone", generated=generated)
 
 
