@@ -7,7 +7,12 @@ three export suffixes are considered, and a denylist of project file names is ap
 What happens to each file:
 
 1. its sha256 is computed; a file whose content is already in the manifest is skipped (so running twice changes
-   nothing; the same export dropped twice is organized once);
+   nothing; the same export dropped twice is organized once). A ``.zip`` may hold several exports (one folder
+   per room, e.g. ``roomA/KakaoTalkChats.txt``, ``roomB/KakaoTalkChats.txt``): every ``.txt``/``.csv`` member
+   that is an export becomes its own entry (identity = zip sha256 + member), members that are no export are
+   skipped with a note, and a zip is done only when each of its exports is in the manifest. A zip member beyond
+   ``paths.raw.zip_max_member_mb`` / ``zip_max_ratio`` (a zip bomb) gets the whole zip refused with one line and
+   left where it was (see :mod:`chatbot.kakao.text`);
 2. it is parsed in one streaming pass (bounded memory whatever its size): counts, speakers, first/last message,
    and a small fingerprint of its messages (sampled ``(minute, text)`` hashes) for room matching;
 3. exports of one room are grouped: same room name (from the title; for CSV from KakaoTalk's file name
@@ -18,8 +23,8 @@ What happens to each file:
    are not enough (two rooms of the same people are common);
 4. it is **copied** (``paths.raw.move_files: true`` moves it instead, after the manifest is written) to
    ``<organized>/<room folder>/<file name>`` — a file already organized never moves again, so a room keeps its
-   folder across runs;
-5. the manifest is rewritten atomically, one entry per source file.
+   folder across runs; a zip whose exports belong to several rooms is copied into each of their folders;
+5. the manifest is rewritten atomically, one entry per export (a file, or a member of a zip).
 
 A file that is no KakaoTalk export is reported in one line and left exactly where it was; the other files are
 still organized, and the command then exits with status 1 so scripts notice. ``--dry`` prints the plan and
@@ -30,7 +35,7 @@ Manifest entry keys: ``path`` (organized copy, relative to the project root), ``
 own title, "" if none), ``saved_at``, ``messages`` (user messages: text, media, sender-deleted), ``system``
 (system events), ``speakers`` (sorted distinct senders of messages), ``first`` / ``last`` (ISO time of the
 first / last user message), ``kinds`` (count per record kind), ``encoding``, ``source`` (original file name),
-``member`` (file inside a zip or null), ``members`` (member count in the title or null), ``segments``
+``member`` (the export inside a zip, or null; ``(sha256, member)`` identifies an entry), ``members`` (member count in the title or null), ``segments``
 (concatenated exports found in the file), ``size``.
 """
 
@@ -41,6 +46,7 @@ import re
 import shutil
 import sys
 import unicodedata
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,7 +57,8 @@ from ..errors import ChatbotError, FormatError
 from ..fsio import atomic_open, atomic_write_json, fsync_dir, read_json, sha256_file
 from ..records import SYSTEM_KINDS, Kind, Record
 from .merge import merge_timelines, norm_text
-from .parse import ExportInfo, iter_records, parse_file
+from .parse import EXPECTED, ExportInfo, iter_records, parse_file
+from .text import ArchiveLimitError, ZipLimits, zip_members
 
 EXPORT_SUFFIXES = {".txt", ".csv", ".zip"}
 # project files never collected from the root, whatever the globs say
@@ -145,9 +152,11 @@ class FileStats:
     sketch: Sketch = field(default_factory=Sketch)
 
 
-def scan_file(path: Path, self_name: str, sha: str | None = None) -> FileStats:
-    """Parse ``path`` in one streaming pass and collect its statistics. Raises FormatError."""
-    info, it = iter_records(path, self_name)
+def scan_file(path: Path, self_name: str, sha: str | None = None, *, member: str | None = None,
+              limits: ZipLimits | None = None) -> FileStats:
+    """Parse ``path`` (or its zip ``member``) in one streaming pass and collect its statistics. Raises
+    FormatError (ArchiveLimitError for a zip member beyond ``limits``)."""
+    info, it = iter_records(path, self_name, member=member, limits=limits)
     st = FileStats(path=path, sha256=sha or sha256_file(path), size=path.stat().st_size, info=info)
     system_kinds, message = SYSTEM_KINDS, Kind.MESSAGE
     kinds: dict[Kind, int] = {}
@@ -334,7 +343,8 @@ def room_records(cfg, room: str) -> list[Record]:
         path = cfg.path(e["path"])
         if not path.exists():
             raise ChatbotError(f"{e['path']} is listed in the manifest but missing; run organize again")
-        exports.extend(parse_file(path, self_name).segment_records())
+        exports.extend(parse_file(path, self_name, member=e.get("member"),
+                                  limits=ZipLimits.from_raw(cfg.paths.raw)).segment_records())
     return merge_timelines(exports, self_name)
 
 
@@ -346,13 +356,14 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     shutil.copystat(src, dst)
 
 
-def _target(folder: Path, name: str, sha: str, taken: set[Path]) -> Path:
-    """``folder/name``, or ``name (2)`` … when a different file already has that name."""
+def _target(folder: Path, name: str, sha: str, taken: dict[Path, str]) -> Path:
+    """``folder/name``, or ``name (2)`` … when a different file already has that name (the same bytes share one
+    copy: two exports inside one zip that belong to one room)."""
     stem, suffix = Path(name).stem, Path(name).suffix
     k = 1
     while True:
         cand = folder / (name if k == 1 else f"{stem} ({k}){suffix}")
-        if cand not in taken and (not cand.exists() or sha256_file(cand) == sha):
+        if taken.get(cand, sha) == sha and (cand in taken or not cand.exists() or sha256_file(cand) == sha):
             return cand
         k += 1
 
@@ -404,6 +415,8 @@ def organize(cfg, dry: bool = False) -> None:
         else:
             print(f"note: {e['path']} is gone from {raw.organized}; its manifest entry is dropped", file=out)
     by_sha = {e["sha256"]: e for e in kept}
+    known = {(e["sha256"], e.get("member")) for e in kept}
+    limits = ZipLimits.from_raw(raw)
 
     # ---- new files
     failures: list[str] = []
@@ -413,27 +426,28 @@ def organize(cfg, dry: bool = False) -> None:
     for path in collect(cfg):
         try:
             sha = sha256_file(path)
-        except OSError as exc:
-            failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
-            continue
-        if sha in by_sha:
-            already.append(path)
-            if raw.move_files and not dry:
-                _finish_move(cfg, path, by_sha[sha])
-            continue
-        if sha in seen_sha:
-            print(f"skip: {_rel(cfg, path)} is a duplicate of a file collected above", file=out)
-            continue
-        try:
-            st = scan_file(path, self_name, sha)
+            members = _export_members(path, limits)
         except FormatError as exc:
             failures.append(str(exc))
             continue
         except OSError as exc:
             failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
             continue
+        todo = [m for m in members if (sha, m) not in known]
+        if todo and sha in seen_sha:
+            print(f"skip: {_rel(cfg, path)} is a duplicate of a file collected above", file=out)
+            continue
+        got, problem = _scan_members(path, sha, todo, len(members), self_name, limits, out) if todo else ([], None)
+        if problem is not None:
+            failures.append(str(problem))
+            continue
+        if not got:
+            already.append(path)  # every export in it is organized (what is left are members that are no export)
+            if raw.move_files and not dry and sha in by_sha:
+                _finish_move(cfg, path, by_sha[sha])
+            continue
         seen_sha.add(sha)
-        new.append(st)
+        new.extend(got)
 
     for msg in failures:
         print(f"refused: {msg}", file=sys.stderr)
@@ -452,7 +466,7 @@ def organize(cfg, dry: bool = False) -> None:
     old_rooms: list[str] = []
     for idx, e in enumerate(kept):
         try:
-            st = scan_file(cfg.path(e["path"]), self_name, e["sha256"])
+            st = scan_file(cfg.path(e["path"]), self_name, e["sha256"], member=e.get("member"), limits=limits)
         except (FormatError, OSError):
             continue
         old_stats.append(st)
@@ -486,16 +500,17 @@ def organize(cfg, dry: bool = False) -> None:
         room_of_group[g] = cand
 
     plan: list[tuple[FileStats, Path, dict]] = []
-    taken: set[Path] = {cfg.path(e["path"]) for e in kept}
+    taken: dict[Path, str] = {cfg.path(e["path"]): e["sha256"] for e in kept}
     for i, st in enumerate(new, start=len(old_stats)):
         room = room_of_group[gid[i]]
         dst = _target(organized / room, st.path.name, st.sha256, taken)
-        taken.add(dst)
+        taken[dst] = st.sha256
         plan.append((st, dst, manifest_entry(st, _rel(cfg, dst), room)))
 
     verb = "move" if raw.move_files else "copy"
     for st, dst, e in plan:
-        print(f"{'plan' if dry else verb}: {_rel(cfg, st.path)} -> {e['path']}  [{e['format']}, {e['messages']} "
+        what = _rel(cfg, st.path) + (f" ({st.info.member})" if st.info.member else "")
+        print(f"{'plan' if dry else verb}: {what} -> {e['path']}  [{e['format']}, {e['messages']} "
               f"messages, {e['system']} system]", file=out)
     final = sorted(kept + [e for _, _, e in plan], key=lambda e: e["path"])
     if dry:
@@ -509,14 +524,53 @@ def organize(cfg, dry: bool = False) -> None:
             _copy_atomic(st.path, dst)
     atomic_write_json(manifest_path(cfg), final)
     if raw.move_files:
-        for st, dst, _ in plan:
-            if st.path.resolve() != dst.resolve() and dst.is_file() and sha256_file(dst) == st.sha256:
+        for st, dst, _ in plan:  # a zip of several rooms has several copies: removed after the first is checked
+            if (st.path.exists() and st.path.resolve() != dst.resolve() and dst.is_file()
+                    and sha256_file(dst) == st.sha256):
                 os.unlink(st.path)
                 fsync_dir(st.path.parent)
     print(f"organized {len(plan)} new file(s) into {_rel(cfg, organized)}; manifest: {_rel(cfg, manifest_path(cfg))}",
           file=out)
     _summary(final, out)
     _finish(failures)
+
+
+def _export_members(path: Path, limits: ZipLimits) -> list[str | None]:
+    """[None] for a plain file; for a zip, every ``.txt``/``.csv`` member (each may be an export of its own
+    room). Raises FormatError, ArchiveLimitError when a member's declared size is beyond ``limits``."""
+    if path.suffix.lower() != ".zip" and not zipfile.is_zipfile(path):
+        return [None]
+    infos, _room = zip_members(path, limits)
+    return [i.filename for i in infos]
+
+
+def _scan_members(path: Path, sha: str, members: list[str | None], n_members: int, self_name: str,
+                  limits: ZipLimits, out) -> tuple[list[FileStats], FormatError | None]:
+    """Scan each export of a file; (stats, None), or ([], the refusal) when the file must be left alone: a zip
+    member beyond the limits (the whole zip is refused), a plain file that is no export, or a zip of which no
+    member is one. Members of a several-file zip that are no export are skipped with a note."""
+    got: list[FileStats] = []
+    skipped: list[str] = []
+    for m in members:
+        try:
+            got.append(scan_file(path, self_name, sha, member=m, limits=limits))
+        except ArchiveLimitError as exc:
+            return [], exc
+        except FormatError as exc:
+            if n_members == 1:
+                return [], exc
+            why = "is no KakaoTalk export" if f"{path.name} is " in str(exc) else f"cannot be read ({exc})"
+            skipped.append(f"note: {path.name}: {m} inside the zip {why}; skipped")
+        except OSError as exc:
+            return [], FormatError(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where "
+                                   "it was")
+    if not got and len(members) == n_members:
+        return [], FormatError(f"{path.name}: no file inside the zip is a KakaoTalk export ({EXPECTED}); the file "
+                               "was left untouched")
+    if got:
+        for line in skipped:
+            print(line, file=out)
+    return got, None
 
 
 def _finish_move(cfg, src: Path, entry: dict) -> None:
