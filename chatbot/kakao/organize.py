@@ -295,18 +295,39 @@ class _Groups:
 
 
 def group_rooms(stats: list[FileStats], self_name: str) -> list[int]:
-    """Group files of the same room; returns a group id per file (see module doc for the rules)."""
+    """Group files of the same room; returns a group id per file (see module doc for the rules).
+
+    The rules are pairwise, but only few pairs can match, so candidates come from two indexes instead of every
+    pair (which made 1,000 exports take minutes): files with the same title key, and files sharing at least one
+    fingerprint sample (``same_content`` needs a shared sample: the comparison level keeps a subset of both
+    files' samples, and a sample's key does not depend on the level). A pair already in one group is not
+    compared again. The groups are the connected components of the same matching pairs as comparing every pair,
+    so the result is identical."""
     g = _Groups(len(stats))
+    by_title: dict[str, list[int]] = {}
+    by_sample: dict[int, list[int]] = {}
     for i, a in enumerate(stats):
-        for j in range(i):
-            b = stats[j]
-            ta, tb = a.info.room, b.info.room
-            if ta and tb and title_key(ta) == title_key(tb):
-                if not different_content(a.sketch, b.sketch):
-                    g.union(i, j)
-                continue
-            if same_content(a.sketch, b.sketch):
+        ta = a.info.room
+        key_a = title_key(ta) if ta else None
+        same_title = by_title.setdefault(key_a, []) if key_a is not None else []
+        for j in same_title:
+            if g.find(i) != g.find(j) and not different_content(a.sketch, stats[j].sketch):
                 g.union(i, j)
+        candidates: set[int] = set()
+        for k in a.sketch.items:
+            lst = by_sample.get(k)
+            if lst is None:
+                by_sample[k] = [i]
+            else:
+                candidates.update(lst)
+                lst.append(i)
+        for j in sorted(candidates):
+            tb = stats[j].info.room
+            if key_a is not None and tb and title_key(tb) == key_a:
+                continue  # same title: decided by the title rule above
+            if g.find(i) != g.find(j) and same_content(a.sketch, stats[j].sketch):
+                g.union(i, j)
+        same_title.append(i)
     return [g.find(i) for i in range(len(stats))]
 
 
@@ -482,10 +503,13 @@ def organize(cfg, dry: bool = False) -> None:
     # names of rooms in the manifest are taken; a folder on disk that no entry names (left by an interrupted
     # run) is reused — files in it are only reused when their bytes match (see _target)
     used = {e["room_id"] for e in kept}
+    files_of_group: dict[int, list[FileStats]] = {}
+    for i, st in enumerate(stats):
+        files_of_group.setdefault(gid[i], []).append(st)
     for g in sorted(set(gid[len(old_stats):])):
         if g in room_of_group:
             continue
-        members = [stats[i] for i in range(len(stats)) if gid[i] == g]
+        members = files_of_group[g]
         titled = [m for m in members if m.info.room]
         if titled:
             best = max(titled, key=lambda m: (m.info.saved_at or datetime.min, m.messages))
