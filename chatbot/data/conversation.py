@@ -123,18 +123,33 @@ def rank_speakers(rooms: Iterable[Sequence[Record]], max_speakers: int) -> dict[
     Counted before any filtering, so changing a filter setting never renames a speaker. Ranks past
     ``max_speakers`` map to 0 ("S0"). Records with an empty speaker are not people and get no pseudonym.
     """
-    counts: Counter = Counter()
-    first: dict[str, tuple[datetime, int]] = {}
+    counts = SpeakerCounts()
     for room_index, records in enumerate(rooms):
+        counts.add(room_index, records)
+    return counts.ranking(max_speakers)
+
+
+class SpeakerCounts:
+    """:func:`rank_speakers` one room at a time (preprocess holds only one room's records in memory)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.first: dict[str, tuple[datetime, int]] = {}
+
+    def add(self, room_index: int, records: Sequence[Record]) -> None:
         people = [r for r in records if r.kind not in SYSTEM_KINDS and r.speaker]
-        counts.update(r.speaker for r in people)
+        self.counts.update(r.speaker for r in people)
         # the earliest message of each speaker in this room (later assignments win, so walk newest first)
         earliest = {r.speaker: r.timestamp for r in sorted(people, key=lambda r: r.timestamp, reverse=True)}
+        first = self.first
         for name, ts in earliest.items():
             if name not in first or (ts, room_index) < first[name]:
                 first[name] = (ts, room_index)
-    order = sorted(counts, key=lambda n: (-counts[n], first[n], n))
-    return {name: (rank if rank <= max_speakers else OVERFLOW_SPEAKER) for rank, name in enumerate(order, 1)}
+
+    def ranking(self, max_speakers: int) -> dict[str, int]:
+        counts, first = self.counts, self.first
+        order = sorted(counts, key=lambda n: (-counts[n], first[n], n))
+        return {name: (rank if rank <= max_speakers else OVERFLOW_SPEAKER) for rank, name in enumerate(order, 1)}
 
 
 def filter_records(
@@ -272,25 +287,40 @@ def split_sessions(sessions: list[Session], val_fraction: float,
     boundary nearest ``1 - val_fraction`` of its turns (the later part becomes its own session), so a small room
     still gets a validation split.
     """
-    ordered = sorted(sessions, key=lambda s: (s.start, s.room))
+    train, val = split_refs(sessions, val_fraction, useful)
+
+    def pick(refs: list[tuple[int, int, int | None]]) -> list[Session]:
+        return [sessions[i] if (lo, hi) == (0, None) else Session(sessions[i].room, sessions[i].turns[lo:hi])
+                for i, lo, hi in refs]
+
+    return pick(train), pick(val)
+
+
+def split_refs(sessions: Sequence, val_fraction: float,
+               useful=None) -> tuple[list[tuple[int, int, int | None]], list[tuple[int, int, int | None]]]:
+    """:func:`split_sessions` by reference: (train, val) as ``(session index, first turn, end turn or None)``.
+
+    Needs only ``start``, ``room`` and ``len(turns)`` of each session, so preprocess can split sessions whose
+    turns are not in memory."""
+    ordered = sorted(range(len(sessions)), key=lambda i: (sessions[i].start, sessions[i].room))
+    whole = [(i, 0, None) for i in ordered]
     if val_fraction <= 0 or not ordered:
-        return ordered, []
-    flags = [True] * len(ordered) if useful is None else [bool(useful(s)) for s in ordered]
+        return whole, []
+    flags = [True] * len(ordered) if useful is None else [bool(useful(sessions[i])) for i in ordered]
     positions = [i for i, f in enumerate(flags) if f]
     u = len(positions)
     if u >= 2:
         k = min(u - 1, max(1, round(val_fraction * u)))
         cut = positions[u - k]
-        return ordered[:cut], ordered[cut:]
+        return whole[:cut], whole[cut:]
     if u == 0:
-        return ordered, []
+        return whole, []
     at = positions[0]
-    turns = ordered[at].turns
-    if len(turns) < 2:
-        return ordered, []
-    cut = min(len(turns) - 1, max(1, round(len(turns) * (1 - val_fraction))))
-    room = ordered[at].room
-    return ordered[:at] + [Session(room, turns[:cut])], [Session(room, turns[cut:])] + ordered[at + 1 :]
+    n = len(sessions[ordered[at]].turns)
+    if n < 2:
+        return whole, []
+    cut = min(n - 1, max(1, round(n * (1 - val_fraction))))
+    return whole[:at] + [(ordered[at], 0, cut)], [(ordered[at], cut, None)] + whole[at + 1 :]
 
 
 def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
@@ -318,6 +348,7 @@ def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
 
 __all__ = [
     "DROP_REASONS", "Message", "Turn", "Session", "SYSTEM_SPEAKER", "OVERFLOW_SPEAKER", "pseudonym", "clean_text",
-    "text_length", "has_signal", "rank_speakers", "filter_records", "build_sessions", "is_target", "split_sessions",
+    "text_length", "has_signal", "rank_speakers", "SpeakerCounts", "filter_records", "build_sessions", "is_target",
+    "split_sessions", "split_refs",
     "resolve_target",
 ]

@@ -84,16 +84,17 @@ import fcntl
 import gc
 import hashlib
 import json
+import marshal
 import os
 import re
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -148,9 +149,8 @@ def preprocess(cfg: Config, force: bool = False) -> None:
         else:
             _log(f"building {out_dir} (--force)")
         with _no_gc():
-            loaded = [load_room(cfg, room) for room in rooms]
-            build(loaded, pcfg, out_dir, self_name=cfg.paths.raw.self_name, fingerprint=fingerprint,
-                  inputs={"rooms": len(rooms), "files": files, "inputs_hash": inputs_hash})
+            _build(_RoomLoader(cfg, rooms), len(rooms), pcfg, out_dir, self_name=cfg.paths.raw.self_name,
+                   fingerprint=fingerprint, inputs={"rooms": len(rooms), "files": files, "inputs_hash": inputs_hash})
 
 
 def stale_reason(cfg: Config) -> str | None:
@@ -195,6 +195,27 @@ def load_room(cfg: Config, room) -> list[Record]:
     return got if isinstance(got, list) else list(got)
 
 
+class _RoomLoader:
+    """``load(i, last)`` for :func:`_build`: room ``i``'s merged timeline, parsed from its exports. Only the room
+    parsed last is kept (for the next call, which the second pass makes first), so at most one room is held by
+    the loader and a one-room corpus is parsed once. ``last``: the caller will not ask for this room again."""
+
+    def __init__(self, cfg: Config, rooms: list) -> None:
+        self.cfg, self.rooms = cfg, rooms
+        self.kept: tuple[int, list[Record]] | None = None
+
+    def __call__(self, i: int, last: bool) -> list[Record]:
+        kept, self.kept = self.kept, None
+        if kept is not None and kept[0] == i:
+            records = kept[1]
+        else:
+            del kept  # free the previous room before parsing the next one
+            records = load_room(self.cfg, self.rooms[i])
+        if not last:
+            self.kept = (i, records)
+        return records
+
+
 def _fingerprint(pcfg: PreprocessConfig, self_name: str, input_id: str) -> str:
     """Private (may depend on names): decides whether the outputs are stale. Stored only in speakers.json."""
     blob = json.dumps({"v": VERSION, "cfg": to_dict(pcfg), "self": self_name, "inputs": input_id},
@@ -228,8 +249,17 @@ def build(
     ``rooms`` is consumed: each entry of the list is replaced by ``[]`` once that room's sessions are built, so
     the records can be freed early (pass a list nobody else holds on to).
     """
+    if not isinstance(rooms, list):
+        rooms = list(rooms)
+
+    def load(i: int, last: bool) -> list[Record]:
+        records = rooms[i]
+        if last:
+            rooms[i] = []  # release the records as we go
+        return records
+
     with _no_gc():
-        return _build(rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint, inputs=inputs)
+        return _build(load, len(rooms), pcfg, out_dir, self_name=self_name, fingerprint=fingerprint, inputs=inputs)
 
 
 @contextlib.contextmanager
@@ -245,15 +275,39 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprint: str, inputs: dict | None) -> dict:
+def _build(load, n_rooms: int, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprint: str,
+           inputs: dict | None) -> dict:
+    """The build, holding at most one room's records and sessions at a time (plus small per-session facts).
+
+    Pass 1 reads every room for the speaker ranking and the names to mask; pass 2 reads each room again (the one
+    read last first: it is still in memory), filters and masks it, cuts it into sessions and writes them to a
+    private spill file in ``out_dir``; the split, the tokenizer sample and the encoding then read the sessions
+    back from the spill one at a time. ``load(i, last)`` returns room ``i``'s records (see :class:`_RoomLoader`).
+    Peak memory is a constant plus a small multiple of the largest room, whatever the number of rooms.
+    """
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with _Spill(Path(out_dir)) as spill:
+        return _build_spilled(spill, load, n_rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint,
+                              inputs=inputs)
+
+
+def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, out_dir, *, self_name: str,
+                   fingerprint: str, inputs: dict | None) -> dict:
     t0 = time.perf_counter()
     clock = _Phases()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not isinstance(rooms, list):
-        rooms = list(rooms)
-    messages_in = sum(len(r) for r in rooms)
-    speakers = conv.rank_speakers(rooms, min(pcfg.max_speakers, MAX_SPEAKERS))
+    ranking = conv.SpeakerCounts()
+    names: set[str] = set()
+    messages_in = 0
+    for i in range(n_rooms):
+        records = load(i, False)
+        messages_in += len(records)
+        ranking.add(i, records)
+        names.update(r.speaker for r in records if r.is_system and r.speaker)
+        del records
+    speakers = ranking.ranking(min(pcfg.max_speakers, MAX_SPEAKERS))
+    del ranking
     if not speakers:
         raise ChatbotError("the exports hold no messages from any person; check that organize found your chats")
     try:
@@ -266,32 +320,34 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
         raise ChatbotError(
             "processed.preprocess.target in paths.yaml names no speaker of your exports; write the name exactly "
             "as the export shows it, or use `room`") from None
-    names = set(speakers)
-    for records in rooms:
-        names.update(r.speaker for r in records if r.is_system and r.speaker)
+    names.update(speakers)
     masker = PiiMasker(pcfg.pii, names)
     del names
 
     dropped: Counter = Counter()
     kept_by_speaker: Counter = Counter()
-    sessions: list[conv.Session] = []
-    for i in range(len(rooms)):
-        records = sorted(rooms[i], key=lambda r: r.timestamp)
-        rooms[i] = []  # release the records as we go
+
+    def useful(session: conv.Session) -> bool:
+        return any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(session.turns))
+
+    metas: list[_SessionMeta] = []
+    for i in ([n_rooms - 1, *range(n_rooms - 1)] if n_rooms else []):  # the room still in memory first
+        records = sorted(load(i, True), key=lambda r: r.timestamp)
         msgs = conv.filter_records(records, pcfg, speakers, masker, dropped)
         del records
         kept_by_speaker.update(m.speaker for m in msgs)
-        sessions.extend(conv.build_sessions(msgs, pcfg, room=i))
+        for session in conv.build_sessions(msgs, pcfg, room=i):
+            metas.append(spill.add(session, useful(session)))
         del msgs
+    spill.finish()
     kept = sum(kept_by_speaker.values())
     assert kept + sum(dropped.values()) == messages_in
-    if not sessions:
+    if not metas:
         raise ChatbotError("no messages are left after filtering; check processed.preprocess filters in paths.yaml")
     clock("sessions")
-    train, val = conv.split_sessions(
-        sessions, pcfg.val_fraction,
-        useful=lambda s: any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(s.turns)))
-    del sessions
+    train_refs, val_refs = conv.split_refs(metas, pcfg.val_fraction, useful=lambda m: m.useful)
+    train, val = _SpilledSplit(spill, metas, train_refs), _SpilledSplit(spill, metas, val_refs)
+    n_turns = sum(len(m.turns) for m in metas)
 
     tok = train_tokenizer(_tokenizer_corpus(train), pcfg.vocab_size)
     clock("tokenizer")
@@ -303,7 +359,6 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
     try:
         temps["tokenizer.json"] = _write_temp(out_dir, "tokenizer.json", tok_json.encode("utf-8"))
         results = {}
-        n_turns = sum(len(s.turns) for part in (train, val) for s in part)
         with _chunk_encoder(tok, n_turns) as encode_chunks:
             for name, split in (("train", train), ("val", val)):
                 results[name] = _encode_split(name, split, tok, encode_chunks, target, pcfg, dtype, out_dir)
@@ -344,7 +399,7 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
             "config_hash": config_hash(public_cfg),
             "inputs_hash": inputs.get("inputs_hash", ""),
             "persona": persona,
-            "rooms": inputs.get("rooms", len(rooms)),
+            "rooms": inputs.get("rooms", n_rooms),
             "files": inputs.get("files", 0),
             "speakers": len(speakers),
             "messages": {"in": messages_in, "kept": kept,
@@ -373,6 +428,76 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
          f"({stats['windows']['train']} windows), val {stats['tokens']['val']} tokens; vocab {vocab}; "
          f"{stats['seconds']}s ({clock})")
     return stats
+
+
+# ------------------------------------------------------------------------------------------------ session spill
+@dataclass(slots=True)
+class _SessionMeta:
+    """What the split needs of a session whose turns are in the spill (``turns``: a range, for ``len``)."""
+
+    start: object  # datetime of the first turn
+    room: int
+    useful: bool  # has an eligible target turn
+    offset: int
+    size: int
+    turns: range
+
+
+class _Spill:
+    """Sessions written to a private temp file in the output folder while the rooms are read, and read back one
+    session at a time, so no more than one room's sessions are ever in memory. ``marshal`` of plain ints and
+    strings (fast, and loading it runs nothing); the file lives only during the build (recover() removes one a
+    killed build left behind)."""
+
+    NAME = "sessions.spill"
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out = _TempOut(out_dir, self.NAME)
+        self.pos = 0
+        self.reader: IO[bytes] | None = None
+
+    def __enter__(self) -> "_Spill":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fh in (self.out.fh, self.reader):
+            if fh is not None:
+                fh.close()
+        self.out.path.unlink(missing_ok=True)
+
+    def add(self, session: conv.Session, useful: bool) -> _SessionMeta:
+        blob = marshal.dumps([(t.speaker, t.length, t.text) for t in session.turns])
+        self.out.fh.write(blob)
+        meta = _SessionMeta(session.start, session.room, useful, self.pos, len(blob), range(len(session.turns)))
+        self.pos += len(blob)
+        return meta
+
+    def finish(self) -> None:
+        self.out.fh.flush()
+        self.reader = open(self.out.path, "rb")
+
+    def turns(self, meta: _SessionMeta) -> list[conv.Turn]:
+        assert self.reader is not None
+        self.reader.seek(meta.offset)
+        return [conv.Turn(spk, text, n, meta.start, meta.start)
+                for spk, n, text in marshal.loads(self.reader.read(meta.size))]
+
+
+class _SpilledSplit:
+    """One split's sessions (``(index, first turn, end turn)`` references from conversation.split_refs), read from
+    the spill on every iteration; ``len`` needs no reading."""
+
+    def __init__(self, spill: _Spill, metas: list[_SessionMeta], refs: list[tuple[int, int, int | None]]):
+        self.spill, self.metas, self.refs = spill, metas, refs
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def __iter__(self) -> Iterator[conv.Session]:
+        for i, lo, hi in self.refs:
+            meta = self.metas[i]
+            turns = self.spill.turns(meta)
+            yield conv.Session(meta.room, turns if (lo, hi) == (0, None) else turns[lo:hi])
 
 
 class _Phases:
@@ -597,8 +722,9 @@ class _Chunk:
     sess_first: np.ndarray  # int: split-wide index of the first turn of the turn's session
 
 
-def _plan(sessions: Sequence[conv.Session], target: int | None, pcfg: PreprocessConfig) -> list[_Chunk]:
-    chunks: list[_Chunk] = []
+def _plan(sessions: Iterable[conv.Session], target: int | None, pcfg: PreprocessConfig) -> Iterator[_Chunk]:
+    """Chunks of whole sessions, made lazily (one chunk's texts in memory at a time)."""
+    chunks: list[_Chunk] = []  # 0 or 1 chunk waiting to be yielded
     texts: list[str] = []
     spk: list[int] = []
     first: list[bool] = []
@@ -623,9 +749,10 @@ def _plan(sessions: Sequence[conv.Session], target: int | None, pcfg: Preprocess
             n += 1
         if len(texts) >= CHUNK_TURNS:
             cut()
+            yield chunks.pop()
     if texts:
         cut()
-    return chunks
+        yield chunks.pop()
 
 
 def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chunks, target: int | None,
@@ -642,10 +769,18 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chun
                        dtype=np.int64)
     outs = {kind: _TempOut(out_dir, f"{split}{kind}") for kind in (".bin", "_loss_mask.bin", "_starts.bin")}
     try:
-        chunks = _plan(sessions, target, pcfg)
-        turn_starts: list[np.ndarray] = []  # token offset of each turn's block (its BOS for a session's first turn)
-        offset = 0
-        for chunk, (lens, flat) in zip(chunks, encode_chunks([c.texts for c in chunks])):
+        waiting: deque[_Chunk] = deque()  # chunks handed to the encoder, in order, until their ids come back
+
+        def texts_of_chunks() -> Iterator[list[str]]:
+            for c in _plan(sessions, target, pcfg):
+                waiting.append(c)
+                yield c.texts
+
+        offset = 0  # tokens written so far
+        n_turns = n_elig = 0  # turns / eligible target turns before this chunk (split-wide numbering)
+        for lens, flat in encode_chunks(texts_of_chunks()):
+            chunk = waiting.popleft()
+            chunk.texts = []  # release as we go
             lens = lens.astype(np.int64, copy=False)
             n_body = int(flat.size)
             f, s, e = chunk.first, chunk.spk, chunk.elig
@@ -668,21 +803,20 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chun
             outs[".bin"].write(toks.astype(dtype))
             outs["_loss_mask.bin"].write(mask)
             res.target_tokens += int(mask.sum(dtype=np.int64))
-            turn_starts.append(starts + offset)
-            offset += int(ends[-1])
-            chunk.texts = []  # release as we go
-        res.tokens = offset
-        res.turns = sum(len(c.first) for c in chunks)
-        if res.turns:
-            offs = np.concatenate(turn_starts)
-            eligible = np.flatnonzero(np.concatenate([c.elig for c in chunks]))
-            res.target_turns = int(eligible.size)
-            picked = eligible[:: pcfg.sample_stride]
-            first_turn = np.concatenate([c.sess_first for c in chunks])[picked]
-            start_turn = np.maximum(first_turn, picked - pcfg.context_turns)
-            window_starts = np.unique(offs[start_turn]).astype(np.uint64)
+            # window starts: every sample_stride-th eligible target turn of the split, context_turns turns back
+            # but not before its session's first turn (a session never spans two chunks, so both are in this one)
+            eligible = np.flatnonzero(e)
+            picked = eligible[(n_elig + np.arange(eligible.size)) % pcfg.sample_stride == 0]
+            start_turn = np.maximum(chunk.sess_first[picked] - n_turns, picked - pcfg.context_turns)
+            window_starts = np.unique(starts[start_turn] + offset).astype(np.uint64)
             outs["_starts.bin"].write(window_starts)
-            res.windows = int(window_starts.size)
+            res.windows += int(window_starts.size)
+            res.target_turns += int(eligible.size)
+            n_elig += int(eligible.size)
+            n_turns += len(f)
+            offset += int(ends[-1])
+        res.tokens = offset
+        res.turns = n_turns
         for kind, out in outs.items():
             res.files[f"{split}{kind}"] = out.close()
     except BaseException:
@@ -738,7 +872,19 @@ def _chunk_encoder(tok, n_turns: int) -> Iterator:
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = old
     with pool:
-        yield lambda chunks: pool.imap(_worker_encode, chunks)
+        yield lambda chunks: _bounded_imap(pool, _worker_encode, chunks, 2 * workers)
+
+
+def _bounded_imap(pool, fn, items: Iterable, ahead: int) -> Iterator:
+    """``pool.imap(fn, items)`` that takes at most ``ahead`` items from ``items`` before their results are
+    consumed (``imap`` would read the whole iterable into its task queue: every chunk's texts at once)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 # ----------------------------------------------------------------------------------------------------- preview
@@ -810,7 +956,7 @@ def recover(out_dir: str | os.PathLike) -> None:
         journal_path.unlink(missing_ok=True)
         _log("finished an interrupted commit of the previous run")
     for p in out_dir.glob(".*.tmp"):
-        if any(p.name.startswith(f".{n}.") for n in OUTPUT_FILES):
+        if any(p.name.startswith(f".{n}.") for n in (*OUTPUT_FILES, _Spill.NAME)):
             p.unlink(missing_ok=True)
 
 
