@@ -75,6 +75,13 @@ Speed (100 MB export ≈ 1.3 M messages, 2 cores): the cyclic GC is paused durin
 an even sample of ≤ TOKENIZER_SAMPLE_CHARS characters of the train split; encoding uses :class:`FastEncoder`
 (exactly the tokenizer's ids, several times faster) in forked worker processes for big corpora; token, mask and
 start files are streamed chunk by chunk from numpy arrays. See bench/bench_preprocess.py.
+
+Memory: a constant plus a small multiple of the largest room, whatever the number of rooms. Rooms are read one at
+a time, twice (pass 1: speaker ranking and names to mask; pass 2: filter, mask, sessions — the room read last is
+kept between the passes, so a one-room corpus is parsed once); each room's sessions go to a private spill file
+(``.sessions.spill.*.tmp`` in the output folder, removed when the build ends) and only a few facts per session stay
+in memory. The split, the tokenizer sample and the encoder read sessions back one at a time; chunks are made
+lazily and at most two per worker wait for encoding. Per-corpus memory left: ~100 bytes per session.
 """
 
 from __future__ import annotations
