@@ -125,7 +125,7 @@ def main() -> None:
     repo = args.repo.resolve()
     ws = Path(tempfile.mkdtemp(prefix="bench_preprocess_")) if args.keep is None else args.keep
     try:
-        shutil.copytree(REPO / "configs", ws / "configs", dirs_exist_ok=True)
+        shutil.copytree(repo / "configs", ws / "configs", dirs_exist_ok=True)  # the config keys of that version
         inbox = ws / "data" / "raw" / "inbox"
         inbox.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()

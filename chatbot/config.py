@@ -41,7 +41,7 @@ class RawConfig:
     inbox: folder where users drop new exports (``.txt``, ``.csv``, ``.zip``).
     root_globs: file-name patterns also collected from the project root (never README, configs, code).
     organized: where organize files each export, one folder per room.
-    manifest: JSON manifest written by organize, one entry per source file.
+    manifest: JSON manifest written by organize, one entry per export (a file, or one member of a zip).
     move_files: move exports out of the inbox/root instead of copying (default false: never lose a file).
     self_name: the name given to the exporter's own messages when an old mobile export wrote 회원님/you/You.
     zip_max_member_mb: a ``.txt``/``.csv`` inside a zip that expands to more than this many MiB is refused
