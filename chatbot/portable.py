@@ -45,6 +45,17 @@ def stop_signals() -> tuple[signal.Signals, ...]:
     return tuple(getattr(signal, n) for n in names if getattr(signal, n, None) is not None)
 
 
+def signal_name(signum: int) -> str:
+    """``SIGINT``, ``SIGTERM``, ``SIGBREAK`` ... for messages (Ctrl+Break's number is another signal's on Linux)."""
+    brk = getattr(signal, "SIGBREAK", None)
+    if brk is not None and signum == brk:
+        return "SIGBREAK"
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
 # ------------------------------------------------------------------------------------------------ processes
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` on this machine is still running (a zombie counts as gone)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .portable import stop_signals
+from .portable import signal_name, stop_signals
 
 
 class Abort(KeyboardInterrupt):
@@ -115,13 +115,13 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
+        name = signal_name(signum)
         if self.requested:
             raise Abort(name)
         self.requested = True
         if self.announce:
             print(f"\n{name}: stopping after the current step and saving latest.pt "
-                  f"(press Ctrl+C again to abort at once)", file=sys.stderr, flush=True)
+                  f"(press Ctrl+C / Ctrl+Break again to abort at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "StopSignals":
         for sig in stop_signals():

@@ -132,10 +132,10 @@ def _signals(stop: threading.Event) -> Iterator[None]:
     def handler(signum, frame) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        log.info("signal %s: stopping gracefully (again to force)", signal.Signals(signum).name)
+        log.info("signal %s: stopping gracefully (again to force)", signal_name(signum))
         stop.set()
 
-    from ..portable import stop_signals
+    from ..portable import signal_name, stop_signals
 
     old = {s: signal.signal(s, handler) for s in stop_signals()}
     try:
