@@ -151,6 +151,7 @@ def _compare(name: str, a: Path, b: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="simulates Windows on Linux (real Windows runs CI)")
 def test_simulated_windows_gives_the_linux_outputs_byte_for_byte(tmp_path: Path) -> None:
     linux, windows = make_workspace(tmp_path / "linux"), make_workspace(tmp_path / "windows")
     runs = {"linux": start(linux, simulated=False), "windows": start(windows, simulated=True)}

@@ -75,14 +75,15 @@ def test_ctrl_break_stops_training_like_ctrl_c(monkeypatch) -> None:
     """On Windows Ctrl+Break is SIGBREAK; Linux has none, so an unused signal stands in for it."""
     from chatbot.train_dist import Abort, StopSignals
 
-    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR2, raising=False)
-    assert stop_signals() == (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+    sig = _ctrl_break(monkeypatch)
+    assert stop_signals() == (signal.SIGINT, signal.SIGTERM, sig)
+    before = signal.getsignal(sig)
     with StopSignals(announce=False) as s:
-        signal.raise_signal(signal.SIGUSR2)
+        signal.raise_signal(sig)
         assert s.requested
         with pytest.raises(Abort):
-            signal.raise_signal(signal.SIGUSR2)
-    assert signal.getsignal(signal.SIGUSR2) == signal.SIG_DFL
+            signal.raise_signal(sig)
+    assert signal.getsignal(sig) == before
 
 
 def test_file_lock_is_exclusive_between_processes(tmp_path: Path) -> None:
@@ -119,3 +120,34 @@ def test_safe_names_compare_like_windows_and_macos() -> None:
     assert name_key("가\u11a8") == name_key("각")  # NFD (macOS) and NFC spell the same name
     assert safe_name("a" * 300, 100) == "a" * 100
     assert safe_name("LPT1.log", 50) == "LPT1_.log" and safe_name("con ", 50) == "con_"
+
+
+def _ctrl_break(monkeypatch) -> int:
+    """Windows' SIGBREAK, or on Linux an unused signal standing in for it (stop_signals picks it up)."""
+    if not hasattr(signal, "SIGBREAK"):
+        monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR2, raising=False)
+    return signal.SIGBREAK
+
+
+def test_ctrl_break_stops_the_bridge_gracefully(tmp_path: Path, monkeypatch) -> None:
+    """serve_http in the main thread, as the CLI runs it: Ctrl+Break finishes the admitted reply, writes the room
+    memory and returns (the main thread waits with a timeout, so the handler runs on Windows too)."""
+    import threading
+
+    from chatbot.bridge import make_bridge, serve_http
+    from helpers_bridge import LOOPBACK, FakeResponder, bridge_cfg, request
+
+    sig = _ctrl_break(monkeypatch)
+    bridge = make_bridge(bridge_cfg(transport="relay"), tmp_path / "bridge", send=True)
+    answers = []
+
+    def client(port: int) -> None:
+        answers.append(request(port, "POST", "/relay", {"room": "방", "sender": "손님", "msg": "안녕"}))
+        signal.raise_signal(sig)
+
+    serve_http(bridge, lambda: FakeResponder(delay=0.2), host=LOOPBACK, port=0,
+               on_listening=lambda port: threading.Thread(target=client, args=(port,), daemon=True).start())
+    assert [a.status for a in answers] == [200]
+    with bridge.store.room(bridge.store.room_hash("방")) as state:
+        assert [t["role"] for t in state.turns] == ["user", "bot"]
+    assert signal.getsignal(sig) in (signal.SIG_DFL, signal.default_int_handler)
