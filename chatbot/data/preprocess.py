@@ -701,8 +701,16 @@ _WORKER: FastEncoder | None = None
 
 
 def _worker_init(tok_json: str) -> None:
+    """Runs in each worker (module-level and with a str argument, so a spawned worker can receive it)."""
     global _WORKER
+    import signal
+
     from tokenizers import Tokenizer
+
+    # Ctrl+C / Ctrl+Break reach every process of the console: the parent alone handles them (and ends the pool)
+    for name in ("SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     _WORKER = FastEncoder(Tokenizer.from_str(tok_json))
 
