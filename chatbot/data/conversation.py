@@ -20,7 +20,9 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
 
 from ..config import PreprocessConfig
 from ..records import MEDIA_KINDS, SYSTEM_KINDS, Kind, Record
@@ -287,40 +289,37 @@ def split_sessions(sessions: list[Session], val_fraction: float,
     boundary nearest ``1 - val_fraction`` of its turns (the later part becomes its own session), so a small room
     still gets a validation split.
     """
-    train, val = split_refs(sessions, val_fraction, useful)
+    ordered = sorted(sessions, key=lambda s: (s.start, s.room))
+    flags = [True] * len(ordered) if useful is None else [bool(useful(s)) for s in ordered]
+    k, t = split_point(flags, val_fraction, lambda i: len(ordered[i].turns))
+    if t is None:
+        return ordered[:k], ordered[k:]
+    room, turns = ordered[k].room, ordered[k].turns
+    return ordered[:k] + [Session(room, turns[:t])], [Session(room, turns[t:])] + ordered[k + 1 :]
 
-    def pick(refs: list[tuple[int, int, int | None]]) -> list[Session]:
-        return [sessions[i] if (lo, hi) == (0, None) else Session(sessions[i].room, sessions[i].turns[lo:hi])
-                for i, lo, hi in refs]
 
-    return pick(train), pick(val)
+def split_point(flags: Sequence[bool], val_fraction: float, n_turns: Callable[[int], int]) -> tuple[int, int | None]:
+    """Where :func:`split_sessions` cuts sessions sorted by time: ``(k, None)`` — train is the first ``k``
+    sessions, validation the rest; ``(k, t)`` — session ``k`` (the only useful one) is cut before its turn ``t``:
+    train = the first ``k`` sessions + its turns ``[:t]``, validation = its turns ``[t:]`` + the sessions after it.
 
-
-def split_refs(sessions: Sequence, val_fraction: float,
-               useful=None) -> tuple[list[tuple[int, int, int | None]], list[tuple[int, int, int | None]]]:
-    """:func:`split_sessions` by reference: (train, val) as ``(session index, first turn, end turn or None)``.
-
-    Needs only ``start``, ``room`` and ``len(turns)`` of each session, so preprocess can split sessions whose
-    turns are not in memory."""
-    ordered = sorted(range(len(sessions)), key=lambda i: (sessions[i].start, sessions[i].room))
-    whole = [(i, 0, None) for i in ordered]
-    if val_fraction <= 0 or not ordered:
-        return whole, []
-    flags = [True] * len(ordered) if useful is None else [bool(useful(sessions[i])) for i in ordered]
-    positions = [i for i, f in enumerate(flags) if f]
+    ``flags[i]``: the i-th session in time order is useful; ``n_turns(i)``: its number of turns. Works on plain
+    arrays, so preprocess can split sessions whose turns are not in memory."""
+    n = len(flags)
+    if val_fraction <= 0 or n == 0:
+        return n, None
+    positions = np.flatnonzero(np.asarray(flags, dtype=bool))
     u = len(positions)
     if u >= 2:
         k = min(u - 1, max(1, round(val_fraction * u)))
-        cut = positions[u - k]
-        return whole[:cut], whole[cut:]
+        return int(positions[u - k]), None
     if u == 0:
-        return whole, []
-    at = positions[0]
-    n = len(sessions[ordered[at]].turns)
-    if n < 2:
-        return whole, []
-    cut = min(n - 1, max(1, round(n * (1 - val_fraction))))
-    return whole[:at] + [(ordered[at], 0, cut)], [(ordered[at], cut, None)] + whole[at + 1 :]
+        return n, None
+    at = int(positions[0])
+    turns = n_turns(at)
+    if turns < 2:
+        return n, None
+    return at, min(turns - 1, max(1, round(turns * (1 - val_fraction))))
 
 
 def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
@@ -349,6 +348,6 @@ def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
 __all__ = [
     "DROP_REASONS", "Message", "Turn", "Session", "SYSTEM_SPEAKER", "OVERFLOW_SPEAKER", "pseudonym", "clean_text",
     "text_length", "has_signal", "rank_speakers", "SpeakerCounts", "filter_records", "build_sessions", "is_target",
-    "split_sessions", "split_refs",
+    "split_sessions", "split_point",
     "resolve_target",
 ]

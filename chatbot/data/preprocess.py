@@ -98,7 +98,9 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
+from array import array
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from itertools import chain, repeat
 from pathlib import Path
 from typing import IO, Iterable, Iterator, Sequence
@@ -338,24 +340,22 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
     def useful(session: conv.Session) -> bool:
         return any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(session.turns))
 
-    metas: list[_SessionMeta] = []
     for i in ([n_rooms - 1, *range(n_rooms - 1)] if n_rooms else []):  # the room still in memory first
         records = sorted(load(i, True), key=lambda r: r.timestamp)
         msgs = conv.filter_records(records, pcfg, speakers, masker, dropped)
         del records
         kept_by_speaker.update(m.speaker for m in msgs)
         for session in conv.build_sessions(msgs, pcfg, room=i):
-            metas.append(spill.add(session, useful(session)))
+            spill.add(session, useful(session))
         del msgs
     spill.finish()
     kept = sum(kept_by_speaker.values())
     assert kept + sum(dropped.values()) == messages_in
-    if not metas:
+    if not spill.sessions:
         raise ChatbotError("no messages are left after filtering; check processed.preprocess filters in paths.yaml")
     clock("sessions")
-    train_refs, val_refs = conv.split_refs(metas, pcfg.val_fraction, useful=lambda m: m.useful)
-    train, val = _SpilledSplit(spill, metas, train_refs), _SpilledSplit(spill, metas, val_refs)
-    n_turns = sum(len(m.turns) for m in metas)
+    train, val = spill.split(pcfg.val_fraction)
+    n_turns = spill.total_turns
 
     tok = train_tokenizer(_tokenizer_corpus(train), pcfg.vocab_size)
     clock("tokenizer")
@@ -439,30 +439,25 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
 
 
 # ------------------------------------------------------------------------------------------------ session spill
-@dataclass(slots=True)
-class _SessionMeta:
-    """What the split needs of a session whose turns are in the spill (``turns``: a range, for ``len``)."""
-
-    start: object  # datetime of the first turn
-    room: int
-    useful: bool  # has an eligible target turn
-    offset: int
-    size: int
-    turns: range
+_EPOCH = datetime(1, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 class _Spill:
     """Sessions written to a private temp file in the output folder while the rooms are read, and read back one
-    session at a time, so no more than one room's sessions are ever in memory. ``marshal`` of plain ints and
-    strings (fast, and loading it runs nothing); the file lives only during the build (recover() removes one a
-    killed build left behind)."""
+    session at a time, so no more than one room's sessions are ever in memory. Per session only a row of typed
+    arrays stays in memory (start, room, useful, offset, size, turns: 37 bytes). The turns are ``marshal``-ed
+    plain ints and strings (fast, and loading it runs nothing); the file lives only during the build (recover()
+    removes one a killed build left behind)."""
 
     NAME = "sessions.spill"
 
     def __init__(self, out_dir: Path) -> None:
         self.out = _TempOut(out_dir, self.NAME)
-        self.pos = 0
         self.reader: IO[bytes] | None = None
+        self.start, self.room, self.useful = array("q"), array("i"), array("b")
+        self.offset, self.size, self.turns_of = array("q"), array("q"), array("q")
+        self.pos = 0
 
     def __enter__(self) -> "_Spill":
         return self
@@ -473,39 +468,67 @@ class _Spill:
                 fh.close()
         self.out.path.unlink(missing_ok=True)
 
-    def add(self, session: conv.Session, useful: bool) -> _SessionMeta:
+    @property
+    def sessions(self) -> int:
+        return len(self.offset)
+
+    @property
+    def total_turns(self) -> int:
+        return int(sum(self.turns_of))
+
+    def add(self, session: conv.Session, useful: bool) -> None:
         blob = marshal.dumps([(t.speaker, t.length, t.text) for t in session.turns])
         self.out.fh.write(blob)
-        meta = _SessionMeta(session.start, session.room, useful, self.pos, len(blob), range(len(session.turns)))
+        self.start.append((session.start - _EPOCH) // _MICROSECOND)
+        self.room.append(session.room)
+        self.useful.append(useful)
+        self.offset.append(self.pos)
+        self.size.append(len(blob))
+        self.turns_of.append(len(session.turns))
         self.pos += len(blob)
-        return meta
 
     def finish(self) -> None:
         self.out.fh.flush()
         self.reader = open(self.out.path, "rb")
 
-    def turns(self, meta: _SessionMeta) -> list[conv.Turn]:
+    def split(self, val_fraction: float) -> tuple["_SpilledSplit", "_SpilledSplit"]:
+        """(train, val) exactly as conversation.split_sessions would cut these sessions (sorted by start, then
+        room; a stable sort, so ties keep the order the sessions were added in within a room)."""
+        order = np.lexsort((np.frombuffer(self.room, dtype=np.int32), np.frombuffer(self.start, dtype=np.int64)))
+        flags = np.frombuffer(self.useful, dtype=np.int8)[order].astype(bool)
+        k, t = conv.split_point(flags, val_fraction, lambda i: self.turns_of[int(order[i])])
+        if t is None:
+            return _SpilledSplit(self, order[:k]), _SpilledSplit(self, order[k:])
+        at = int(order[k])
+        return _SpilledSplit(self, order[:k], tail=(at, 0, t)), _SpilledSplit(self, order[k + 1:], head=(at, t, None))
+
+    def session(self, i: int, lo: int = 0, hi: int | None = None) -> conv.Session:
+        """Session ``i`` (its turns ``lo:hi``). Turn times are not spilled (nothing after the split needs them)."""
         assert self.reader is not None
-        self.reader.seek(meta.offset)
-        return [conv.Turn(spk, text, n, meta.start, meta.start)
-                for spk, n, text in marshal.loads(self.reader.read(meta.size))]
+        self.reader.seek(self.offset[i])
+        rows = marshal.loads(self.reader.read(self.size[i]))
+        if (lo, hi) != (0, None):
+            rows = rows[lo:hi]
+        return conv.Session(self.room[i], [conv.Turn(spk, text, n, None, None) for spk, n, text in rows])
 
 
 class _SpilledSplit:
-    """One split's sessions (``(index, first turn, end turn)`` references from conversation.split_refs), read from
-    the spill on every iteration; ``len`` needs no reading."""
+    """One split's sessions in order — ``head`` (a session's later turns), the sessions ``order``, ``tail`` (a
+    session's first turns) — read from the spill on every iteration; ``len`` needs no reading."""
 
-    def __init__(self, spill: _Spill, metas: list[_SessionMeta], refs: list[tuple[int, int, int | None]]):
-        self.spill, self.metas, self.refs = spill, metas, refs
+    def __init__(self, spill: _Spill, order: np.ndarray, head: tuple | None = None, tail: tuple | None = None):
+        self.spill, self.order, self.head, self.tail = spill, order, head, tail
 
     def __len__(self) -> int:
-        return len(self.refs)
+        return len(self.order) + (self.head is not None) + (self.tail is not None)
 
     def __iter__(self) -> Iterator[conv.Session]:
-        for i, lo, hi in self.refs:
-            meta = self.metas[i]
-            turns = self.spill.turns(meta)
-            yield conv.Session(meta.room, turns if (lo, hi) == (0, None) else turns[lo:hi])
+        if self.head is not None:
+            yield self.spill.session(*self.head)
+        for i in self.order:
+            yield self.spill.session(int(i))
+        if self.tail is not None:
+            yield self.spill.session(*self.tail)
 
 
 class _Phases:
