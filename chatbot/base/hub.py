@@ -19,11 +19,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def resolve_base(base: str, revision: str = "", *, root: Path | None = None) -> Path:
+def resolve_base(base: str, revision: str = "", *, root: Path | None = None, weights: bool = True) -> Path:
     """The local folder holding ``base``: a folder (absolute, or relative to ``root``), or a hub snapshot.
 
     A hub id is downloaded (progress bar on the terminal) unless already cached; offline, an unknown id or a
     missing revision is one line. Raises ChatbotError when the folder lacks config.json or weights.
+    ``weights=False`` (preprocess: only the tokenizer is needed) fetches and requires everything but the weights.
     """
     base = base.strip()
     if not base:
@@ -35,26 +36,27 @@ def resolve_base(base: str, revision: str = "", *, root: Path | None = None) -> 
         if not path.is_dir():
             raise ChatbotError(f"model.base folder {path} does not exist (give a folder with config.json, "
                                f"*.safetensors and tokenizer files, or a Hugging Face id like Qwen/Qwen2.5-0.5B-Instruct)")
-        return check_base_dir(path)
-    return check_base_dir(_download(base, revision))
+        return check_base_dir(path, weights=weights)
+    return check_base_dir(_download(base, revision, weights=weights), weights=weights)
 
 
-def check_base_dir(path: Path) -> Path:
+def check_base_dir(path: Path, *, weights: bool = True) -> Path:
     if not (path / "config.json").is_file():
         raise ChatbotError(f"model.base folder {path} has no config.json; it must hold a Hugging Face model "
                            f"(config.json, *.safetensors, tokenizer files)")
-    if not weight_files(path):
+    if weights and not weight_files(path):
         raise ChatbotError(f"model.base folder {path} has no *.safetensors weights (only safetensors are loaded)")
     return path
 
 
-def _download(repo_id: str, revision: str) -> Path:
+def _download(repo_id: str, revision: str, *, weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
 
     what = repo_id + (f"@{revision}" if revision else "")
     try:
-        got = snapshot_download(repo_id, revision=revision or None, allow_patterns=ALLOW_PATTERNS)
+        got = snapshot_download(repo_id, revision=revision or None, allow_patterns=ALLOW_PATTERNS if weights else
+                                [p for p in ALLOW_PATTERNS if p != "*.safetensors"])
     except hf_errors.GatedRepoError:
         raise ChatbotError(f"{what} is gated on the Hugging Face hub: accept its license on the website and log in "
                            f"with `hf auth login`, or choose another base") from None
