@@ -49,6 +49,29 @@ def check_base_dir(path: Path, *, weights: bool = True) -> Path:
     return path
 
 
+def find_local(base: str, revision: str = "", *, root: Path | None = None) -> tuple[Path | None, str]:
+    """(folder, note) without any network: the folder or the cached hub snapshot when its files are all present,
+    else (None, what is missing). For ``status``."""
+    path = Path(base).expanduser()
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    if path.exists() or not _HUB_ID.match(base):
+        try:
+            return check_base_dir(path), "local folder"
+        except ChatbotError as exc:
+            return None, str(exc)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None, "huggingface_hub is not installed"
+    try:
+        got = Path(snapshot_download(base, revision=revision or None, allow_patterns=ALLOW_PATTERNS,
+                                     local_files_only=True))
+        return check_base_dir(got), "in the Hugging Face cache"
+    except Exception:  # not cached (or only partly): any error here means "not usable offline"
+        return None, "not downloaded yet (train or preprocess downloads it)"
+
+
 def _download(repo_id: str, revision: str, *, weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
