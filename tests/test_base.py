@@ -134,7 +134,10 @@ def test_hub_cache_snapshot_is_used_and_its_blob_names_give_the_hash(bases, tmp_
         data = f.read_bytes()
         digest = hashlib.sha256(data).hexdigest()
         (repo / "blobs" / digest).write_bytes(data)
-        os.symlink(os.path.relpath(repo / "blobs" / digest, snap), snap / f.name)
+        try:
+            os.symlink(os.path.relpath(repo / "blobs" / digest, snap), snap / f.name)
+        except OSError:  # Windows without developer mode: huggingface_hub copies instead, nothing to test here
+            pytest.skip("symbolic links are not allowed here")
     monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(c, "HF_HUB_CACHE", str(cache))
     got = resolve_base("someone/tiny")

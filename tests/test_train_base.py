@@ -78,6 +78,7 @@ def test_resume_after_stop_is_bit_identical(straight, tmp_path, capsys):
     assert_same(load_ckpt(straight.run_dir / "latest.pt"), load_ckpt(cfg.run_dir / "latest.pt"))
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the trainer and kills it (POSIX only)")
 def test_resume_after_kill_9_is_bit_identical(straight, tmp_path, capsys):
     cfg = make_base_project(tmp_path, {"optimization": {"max_steps": 100000}, "logging": {"save_interval": 1}})
     latest = cfg.run_dir / "latest.pt"
