@@ -251,7 +251,8 @@ def test_a_host_name_resolving_to_a_private_address_is_refused_after_dns(tmp_pat
 class DribblingServer:
     """Accepts one connection, reads the request, then answers one byte every ``every`` seconds, forever."""
 
-    def __init__(self, every: float = 0.1):
+    def __init__(self, every: float = 0.1, payload: bytes = b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"z" * 10000):
+        self.payload = payload
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(4)
@@ -273,7 +274,7 @@ class DribblingServer:
             conn.settimeout(1)
             try:
                 conn.recv(65536)
-                for byte in b"HTTP/1.1 200 OK\r\n" + b"X-Slow: " + b"z" * 10000:
+                for byte in self.payload:
                     if self.stop.wait(self.every):
                         return
                     conn.sendall(bytes([byte]))
@@ -303,6 +304,21 @@ def test_a_dribbling_callback_server_cannot_hold_a_worker_past_the_deadline(tmp_
         assert wait_until(lambda: rb.bridge.pool.pending == 0, timeout=1)  # the worker is free again
     line = next(m for m in caplog.messages if "outcome=callback_failed" in m)
     assert "via=callback:timeout" in line
+
+
+@pytest.mark.parametrize("scheme, payload", [
+    ("http", b"HTTP/1.1 200 OK\r\nX-Slow: " + b"z" * 1000),
+    ("https", b"\x16\x03\x03\x40\x00" + b"z" * 1000),  # a TLS record header, then its body byte by byte
+], ids=["http", "https"])
+def test_post_json_has_a_total_deadline(scheme, payload) -> None:
+    with DribblingServer(every=0.05, payload=payload) as slow:
+        url = slow.url.replace("http:", f"{scheme}:")
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError):
+            cbmod.post_json(url, {"x": 1}, timeout=0.6, allow_private=True)
+        assert time.monotonic() - t0 < 1.5
+        with pytest.raises(cbmod.CallbackRefused):  # the same address without the explicit permission
+            cbmod.post_json(url, {"x": 1}, timeout=0.6)
 
 
 def test_callback_timeout_is_a_validated_key(project) -> None:

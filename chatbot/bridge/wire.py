@@ -77,8 +77,12 @@ def parse_skill(data: Any) -> Incoming:
     uid = _str(user.get("id"), "userRequest.user.id", empty_ok=False)
     callback = _str(ur.get("callbackUrl"), "userRequest.callbackUrl", required=False) or None
     if callback is not None:
-        parts = urllib.parse.urlsplit(callback)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urllib.parse.urlsplit(callback)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # "http://[x" (bad IPv6 literal), a port that is not a number or out of range
+            ok = False
+        if not ok:
             raise BadRequest("userRequest.callbackUrl must be an http(s) URL")
     for name in ("bot", "action", "intent"):
         _obj(data.get(name), name, required=False)
