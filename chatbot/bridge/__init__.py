@@ -11,8 +11,9 @@ the answer; filters, per-room memory, the bounded worker pool and logging are sh
 
 ``--dry`` (default) runs everything — receive, context, generation — and only logs what would be sent;
 ``--send`` really replies, and on an HTTP transport only with ``bridge.shared_secret`` set (otherwise any local
-user, or anyone who can reach the port, could talk to the bot; ``bridge-secret`` writes one into ``.env``). Per-room memory lives in ``paths.bridge_memory`` (memory.py). Settings: gen.yaml
-``bridge:`` (chatbot.config.BridgeConfig). Nothing here imports torch: the model is loaded by
+user, or anyone who can reach the port, could talk to the bot; ``bridge-secret`` writes one into ``.env``).
+Per-room memory lives in ``paths.bridge_memory`` (memory.py). Settings: gen.yaml ``bridge:``
+(chatbot.config.BridgeConfig). Nothing here imports torch: the model is loaded by
 ``chatbot.generate.load_responder`` after the password gate, and tests inject any object with ``.reply``.
 """
 

@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 import urllib.parse
@@ -178,8 +179,6 @@ class BridgeServer(ThreadingHTTPServer):
                 pass
 
     def handle_error(self, request, client_address) -> None:
-        import sys
-
         if isinstance(sys.exc_info()[1], RESETS):  # the client hung up hard: expected, not a server fault
             self.bridge.log_connection("client_reset")
             return
