@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -40,6 +41,23 @@ def _printable_ascii(value: str) -> str | None:
         return None
     return ("use printable ASCII characters only, without spaces (the value is not shown); "
             "`python -m chatbot.ops bridge-secret --replace` writes a random one into .env")
+
+
+def _host_patterns(patterns: list[str]) -> str | None:
+    """callback_hosts entries: a host name or IP address, "*.domain" or "*" (anything else — a URL, a port, a "*"
+    elsewhere — would silently match nothing)."""
+    for i, pattern in enumerate(patterns):
+        if pattern == "*":
+            continue
+        host = pattern[2:] if pattern.startswith("*.") else pattern
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if not re.fullmatch(r"[^\s/:*@?#\[\]]+", host) or host.startswith("."):
+            return f"entry {i + 1} is not a host name, '*.domain' or '*'"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- paths.yaml
@@ -332,7 +350,7 @@ class BridgeConfig:
     memory_max_turns: int = field(default=500, metadata=_range(1))
     memory_archive: bool = True
     dedupe_window_s: float = field(default=5.0, metadata=_range(0))
-    callback_hosts: list[str] = field(default_factory=lambda: ["*.kakao.com"])
+    callback_hosts: list[str] = field(default_factory=lambda: ["*.kakao.com"], metadata={"check": _host_patterns})
     callback_allow_private: bool = False
     callback_timeout_s: float = field(default=10.0, metadata=_range(0, 60, lo_open=True))
     jsonl_path: str = ""

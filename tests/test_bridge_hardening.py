@@ -197,6 +197,7 @@ def test_default_callback_hosts_are_kakao_only() -> None:
         assert not cbmod.host_allowed(host, bc.callback_hosts), host
     assert cbmod.host_allowed("anything.example", ["*"])
     assert cbmod.host_allowed("x.y.example", ["*.example"]) and not cbmod.host_allowed("example", ["*.example"])
+    assert cbmod.host_allowed("::1", ["[::1]"]) and cbmod.host_allowed("::1", ["::1"])
 
 
 @pytest.mark.parametrize("addr", ["127.0.0.1", "10.0.0.1", "172.16.5.4", "192.168.0.10", "169.254.169.254",
@@ -322,12 +323,15 @@ def test_post_json_has_a_total_deadline(scheme, payload) -> None:
             cbmod.post_json(url, {"x": 1}, timeout=0.6)
 
 
-def test_callback_timeout_is_a_validated_key(project) -> None:
+@pytest.mark.parametrize("key, value", [("callback_timeout_s", 120), ("callback_timeout_s", 0),
+                                        ("callback_hosts", ["https://bot-api.kakao.com/"]),
+                                        ("callback_hosts", ["*kakao.com"]), ("callback_hosts", ["bot-api.kakao.com:443"])])
+def test_callback_keys_are_validated(project, key, value) -> None:
     gen = project / "configs" / "gen.yaml"
     data = yaml.safe_load(gen.read_text(encoding="utf-8"))
-    data["bridge"]["callback_timeout_s"] = 120
+    data["bridge"][key] = value
     gen.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    with pytest.raises(ConfigError, match="bridge.callback_timeout_s"):
+    with pytest.raises(ConfigError, match=f"bridge.{key}"):
         load_config(project / "configs")
 
 

@@ -45,7 +45,7 @@ def host_allowed(host: str, patterns: list[str]) -> bool:
     if not host:
         return False
     for pattern in patterns:
-        p = pattern.strip().lower().rstrip(".")
+        p = pattern.strip().lower().rstrip(".").strip("[]")  # "[::1]" as in a URL
         if p == "*" or p == host or (p.startswith("*.") and host.endswith(p[1:]) and len(host) > len(p) - 1):
             return True
     return False

@@ -29,6 +29,7 @@ without one it answers the empty template when time runs out.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import io
 import json
@@ -337,12 +338,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def _secret_ok(self, in_path: bytes | None) -> bool:
         """Constant-time comparison of bytes: the path segment, else the header exactly as it came over the wire
-        (http.server decodes header values as Latin-1, so encoding back gives the original bytes)."""
+        (http.server decodes header values as Latin-1, so encoding back gives the original bytes). Both sides are
+        hashed first so that not even the secret's length shows in the timing."""
         secret = self.server.bridge.bc.shared_secret
         if not secret:
             return True
         given = in_path if in_path is not None else self.headers.get("X-Bridge-Secret", "").encode("latin-1")
-        return hmac.compare_digest(given, secret.encode("utf-8"))
+        return hmac.compare_digest(hashlib.sha256(given).digest(), hashlib.sha256(secret.encode("utf-8")).digest())
 
     # ------------------------------------------------------------------ routes
     def do_GET(self) -> None:
