@@ -77,7 +77,7 @@ def test_a_client_dribbling_headers_gets_408_at_the_total_deadline(tmp_path, cap
         # one byte every 0.25 s: each read is far within any per-read timeout, the whole request never arrives
         got, took = _dribble(rb.port, SLOW_HEADERS, every=0.25, limit=5.0)
         assert got.startswith(b"HTTP/1.1 408 "), got[:60]
-        assert 0.9 <= took < 2.5
+        assert 0.9 <= took < 3.5  # generous for a loaded CI machine; without the deadline it runs to the limit
         assert json.loads(got.split(b"\r\n\r\n", 1)[1])["error"].startswith("request not received in time")
         assert rb.post("/relay", RELAY_MSG).status == 200  # the server is fine
     assert "status=408" in caplog.text and "Traceback" not in caplog.text
@@ -103,7 +103,7 @@ def test_a_client_dribbling_the_body_gets_408_at_the_total_deadline(tmp_path) ->
                 except OSError:
                     break
             took = time.monotonic() - t0
-        assert got.startswith(b"HTTP/1.1 408 ") and took < 2.5
+        assert got.startswith(b"HTTP/1.1 408 ") and took < 3.5  # the dribble alone would take ~12 s
         assert rb.responder.calls == []
 
 
@@ -301,8 +301,8 @@ def test_a_dribbling_callback_server_cannot_hold_a_worker_past_the_deadline(tmp_
         rb.bridge.ewma_gen_s = 5.0  # answer useCallback at once
         t0 = time.monotonic()
         assert rb.post("/skill", skill_payload("느린 콜백", callback_url=slow.url)).json["useCallback"] is True
-        assert wait_until(lambda: "outcome=callback_failed" in caplog.text, timeout=4)
-        assert time.monotonic() - t0 < 2.5
+        assert wait_until(lambda: "outcome=callback_failed" in caplog.text, timeout=6)
+        assert time.monotonic() - t0 < 4.0  # the dribbling answer alone would take over 1000 s
         assert wait_until(lambda: rb.bridge.pool.pending == 0, timeout=1)  # the worker is free again
     line = next(m for m in caplog.messages if "outcome=callback_failed" in m)
     assert "via=callback:timeout" in line
@@ -318,7 +318,7 @@ def test_post_json_has_a_total_deadline(scheme, payload) -> None:
         t0 = time.monotonic()
         with pytest.raises(TimeoutError):
             cbmod.post_json(url, {"x": 1}, timeout=0.6, allow_private=True)
-        assert time.monotonic() - t0 < 1.5
+        assert time.monotonic() - t0 < 3.0  # the dribbling answer alone would take ~50 s
         with pytest.raises(cbmod.CallbackRefused):  # the same address without the explicit permission
             cbmod.post_json(url, {"x": 1}, timeout=0.6)
 
