@@ -141,3 +141,16 @@ def test_checkpoint_prompt_ids_equal_the_layout_and_reply_streams(project, monke
     # the checkpoint's model = base + adapter
     ids = _ids(8, len(run["tokenizer"]))
     torch.testing.assert_close(logits_of(responder.model, ids), logits_of(run["model"], ids), rtol=1e-5, atol=1e-5)
+
+
+def test_base_prompt_budget_drops_oldest_turns_then_cuts_text():
+    from chatbot.generate_base import build_base_prompt
+
+    turns = [([1, 2], [10, 11, 12, 99]), ([3, 4], [20, 21, 99]), ([1, 2], [30, 31, 32, 33, 99])]
+    start, bot = [7], [3, 4]
+    full = build_base_prompt(turns, start, bot, 100)
+    assert full == [7, 1, 2, 10, 11, 12, 99, 3, 4, 20, 21, 99, 1, 2, 30, 31, 32, 33, 99, 3, 4]
+    # too long: the oldest turn and the session start go first, whole turns only
+    assert build_base_prompt(turns, start, bot, 15) == [3, 4, 20, 21, 99, 1, 2, 30, 31, 32, 33, 99, 3, 4]
+    # the newest turn alone too long: its prefix and eos stay, its text is cut from the left
+    assert build_base_prompt(turns, start, bot, 7) == [1, 2, 32, 33, 99, 3, 4]
