@@ -154,3 +154,19 @@ def test_base_prompt_budget_drops_oldest_turns_then_cuts_text():
     assert build_base_prompt(turns, start, bot, 15) == [3, 4, 20, 21, 99, 1, 2, 30, 31, 32, 33, 99, 3, 4]
     # the newest turn alone too long: its prefix and eos stay, its text is cut from the left
     assert build_base_prompt(turns, start, bot, 7) == [1, 2, 32, 33, 99, 3, 4]
+
+
+def test_full_fine_tune_publishes_plain_and_loads(project, monkeypatch):
+    run = make_base_run(project, "qwen2", kind="full", tie=True)
+    assert cli(monkeypatch, project, "publish") == 0
+    from chatbot.loading import load_bundle
+
+    bundle = load_bundle(run["cfg"])
+    assert bundle.kind == "artifact" and bundle.weights == "merged"
+    assert bundle.model.lm_head.weight is bundle.model.model.embed_tokens.weight  # tied again after loading
+    ids = _ids(9, len(run["tokenizer"]))
+    torch.testing.assert_close(logits_of(bundle.model, ids), logits_of(run["model"], ids), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ChatbotError, match="needs a LoRA run"):
+        from chatbot.publish import publish
+
+        publish(run["cfg"], encrypt=False, fmt="pt", dry=False, adapter_only=True)
