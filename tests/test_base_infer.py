@@ -170,3 +170,22 @@ def test_full_fine_tune_publishes_plain_and_loads(project, monkeypatch):
         from chatbot.publish import publish
 
         publish(run["cfg"], encrypt=False, fmt="pt", dry=False, adapter_only=True)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama"])
+def test_token_byte_table_rebuilds_utf8_exactly(family):
+    from chatbot.generate import TextStream
+    from chatbot.generate_base import hf_token_bytes, special_ids
+    from helpers_base import make_tokenizer
+
+    tok = make_tokenizer(family)
+    text = "안녕 뭐해? 오늘 저녁 ㅋㅋㅋ hello 123"
+    ids = tok.encode(text, add_special_tokens=False)
+    table = hf_token_bytes(tok, special_ids(tok), len(tok) + 5)
+    assert len(table) == len(tok) + 5 and table[tok.eos_token_id] == b"" and table[-1] == b""
+    assert b"".join(table[i] for i in ids) == text.encode("utf-8")
+    chunks: list[str] = []
+    stream = TextStream(table, 300, chunks.append)
+    for i in ids:
+        stream.push(i)
+    assert stream.finish() == text and "".join(chunks) == text and all("\ufffd" not in c for c in chunks)
