@@ -9,6 +9,9 @@ KV cache, then each step feeds only the newest token (:class:`FastDecoder`, a le
 ``Transformer.forward`` for that step). Generation stops at ``<|eot|>`` or — with ``stop_on_next_turn`` — as soon
 as the model starts somebody else's turn (a speaker token or ``<|bos|>``).
 
+A model fine-tuned from a pretrained base (a ``transformers`` causal LM, see loading_base.py) runs through the same
+:func:`generate` loop with its own ``DynamicCache``; its prompt follows chatbot/base/layout.py (generate_base.py).
+
 :func:`generate` also accepts any other module with ``forward(idx, input_pos=None, *, select=None)``,
 ``setup_cache(batch, max_seq)`` and ``args.block_size`` (it then uses the module's own cache), so tests can swap
 in hand-shaped models.
