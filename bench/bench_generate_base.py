@@ -15,7 +15,7 @@ TTFT = prompt in → first token out; decode tok/s = (new - 1) / time after the 
 memory — a larger random Qwen2-shaped base (``--hidden``/``--layers``) saved as safetensors + a LoRA checkpoint
 (peft) in a temp project; then, each in a fresh child process: ``publish --encrypt`` (merge + stream-encrypt) and
 ``load_bundle`` (decrypt in memory + build the model). Each child prints its peak RSS above what it had after
-imports; the targets are publish << 1x the merged size (one tensor at a time) and load ≈ 1x (the weights are
+imports (scrypt's 128 MiB included); the targets are publish << 1x the merged size (one tensor at a time) and load ≈ 1x (the weights are
 views of the decrypted buffer). The temp project is deleted afterwards.
 """
 
@@ -144,7 +144,9 @@ def _project(root: Path, hidden: int, layers: int, vocab: int) -> int:
     peft_model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules=targets))
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
     del peft_model, model
-    th = tokenizer_hash(hf_tok)
+    from chatbot.base.load import load_tokenizer
+
+    th = tokenizer_hash(load_tokenizer(base))  # as training hashes it: the tokenizer loaded from the folder
     ckpt = {"format": "chatbot-ckpt-1", "model": state, "model_args": None, "optimizer": {}, "step": 1,
             "val_loss": 1.0, "best_val_loss": 1.0, "tokenizer_hash": th,
             "base": {"id": str(base), "revision": "", "weight_hash": base_weight_hash(base), "tokenizer_hash": th,
@@ -165,8 +167,10 @@ def child(mode: str, root: Path) -> None:
     from chatbot.loading import load_bundle
     from chatbot.publish import publish
 
+    import psutil
+
     cfg = load_config(root / "configs")
-    before = _rss_mb()
+    before = psutil.Process().memory_info().rss / 2**20  # current, not the import-time peak
     t0 = time.perf_counter()
     if mode == "publish":
         publish(cfg, encrypt=True, fmt="pt", dry=False)
@@ -186,11 +190,13 @@ def memory(a) -> None:
         env = dict(os.environ, PYTHONPATH=str(REPO))
         for mode in ("publish", "load"):
             out = subprocess.run([sys.executable, __file__, "--child", mode, "--root", str(root)], env=env,
-                                 capture_output=True, text=True, check=True)
+                                 capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
             r = json.loads(out.stdout.strip().splitlines()[-1])
             extra = r["peak_mb"] - r["before_mb"]
             print(f"  {mode:<8} {r['s']:6.1f} s   peak RSS {r['peak_mb']:7.0f} MiB = {r['before_mb']:6.0f} after imports "
-                  f"+ {extra:6.0f} MiB = {extra / (nbytes / 2**20):.2f}x the weights")
+                  f"+ {extra:6.0f} MiB = {extra / (nbytes / 2**20):.2f}x the weights (scrypt alone takes 128 MiB)")
         enc = root / "artifacts" / "model_latest.enc"
         print(f"  model_latest.enc {enc.stat().st_size / 2**20:.0f} MiB; plaintext files under the project: "
               f"{[p.name for p in (root / 'artifacts').iterdir() if p.suffix not in ('.enc', '.json')] or 'none'}")
