@@ -50,8 +50,13 @@ def _config(hidden: int, layers: int, vocab: int, context: int):
 
 
 def _rss_mb() -> float:
-    import resource
+    """Peak resident memory of this process so far, MiB."""
+    try:
+        import resource
+    except ImportError:  # Windows: the peak working set
+        import psutil
 
+        return psutil.Process().memory_info().peak_wset / 2**20
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 if sys.platform != "darwin" else peak / 2**20
 
