@@ -34,6 +34,9 @@ TORCH_ZIP_MAGIC = b"PK\x03\x04"
 _ST_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
               torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
               torch.bool: "BOOL"}
+for _name, _code in (("float8_e4m3fn", "F8_E4M3"), ("float8_e5m2", "F8_E5M2")):  # FP8 checkpoints
+    if hasattr(torch, _name):
+        _ST_DTYPES[getattr(torch, _name)] = _code
 _TORCH_DTYPES = {v: k for k, v in _ST_DTYPES.items()}
 _MAX_HEADER = 100 << 20  # the safetensors limit; a corrupted length must not allocate gigabytes
 # the tokenizer's own files travel inside the artifact (text only; a tokenizer.json is required)
@@ -159,27 +162,49 @@ def base_weight_files(base_dir: Path) -> list[Path]:
     return files
 
 
-def iter_base_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
-    """(name, tensor) of every base weight, one at a time (each read from its memory-mapped file)."""
-    from safetensors import safe_open
+def _file_header(path: Path) -> tuple[int, list[tuple[str, torch.dtype, tuple[int, ...], int, int]]]:
+    """(data start, [(name, dtype, shape, begin, end)] in file order) of one safetensors file."""
+    bad = ChatbotError(f"{path.name} in the base folder is not a valid safetensors file; download the base again")
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if not 0 < n <= _MAX_HEADER:
+                raise bad
+            header = json.loads(fh.read(n).decode("utf-8"))
+        header.pop("__metadata__", None)
+        entries = [(k, _TORCH_DTYPES[v["dtype"]], tuple(int(d) for d in v["shape"]), *map(int, v["data_offsets"]))
+                   for k, v in header.items()]
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        raise bad from None
+    return 8 + n, sorted(entries, key=lambda e: e[3])
 
+
+def iter_base_tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """(name, tensor) of every base weight, one at a time, each read into its own fresh buffer.
+
+    Plain reads rather than a memory map: a mapped multi-GB file would count fully towards the process's resident
+    memory once every page was touched; this way only the tensor being merged is in memory."""
     for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for key in fh.keys():
-                yield key, fh.get_tensor(key)
+        start, entries = _file_header(f)
+        with open(f, "rb", buffering=0) as fh:
+            for name, dtype, shape, lo, hi in entries:
+                t = torch.empty(shape, dtype=dtype)
+                view = memoryview(t.view(torch.uint8).reshape(-1).numpy()) if t.numel() else memoryview(b"")
+                if len(view) != hi - lo:
+                    raise ChatbotError(f"{f.name} in the base folder is damaged ({name[:60]}); download the base again")
+                fh.seek(start + lo)
+                got = 0
+                while got < len(view):
+                    n = fh.readinto(view[got:])
+                    if not n:
+                        raise ChatbotError(f"{f.name} in the base folder is truncated; download the base again")
+                    got += n
+                yield name, t
 
 
 def base_weight_shapes(files: list[Path]) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
-    """(name, dtype, shape) of every base weight without reading any data."""
-    from safetensors import safe_open
-
-    out = []
-    for f in files:
-        with safe_open(str(f), framework="pt") as fh:
-            for key in fh.keys():
-                sl = fh.get_slice(key)
-                out.append((key, _TORCH_DTYPES.get(sl.get_dtype(), torch.float32), tuple(sl.get_shape())))
-    return out
+    """(name, dtype, shape) of every base weight, in :func:`iter_base_tensors` order, without reading any data."""
+    return [(name, dtype, shape) for f in files for name, dtype, shape, _, _ in _file_header(f)[1]]
 
 
 # ------------------------------------------------------------------------------------------------------ LoRA
