@@ -101,6 +101,8 @@ def load_bundle(cfg) -> Bundle:
         )
     path, kind = found
     device = resolve_device(cfg.gen.device)
+    if kind != "checkpoint":
+        _check_memory(cfg, path)
     if kind == "encrypted":  # decrypted in memory only; publish's reader checks format and keys
         from .publish import read_artifact
         from .security import model_key
@@ -129,6 +131,19 @@ def load_bundle(cfg) -> Bundle:
         raise ChatbotError(f"{_rel(cfg, path)} was trained with a smaller vocabulary than its tokenizer; {_remedy(kind)}")
     val = obj.get("val_loss")
     return Bundle(model, tok, persona, path, int(obj.get("step") or 0), kind, float(val) if val is not None else None)
+
+
+def _check_memory(cfg, path: Path) -> None:
+    """An artifact is read whole into memory: refuse in one line, before reading, when it cannot fit."""
+    try:
+        import psutil
+    except ImportError:  # optional (installed with the [base] extra); without it the load is simply attempted
+        return
+    need, free = path.stat().st_size, psutil.virtual_memory().available
+    if need * 1.1 > free:
+        raise ChatbotError(f"{_rel(cfg, path)} needs about {need / 2**30:.1f} GiB of memory to load but only "
+                           f"{free / 2**30:.1f} GiB is free; close other programs, or publish with paths.yaml "
+                           "publish.dtype: bfloat16")
 
 
 def _is_container(path: Path) -> bool:

@@ -189,3 +189,18 @@ def test_token_byte_table_rebuilds_utf8_exactly(family):
     for i in ids:
         stream.push(i)
     assert stream.finish() == text and "".join(chunks) == text and all("\ufffd" not in c for c in chunks)
+
+
+def test_artifact_too_big_for_free_memory_is_one_line(project, monkeypatch):
+    psutil = pytest.importorskip("psutil")
+    run = make_base_run(project, "qwen2")
+    assert cli(monkeypatch, project, "publish") == 0
+
+    class Tiny:
+        available = 1000
+
+    monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
+    from chatbot.loading import load_bundle
+
+    with pytest.raises(ChatbotError, match="GiB of memory to load"):
+        load_bundle(run["cfg"])
