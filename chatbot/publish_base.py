@@ -75,25 +75,13 @@ def locate_base(cfg, info: dict, label: str, *, download: bool) -> Path:
 
 
 def _local_base(cfg, base_id: str, revision: str, label: str) -> Path:
-    from .base.hub import _HUB_ID, check_base_dir
+    from .base.hub import find_local
 
-    path = Path(base_id).expanduser()
-    if not path.is_absolute():
-        path = cfg.root / path
-    if path.is_dir() or not _HUB_ID.match(base_id):
-        if not path.is_dir():
-            raise ChatbotError(f"{label} needs its base model {base_id}, which is not present here (no such "
-                               "folder); copy the base there or publish a merged artifact")
-        return check_base_dir(path)
-    from huggingface_hub import snapshot_download
-
-    try:
-        got = snapshot_download(base_id, revision=revision or None, local_files_only=True)
-    except Exception:  # LocalEntryNotFoundError and friends: not in the cache
-        raise ChatbotError(f"{label} needs its base model {base_id}, which is not in the Hugging Face cache here; "
-                           "download it once (`python -m chatbot.ops train` with model.base set, or `hf download "
-                           f"{base_id}`) or publish a merged artifact") from None
-    return check_base_dir(Path(got))
+    folder, note = find_local(base_id, revision, root=cfg.root)
+    if folder is None:
+        raise ChatbotError(f"{label} needs its base model {base_id}, which is not present here ({note[:120]}); "
+                           "put that base there (a folder, or the Hugging Face cache) or publish a merged artifact")
+    return folder
 
 
 def check_tokenizer(cfg, folder: Path, info: dict, ckpt: dict, label: str):
