@@ -79,7 +79,8 @@ def create_app(state: ServeState) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok", "model": state.model_id, "auth": state.auth is not None,
-                "memory": state.conversations is not None, "pending": state.engine.pool.pending,
+                "memory": state.conversations is not None, "generating": state.engine.busy,
+                "pending": state.engine.pool.pending,
                 "capacity": state.engine.pool.capacity}
 
     @app.get("/v1/models")

@@ -118,14 +118,15 @@ class Engine:
         try:
             reply = self.responder.reply(list(job.history), seed=job.seed, on_text=on_text, sampling=job.sampling,
                                          cancel=job.stop_now)
-            tail = job.scanner.finish()
-            if tail:
-                job.emit("text", tail)
-            job.emit("done", reply)
+            event: tuple = ("done", reply)
         except Exception as exc:  # a broken reply must not take the server down; only the type is logged
-            job.emit("error", type(exc).__name__)
+            event = ("error", type(exc).__name__)
         finally:
             with self._busy_lock:
                 self.busy -= 1
-            job.gen_s = time.monotonic() - start
-            self.ewma_gen_s = job.gen_s if self.ewma_gen_s == 0.0 else 0.8 * self.ewma_gen_s + 0.2 * job.gen_s
+        job.gen_s = time.monotonic() - start  # before the last event: the handler logs it
+        self.ewma_gen_s = job.gen_s if self.ewma_gen_s == 0.0 else 0.8 * self.ewma_gen_s + 0.2 * job.gen_s
+        tail = job.scanner.finish() if event[0] == "done" else ""
+        if tail:
+            job.emit("text", tail)
+        job.emit(*event)
