@@ -32,6 +32,10 @@ class DeadlineH11Protocol(H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:  # asyncio sets TCP_NODELAY only when the listening socket was made with proto 6;
+            with contextlib.suppress(OSError):  # without it every streamed chunk waits ~40 ms for a delayed ACK
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._header_timer: asyncio.TimerHandle | None = None
         self._arm_header_deadline()
 
