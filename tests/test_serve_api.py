@@ -202,3 +202,23 @@ def test_no_key_refuses_to_start_unless_no_auth_on_loopback(tmp_path):
     with running(cfg, FakeResponder(), no_auth=True) as srv:
         r = client(srv, key="anything").chat.completions.create(model="m", messages=[{"role": "user", "content": "ab"}])
         assert r.choices[0].message.content == "1|ba"
+
+
+def test_request_and_body_deadlines(tmp_path):
+    cfg = serve_project(tmp_path, serve={"request_timeout_s": 0.5, "body_timeout_s": 0.5, "workers": 1})
+    fake = FakeResponder(step_s=0.1, forever=True)  # a whole reply would take ~6 s
+    with running(cfg, fake) as srv:
+        t0 = time.monotonic()
+        r = client(srv).chat.completions.create(model="m", messages=[{"role": "user", "content": "long"}])
+        assert r.choices[0].finish_reason == "length" and r.choices[0].message.content.startswith("1|gnol")
+        assert time.monotonic() - t0 < 3  # cut off at the deadline, not after the whole reply
+        # a body that never arrives in full: 408 after body_timeout_s
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + API_KEY.encode()
+                  + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"mess")
+        s.settimeout(5)
+        head = b""
+        while part := s.recv(4096):  # the server closes the connection after its answer
+            head += part
+        s.close()
+        assert head.startswith(b"HTTP/1.1 408") and b'"code":"timeout"' in head

@@ -250,18 +250,22 @@ async def _stream(state: ServeState, request: Request, req: ChatRequest, job: Ge
 async def _next_event(job: GenJob, request: Request, deadline: float, *, started: bool,
                       watch_client: bool = True) -> tuple:
     """The job's next event; ("gone",) when the client disconnected, ("timeout",) when the deadline passed while
-    the job was still queued. Past the deadline a running job is cancelled and its (shortened) reply still comes."""
+    the job was still queued. Past the deadline a running job is cancelled and its (shortened) reply still comes.
+    Deadline and client are checked at least every POLL_S, also while events keep arriving."""
     while True:
+        now = time.monotonic()
+        if now > deadline and not job.cancelled.is_set():
+            job.cancel()
+            if not started:
+                return ("timeout",)
+        if watch_client and now - job.watched >= POLL_S:
+            job.watched = now
+            if await request.is_disconnected():
+                job.cancel()
+                return ("gone",)
         try:
             event = await asyncio.wait_for(job.events.get(), POLL_S)
         except asyncio.TimeoutError:
-            if watch_client and await request.is_disconnected():
-                job.cancel()
-                return ("gone",)
-            if time.monotonic() > deadline and not job.cancelled.is_set():
-                job.cancel()
-                if not started:
-                    return ("timeout",)
             continue
         if event[0] == "start":
             if not started:

@@ -41,6 +41,7 @@ class GenJob:
         self.events: asyncio.Queue = asyncio.Queue()
         self.cancelled = threading.Event()
         self.created = time.monotonic()
+        self.watched = self.created  # when its handler last checked that the client is still there
         self.queued_s = 0.0
         self.gen_s = 0.0
 
