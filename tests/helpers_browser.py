@@ -21,15 +21,25 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "chrome")
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+INSTALLED = (  # where Chrome lives when it is not on PATH (e.g. the Windows and macOS CI runners)
+    r"C:\Program Files\Google\Chrome\Application\chrome.exe",
+    r"C:\Program Files (x86)\Google\Chrome\Application\chrome.exe",
+    "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+    "/Applications/Chromium.app/Contents/MacOS/Chromium",
+)
 
 
 def find_browser() -> str | None:
+    """The system's Chromium (or Chrome): $CHROME_BIN, then PATH, then the usual install folders."""
+    env = os.environ.get("CHROME_BIN")
+    if env and Path(env).is_file():
+        return env
     for name in BROWSERS:
         path = shutil.which(name)
         if path:
             return path
-    return None
+    return next((p for p in INSTALLED if Path(p).is_file()), None)
 
 
 class WebSocket:

@@ -3,6 +3,7 @@ and the stop-string scanner."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -90,7 +91,7 @@ def test_api_key_command_shows_the_key_once_and_prints_its_hash(tmp_path):
     from chatbot.serve.auth import ApiKeyCheck
 
     out = subprocess.run([sys.executable, "-m", "chatbot.ops", "api-key"], capture_output=True, text=True,
-                         cwd=tmp_path, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+                         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=60)
     assert out.returncode == 0, out.stderr
     key = next(w for w in out.stderr.split() if w.startswith("sk-chatbot-"))
     line = out.stdout.strip()

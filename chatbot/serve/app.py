@@ -166,18 +166,23 @@ def _conversation(state: ServeState, request: Request) -> str | None:
 async def _complete(state: ServeState, request: Request, req: ChatRequest) -> Response:
     engine, sc = state.engine, state.settings
     conv = _conversation(state, request)
-    history = to_history(req.messages)
-    if conv is not None:
-        _note(request, conversation=state.conversations.hash(conv))
-        history = await run_in_threadpool(state.conversations.begin, conv, history)
-    block = getattr(engine.responder, "block_size", 1 << 16)
-    sampling = engine.sampling_for(state.base_sampling, req.temperature, req.top_p, req.max_tokens, block)
-    job = GenJob(history, sampling, req.seed, req.stop, asyncio.get_running_loop())
     _note(request, stream=req.stream)
-    if not engine.submit(job):
+    if not engine.pool.reserve():  # before anything is stored: a refused request leaves no trace in memory
         raise ApiError(503, "The server is busy (all workers and the queue are full); retry after the number of "
                             "seconds in Retry-After.", code="overloaded",
                        headers={"Retry-After": str(engine.retry_after_s())})
+    try:
+        history = to_history(req.messages)
+        if conv is not None:
+            _note(request, conversation=state.conversations.hash(conv))
+            history = await run_in_threadpool(state.conversations.begin, conv, history)
+        block = getattr(engine.responder, "block_size", 1 << 16)
+        sampling = engine.sampling_for(state.base_sampling, req.temperature, req.top_p, req.max_tokens, block)
+        job = GenJob(history, sampling, req.seed, req.stop, asyncio.get_running_loop())
+    except BaseException:
+        engine.pool.release()
+        raise
+    engine.pool.put(job)
     deadline = job.created + sc.request_timeout_s
     first = await _next_event(job, request, deadline, started=False)
     if first[0] == "gone":

@@ -68,13 +68,7 @@ class Engine:
         self.busy = 0  # jobs generating right now
         self._busy_lock = threading.Lock()
 
-    # ------------------------------------------------------------------ admission
-    def submit(self, job: GenJob) -> bool:
-        """Queue a job; False when the pool and its queue are full (answer 503)."""
-        if not self.pool.reserve():
-            return False
-        self.pool.put(job)
-        return True
+    # admission: ``pool.reserve()`` (False = full, answer 503), then ``pool.put(job)`` or ``pool.release()``
 
     def retry_after_s(self) -> int:
         concurrency = self.pool.workers if getattr(self.responder, "concurrent_replies", False) else 1
