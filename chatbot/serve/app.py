@@ -183,6 +183,15 @@ async def _complete(state: ServeState, request: Request, req: ChatRequest) -> Re
         engine.pool.release()
         raise
     engine.pool.put(job)
+    try:
+        return await _answer(state, request, req, job, conv)
+    except BaseException:  # an error answer, or this handler cancelled: nobody will read the reply
+        job.cancel()
+        raise
+
+
+async def _answer(state: ServeState, request: Request, req: ChatRequest, job: GenJob, conv: str | None) -> Response:
+    engine, sc = state.engine, state.settings
     deadline = job.created + sc.request_timeout_s
     first = await _next_event(job, request, deadline, started=False)
     if first[0] == "gone":
@@ -198,17 +207,14 @@ async def _complete(state: ServeState, request: Request, req: ChatRequest) -> Re
         return StreamingResponse(_stream(state, request, req, job, meta, deadline, conv),
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    parts: list[str] = []
-    while True:
+    while True:  # text events are not needed here: the reply's text comes with "done"
         event = await _next_event(job, request, deadline, started=True)
-        if event[0] == "text":
-            parts.append(event[1])
-        elif event[0] == "gone":
+        if event[0] == "gone":
             _note(request, outcome="client_gone")
             return Response(status_code=499)
-        elif event[0] == "error":
+        if event[0] == "error":
             raise ApiError(500, "Generating the reply failed.", code="generation_failed")
-        else:  # done
+        if event[0] == "done":
             reply = event[1]
             text = job.scanner.text if job.scanner.stopped else reply.text
             finish = _finish_reason(job, reply)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import threading
 import time
@@ -24,8 +23,6 @@ from typing import Any
 
 from ..bridge.core import WorkerPool
 from .wire import StopScanner
-
-log = logging.getLogger("chatbot.serve")
 
 
 class GenJob:
