@@ -164,13 +164,16 @@ class ModelConfig:
     """LLaMA-style decoder. block_size: context length in tokens. n_kv_head: key/value heads (GQA; 0 = n_head).
     bias: linear biases (HF attention_bias/mlp_bias). tie_embeddings: share input and output embeddings.
     ffn_hidden: SwiGLU hidden size (0 = LLaMA rule: 8/3·n_embd rounded up to multiple_of).
+    size: "auto" = n_layer / n_head / n_kv_head / n_embd left at 0 are picked from the training token count and
+    the device (chatbot/autosize.py, docs/MODEL_SIZE.md); a non-zero value always wins. "custom" = all explicit.
     """
 
+    size: Literal["auto", "custom"] = "auto"
     block_size: int = field(default=256, metadata=_range(8))
-    n_layer: int = field(default=6, metadata=_range(1))
-    n_head: int = field(default=6, metadata=_range(1))
+    n_layer: int = field(default=0, metadata=_range(0))
+    n_head: int = field(default=0, metadata=_range(0))
     n_kv_head: int = field(default=0, metadata=_range(0))
-    n_embd: int = field(default=384, metadata=_range(8))
+    n_embd: int = field(default=0, metadata=_range(0))
     ffn_hidden: int = field(default=0, metadata=_range(0))
     multiple_of: int = field(default=64, metadata=_range(1))
     dropout: float = field(default=0.0, metadata=_range(0, 1))
@@ -272,6 +275,19 @@ class SmokeConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The eval verb. items: validation turns of the bot speaker answered by the model and the retrieval bot
+    (chosen with sampling.seed; --limit overrides). add_k: add-k smoothing of the unigram/bigram baselines (0 = the
+    best of a small grid on the validation split: the strongest baseline). retrieval_context_turns: context turns
+    the retrieval bot compares.
+    """
+
+    items: int = field(default=200, metadata=_range(0))
+    add_k: float = field(default=0.0, metadata=_range(0))
+    retrieval_context_turns: int = field(default=2, metadata=_range(1))
+
+
+@dataclass
 class BridgeConfig:
     """Messenger bridge. transport: kakao-skill | relay | jsonl. host/port: HTTP listen address.
     workers: generation threads. queue_limit: waiting requests before 503. callback_after_s: answer with
@@ -337,6 +353,7 @@ class GenConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
 
 

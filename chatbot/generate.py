@@ -512,11 +512,19 @@ class Responder:
         reply as it grows (whole characters only).
         """
         t0 = time.perf_counter()
-        prompt = self.prompt_ids(history)
+        seed = seed if seed is not None else self.gen.sampling.seed + len(history)
+        return self.reply_to_turns(self.encode_history(history), seed=seed, on_text=on_text, t0=t0)
+
+    def reply_to_turns(self, turns: list[list[int]], *, seed: int, on_text=None, t0: float | None = None) -> Reply:
+        """The bot's next turn after turns that are already encoded (``<|spk:X|> text <|eot|>`` each, oldest
+        first): ``eval`` feeds the processed validation turns through here, the same decode path as ``reply``."""
+        t0 = time.perf_counter() if t0 is None else t0
+        prompt = build_prompt(turns, self.ids.bos, self.ids.speakers[self.bot_speaker],
+                              context_budget(self.block_size, self.gen))
         s = self.gen.sampling
         device = next(self.model.parameters()).device
         gen = torch.Generator(device=device)
-        gen.manual_seed(seed if seed is not None else s.seed + len(history))
+        gen.manual_seed(seed)
         stream = TextStream(self.token_bytes, self.gen.max_chars, on_text)
         with self.lock:
             t_gen = time.perf_counter()
