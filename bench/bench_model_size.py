@@ -1,6 +1,6 @@
 """The measurements behind ``model.size: auto``: corpus size × model size × training minutes → eval figures.
 
-    python bench/bench_model_size.py train --work /tmp/sizegrid [--minutes 3] [--only demo:tiny,xp:small]
+    python bench/bench_model_size.py train --work /tmp/sizegrid [--max-minutes 8] [--only xp:tiny:600,xp:small:200]
     python bench/bench_model_size.py eval  --work /tmp/sizegrid [--limit 100]
 
 ``train`` builds up to three corpora in the shape of real KakaoTalk exports (Windows PC, Korean UI) in their own
@@ -11,11 +11,11 @@ workspaces under ``--work`` and trains each listed model size for a fixed wall-c
 * ``xpcd`` — ``xp`` plus the ChatbotData Q/A pairs (one two-turn chat each), interleaved at random in time,
   needs ``../shared/data/chatbot_data``.
 
-The schedule is fitted to the budget: after 10 steps the measured step time sets ``max_steps`` and
-``lr_decay_steps`` (warm-up 5 %), evaluations every third of the run, a snapshot at half time. ``eval`` then runs
-``python -m chatbot.ops eval --json`` on the best checkpoint of every run (and the half-time snapshot) and prints
-the table that docs/MODEL_SIZE.md quotes. The box is shared, so throughput varies between runs: the tokens/s of
-each run are printed with it.
+Each job ``corpus:size:steps`` trains that many optimizer steps of 8 windows × 128 tokens (cosine schedule to a
+tenth, warm-up 5 %, four evaluations; a STOP file ends it after ``--max-minutes`` of wall-clock time). ``eval``
+then runs ``python -m chatbot.ops eval --json`` on the best checkpoint of every run and prints the rows that
+docs/MODEL_SIZE.md quotes. The box is shared, so wall-clock time varies several-fold between runs: steps and
+tokens are the reproducible measure, and the median tokens/s of each run is printed with it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -112,6 +113,7 @@ def workspace(work: Path, corpus: str, size: str | None = None) -> Path:
             "logging": {"log_interval": 20, "eval_interval": 100000, "eval_iters": 16, "save_interval": 100000,
                         "keep_last_n_snapshots": 2, "sample_prompts": []},
         }
+    (ws / ".env").write_text("CHATBOT_PASSWORD=grid\n", encoding="utf-8")  # eval's password gate
     for fname, o in over.items():
         base = yaml.safe_load((REPO / "configs" / fname).read_text(encoding="utf-8")) or {}
         merged = _merge(base, o)
@@ -129,31 +131,27 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ training
-def train_one(work: Path, corpus: str, size: str, minutes: float) -> dict:
+def train_one(work: Path, corpus: str, size: str, steps: int, max_minutes: float) -> dict:
+    """``steps`` optimizer steps (cosine to 0.1×, warm-up 5 %, 4 evaluations); stopped early by a STOP file
+    after ``max_minutes`` of wall-clock time (the box is shared: throughput varies several-fold)."""
     from chatbot.config import load_config
     from chatbot.train import train
 
     cfg = load_config(workspace(work, corpus, size))
     o, lg = cfg.train.optimization, cfg.train.logging
-    budget = minutes * 60
-    t0 = [0.0]
+    o.max_steps = o.lr_decay_steps = steps
+    o.warmup_steps = max(1, steps // 20)
+    lg.eval_interval = max(1, steps // 4)
+    lg.save_interval = max(1, steps // 4)
+    start = time.perf_counter()
 
     def on_step(step: int) -> None:
-        if step == 1:
-            t0[0] = time.perf_counter()
-        if step == 11:  # fit the schedule to the wall-clock budget
-            per_step = (time.perf_counter() - t0[0]) / 10
-            total = max(20, int(budget / per_step))
-            o.max_steps = o.lr_decay_steps = total
-            o.warmup_steps = max(1, total // 20)
-            lg.eval_interval = max(1, total // 3)
-            lg.save_interval = max(1, total // 2)
-            print(f"[grid] {corpus}/{size}: {per_step:.3f} s/step -> {total} steps", flush=True)
+        if time.perf_counter() - start > 60 * max_minutes:
+            (cfg.run_dir / cfg.train.stop_file_name).touch()
 
-    start = time.perf_counter()
     code = train(cfg, on_step=on_step)
     return {"corpus": corpus, "size": size, "code": code, "minutes": (time.perf_counter() - start) / 60,
-            "steps": o.max_steps}
+            "steps": steps}
 
 
 def cmd_train(args) -> None:
@@ -163,15 +161,15 @@ def cmd_train(args) -> None:
 
     jobs = [j.split(":") for j in args.only.split(",")]
     done = []
-    for corpus in dict.fromkeys(c for c, _ in jobs):
+    for corpus in dict.fromkeys(c for c, *_ in jobs):
         ws = args.work / corpus
         if not (ws / "data" / "processed" / "stats.json").is_file():
             make_corpus(corpus, ws / "data" / "raw" / "inbox")
             cfg = load_config(workspace(args.work, corpus))
             organize(cfg, dry=False)
             preprocess(cfg, force=False)
-    for corpus, size in jobs:
-        res = train_one(args.work, corpus, size, args.minutes)
+    for corpus, size, steps in jobs:
+        res = train_one(args.work, corpus, size, int(steps), args.max_minutes)
         done.append(res)
         print("[grid]", json.dumps(res), flush=True)
     (args.work / "train_runs.json").write_text(json.dumps(done, indent=1))
@@ -189,12 +187,12 @@ def cmd_eval(args) -> None:
             trains = [m for m in metrics if m.get("kind") == "train"]
             minutes = (trains[-1]["time"] - trains[0]["time"]) / 60 if len(trains) > 1 else 0.0
             tok_s = sorted(m["tokens_per_s"] for m in trains)[len(trains) // 2] if trains else 0.0
-            sources = [("best", run / "best.pt")] + [(p.stem, p) for p in sorted((run / "snapshots").glob("*.pt"))]
+            sources = [("best", run / "best.pt")]
             for label, src in sources:
                 out = subprocess.run(
                     [sys.executable, "-m", "chatbot.ops", "eval", "-c", str(conf), "--source", str(src),
                      "--limit", str(args.limit), "--json"],
-                    capture_output=True, text=True, env={**__import__("os").environ, "CHATBOT_PASSWORD": ""},
+                    capture_output=True, text=True, env={**os.environ, "CHATBOT_ACCESS_PASSWORD": "grid"},
                 )
                 if out.returncode != 0:
                     print(f"[grid] eval failed for {corpus}/{run.name}/{label}: {out.stderr.strip()[-300:]}")
@@ -217,8 +215,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("what", choices=("train", "eval"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/sizegrid"))
-    ap.add_argument("--minutes", type=float, default=3.0)
-    ap.add_argument("--only", default="demo:tiny,demo:small,xp:tiny,xp:small,xpcd:tiny,xpcd:small")
+    ap.add_argument("--max-minutes", type=float, default=8.0)
+    ap.add_argument("--only", default="xp:tiny:600,xpcd:tiny:600,xp:small:200")
     ap.add_argument("--limit", type=int, default=100)
     args = ap.parse_args()
     (cmd_train if args.what == "train" else cmd_eval)(args)

@@ -186,17 +186,21 @@ class ModelConfig:
 @dataclass
 class OptimizationConfig:
     """batch_size: micro-batch (windows). grad_accum_steps: micro-batches per optimizer step.
-    max_steps: optimizer steps to run. lr_schedule: cosine|linear|constant; decays over lr_decay_steps to min_lr.
+    max_steps: optimizer steps to run (0 = auto: about an hour on a 2-core CPU, 5000 on a GPU, at most 30 passes
+    over the data; chatbot/autosize.py). learning_rate: peak rate (0 = auto: the auto size's rate).
+    min_lr: final rate (0 with an auto learning_rate = a tenth of it). warmup_steps: linear warm-up (0 = auto:
+    5 % of max_steps, at most 200). lr_schedule: cosine|linear|constant; decays over lr_decay_steps
+    (0 = max_steps) to min_lr.
     """
 
     batch_size: int = field(default=16, metadata=_range(1))
     grad_accum_steps: int = field(default=2, metadata=_range(1))
-    max_steps: int = field(default=5000, metadata=_range(0))
-    learning_rate: float = field(default=6e-4, metadata=_range(0, lo_open=True))
-    min_lr: float = field(default=6e-5, metadata=_range(0))
-    warmup_steps: int = field(default=200, metadata=_range(0))
+    max_steps: int = field(default=0, metadata=_range(0))
+    learning_rate: float = field(default=0.0, metadata=_range(0))
+    min_lr: float = field(default=0.0, metadata=_range(0))
+    warmup_steps: int = field(default=0, metadata=_range(0))
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    lr_decay_steps: int = field(default=5000, metadata=_range(1))
+    lr_decay_steps: int = field(default=0, metadata=_range(0))
     weight_decay: float = field(default=0.1, metadata=_range(0))
     beta1: float = field(default=0.9, metadata=_range(0, 1))
     beta2: float = field(default=0.95, metadata=_range(0, 1))
@@ -212,12 +216,17 @@ class ObjectiveConfig:
 
 @dataclass
 class LoggingConfig:
-    """Intervals are in optimizer steps. eval_iters: validation batches per eval (0 = whole val split)."""
+    """Intervals are in optimizer steps. eval_interval: 0 = auto (a tenth of max_steps). eval_iters: validation
+    batches per eval (0 = whole val split). save_interval: 0 = eval_interval.
+    eval_replies: validation replies generated and scored (chrF, distinct-2, top-5 share; chatbot/eval) at each
+    evaluation and logged to metrics.jsonl (0 = off; each costs about a reply's latency).
+    """
 
     log_interval: int = field(default=10, metadata=_range(1))
-    eval_interval: int = field(default=250, metadata=_range(1))
-    eval_iters: int = field(default=50, metadata=_range(0))
-    save_interval: int = field(default=250, metadata=_range(1))
+    eval_interval: int = field(default=0, metadata=_range(0))
+    eval_iters: int = field(default=10, metadata=_range(0))
+    save_interval: int = field(default=0, metadata=_range(0))
+    eval_replies: int = field(default=0, metadata=_range(0))
     keep_last_n_snapshots: int = field(default=3, metadata=_range(0))
     sample_prompts: list[str] = field(default_factory=lambda: ["안녕 뭐해?", "오늘 저녁 뭐 먹을까"])
 

@@ -121,7 +121,7 @@ def _training(cfg, rep: Report, have_data: bool) -> bool:
                 last_eval = rec
     step = int(last_train["step"]) if last_train else None
     max_steps = int((last_train or {}).get("max_steps") or max_steps)  # the resolved value under size: auto
-    parts = [f"step {step if step is not None else '?'} / {max_steps}"]
+    parts = [f"step {step if step is not None else '?'} / {max_steps or 'auto'}"]
     if last_train:
         parts.append(f"train loss {last_train['loss']:.3f}")
     if last_eval:

@@ -209,6 +209,7 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
     """
     d = env_dist()
     device = pick_device(cfg.train.runtime.device, d)
+    cfg = _auto_size(cfg, device, d)
     threads = torch.get_num_threads()
     init_process_group(d, device)
     try:
@@ -225,6 +226,28 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
     finally:
         torch.set_num_threads(threads)
         destroy_process_group()
+
+
+def _auto_size(cfg: Config, device: torch.device, d: Dist) -> Config:
+    """``model.size: auto`` and the other 0 = auto keys, filled in from the training token count (autosize.py)."""
+    from dataclasses import replace
+
+    from .autosize import describe, resolve
+
+    try:
+        n_train = int(open_split_size(cfg.processed_dir))
+    except (OSError, ValueError, ChatbotError):
+        return cfg  # no data yet: _train reports that with its own message
+    tc, chosen = resolve(cfg.train, n_train, device.type, cfg.run_dir, write=d.master)
+    if chosen is not None:
+        _say(d, describe(chosen, tc))
+    return replace(cfg, train=tc)
+
+
+def open_split_size(processed_dir: Path) -> int:
+    """Training tokens (the size of train.bin in ids), without reading it."""
+    stats = read_stats(processed_dir)
+    return (processed_dir / "train.bin").stat().st_size // np.dtype(stats["dtype"]).itemsize
 
 
 def cpu_threads(tc: TrainConfig, d: Dist) -> int:
@@ -436,6 +459,13 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
             "lr": lr_at(max(0, st.step - 1), o), "created": time.time(),
         })
 
+    probe = None
+    if lg.eval_replies > 0 and d.master and val_split.n_windows:
+        from .eval.runner import TrainingProbe
+
+        probe = TrainingProbe(cfg.processed_dir, stats, tok, cfg.gen, cfg.paths.processed.preprocess.pii,
+                              lg.eval_replies)
+
     # ---- the loop
     raw.train()
     oom_announced = False
@@ -523,7 +553,7 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
             next_eval = lg.eval_interval - st.step % lg.eval_interval
             _say(d, progress_line(st.step, o.max_steps, st.train_loss, st.val_loss, lr, tok_s, mfu,
                                   next_eval * (step_time or 0.0)))
-            rec = {"kind": "train", "step": st.step, "loss": st.train_loss, "lr": lr, "tokens_per_s": tok_s,
+            rec = {"kind": "train", "step": st.step, "max_steps": o.max_steps, "loss": st.train_loss, "lr": lr, "tokens_per_s": tok_s,
                    "mfu": mfu, "tokens_seen": st.tokens_seen, "time": time.time()}
             if d.master:
                 append_metrics(metrics_path, rec)
@@ -552,8 +582,16 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
                     write_loss_svg(svg_path, st.records, f"{tc.run_name}: loss")
                     print(f"eval step {st.step}: val loss {v:.4f}" + (" (best so far → best.pt)" if improved else
                           f" (best {st.best_val_loss:.4f})"), flush=True)
-                    for prompt, reply in sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device):
+                    for prompt, reply in sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device,
+                                                        gen=cfg.gen):
                         print(f"  sample: {prompt} → {reply}", flush=True)
+                    if probe is not None:
+                        figures = probe(raw, st.step)
+                        if figures:
+                            append_metrics(metrics_path, {"kind": "eval_replies", "step": st.step, **figures})
+                            print(f"  replies: chrF {figures['reply_chrf']}, distinct-2 "
+                                  f"{figures['reply_distinct_2']}, top-5 share {figures['reply_top5_share']} "
+                                  f"({figures['reply_items']} validation turns)", flush=True)
             stop = any_rank(signals.requested or stop_file.exists(), device)
             t_log += time.perf_counter() - t_eval  # eval time is not training throughput
 

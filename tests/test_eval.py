@@ -117,7 +117,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("evalproj")
     cfg = make_project(root, {"optimization": {"max_steps": 40, "lr_decay_steps": 40, "learning_rate": 1e-2},
-                              "logging": {"eval_interval": 20, "save_interval": 20}}, repeat=True,
+                              "logging": {"eval_interval": 20, "save_interval": 20, "eval_replies": 4}}, repeat=True,
                        n_sessions=30, val_sessions=5)
     (root / ".env").write_text("CHATBOT_PASSWORD=eval-test\n", encoding="utf-8")
     assert train(cfg) == 0
@@ -160,6 +160,12 @@ def test_eval_end_to_end_json_schema_and_status(trained, monkeypatch, capsys) ->
     assert saved["loss"] == r["loss"] and saved["replies"] == r["replies"]
     # figures only: no reply text of the room in the file
     assert "hello" not in json.dumps(saved) and "안녕" not in json.dumps(saved)
+
+    # the trainer's cheap subset at each evaluation, in metrics.jsonl
+    lines = [json.loads(x) for x in (trained.run_dir / "metrics.jsonl").read_text().splitlines()]
+    probes = [x for x in lines if x["kind"] == "eval_replies"]
+    assert [x["step"] for x in probes] == [20, 40]
+    assert all(x["reply_items"] == 4 and 0 <= x["reply_chrf"] <= 100 and "reply_distinct_2" in x for x in probes)
 
     from chatbot.status import build_report
 

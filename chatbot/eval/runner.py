@@ -160,6 +160,39 @@ def reply_eval(responder: Responder, val_sessions, train_sessions, n: int, seed:
     }
 
 
+class TrainingProbe:
+    """The cheap subset the trainer runs at each evaluation (``logging.eval_replies``): the model's replies to a
+    fixed handful of validation turns, scored against the real ones (no baselines)."""
+
+    def __init__(self, processed_dir: Path, stats: dict, tok, gen, pii, n: int):
+        self.stats, self.tok, self.gen, self.pii, self.n = stats, tok, gen, pii, n
+        self.processed_dir = processed_dir
+        self.items: list | None = None
+
+    def __call__(self, model, step: int) -> dict:
+        bundle = Bundle(model, self.tok, self.stats.get("persona") or {}, self.processed_dir, step)
+        was_training = model.training
+        model.eval()
+        try:
+            responder = Responder(bundle, self.gen, self.pii)  # fresh: the decoder copies the current weights
+            if self.items is None:
+                val = open_split(self.processed_dir, "val", self.stats["dtype"], int(self.stats["vocab_size"]))
+                spk = {tid: name for name, tid in responder.ids.speakers.items()}
+                sess = items_mod.sessions(val.tokens, val.mask, responder.ids.bos, responder.ids.eot, spk)
+                self.items = items_mod.pick(items_mod.reply_items(sess, responder.bot_speaker), self.n,
+                                            self.gen.sampling.seed)
+            if not self.items:
+                return {}
+            texts, latencies = generate_replies(responder, self.items, self.gen.sampling.seed)
+            refs = [_text(responder, it.reply.text_ids) for it in self.items]
+        finally:
+            model.train(was_training)
+        m = reply_metrics(texts, refs)
+        return {"reply_items": m["n"], "reply_chrf": m["chrf"], "reply_distinct_2": m["distinct_2"],
+                "reply_top5_share": m["top5_share"], "reply_same_opening_share": m["same_opening_share"],
+                "reply_mean_chars": m["mean_chars"], "reply_seconds": round(sum(latencies), 3)}
+
+
 def collapse_reasons_corpus(m: dict) -> list[str]:
     """The "same answer to everything" signs in a large set of replies (cf. smoke's check on a few)."""
     out = []
