@@ -30,7 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workspace", type=Path, default=REPO / "runs" / "demo")
     ap.add_argument("--items", type=int, default=200)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads before eval (which picks 1 for small models)")
     args = ap.parse_args()
     if not (args.workspace / "configs").is_dir():
         sys.exit(f"no demo workspace at {args.workspace}; run `python -m chatbot.ops demo --workspace {args.workspace}`")
@@ -53,6 +53,10 @@ def main() -> None:
               f"p95 {rep['model']['latency_p95_s']:.3f} s per reply)")
         print(f"  retrieval bot    {retr_s:7.2f} s   ({rep['retrieval']['train_items']} training replies indexed)")
     print(f"  rest             {total - loss_s - gen_s - retr_s:7.2f} s   (loading, n-gram baselines, metrics)")
+    if 0 < n < args.items:  # the demo room's validation split holds fewer turns of the bot than asked for
+        est = total + (args.items - n) * rep["model"]["latency_mean_s"]
+        print(f"  only {n} items exist; {args.items} items ≈ {est:.1f} s (the measured mean reply time × "
+              f"{args.items - n} more)  ({'OK' if est < 60 else 'TOO SLOW'})")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 Only values left at 0 in train.yaml are picked (an explicit n_layer, max_steps, learning_rate ... always wins):
 
 * model: n_layer / n_head / n_kv_head / n_embd from the preset for the corpus size and device;
-* optimization: learning_rate (the preset's), max_steps (about an hour on a 2-core CPU, capped by passes over
-  the data), lr_decay_steps (= max_steps), warmup_steps (5 % of the run, at most 200);
+* optimization: learning_rate (the preset's), max_steps (about an hour on a 2-core CPU, 5000 on a GPU, never
+  more than 10 passes over the training tokens), lr_decay_steps (= max_steps), warmup_steps (5 % of the run, at most 200);
 * logging: eval_interval (a tenth of the run) and save_interval (= eval_interval).
 
 The presets and thresholds come from the measurements in docs/MODEL_SIZE.md (bench/bench_model_size.py). The
@@ -26,13 +26,14 @@ PRESETS = {
     "small": (4, 4, 2, 256, 1.5e-3),
     "base": (6, 6, 2, 384, 6e-4),
 }
-CPU_SMALL_FROM = 2_000_000     # training tokens from which a CPU run uses "small" (below: "tiny")
+CPU_SMALL_FROM = 3_000_000     # training tokens from which a CPU run uses "small" (below: "tiny"; extrapolated)
 GPU_BASE_FROM = 1_000_000      # training tokens from which a GPU run uses "base" (below: "small")
 CPU_TOKENS_PER_S = {"tiny": 6000, "small": 1200, "base": 400}   # measured on the 2-core box, see the docs
 GPU_STEPS = 5000
 HOUR_S = 3600
-MAX_PASSES = 30                # never more than this many passes over the training tokens
-MIN_STEPS = 200
+MAX_PASSES = 10                # never more than this many passes over the training tokens (the demo room
+                               # overfits past ~10 at the tiny rate)
+MIN_STEPS = 50
 
 
 def choose(train_tokens: int, device_type: str) -> str:

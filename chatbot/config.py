@@ -186,7 +186,7 @@ class ModelConfig:
 @dataclass
 class OptimizationConfig:
     """batch_size: micro-batch (windows). grad_accum_steps: micro-batches per optimizer step.
-    max_steps: optimizer steps to run (0 = auto: about an hour on a 2-core CPU, 5000 on a GPU, at most 30 passes
+    max_steps: optimizer steps to run (0 = auto: about an hour on a 2-core CPU, 5000 on a GPU, at most 10 passes
     over the data; chatbot/autosize.py). learning_rate: peak rate (0 = auto: the auto size's rate).
     min_lr: final rate (0 with an auto learning_rate = a tenth of it). warmup_steps: linear warm-up (0 = auto:
     5 % of max_steps, at most 200). lr_schedule: cosine|linear|constant; decays over lr_decay_steps

@@ -208,13 +208,34 @@ def collapse_reasons_corpus(m: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ the verb
+def _small_model_threads(model) -> int | None:
+    """One CPU thread for small models (as the trainer does): their matmuls are too small to amortise thread
+    wake-ups, and on a busy 2-core machine two threads made eval 5× slower. None = leave torch's setting."""
+    import os
+
+    a = model.args
+    if os.environ.get("OMP_NUM_THREADS") or next(model.parameters()).device.type != "cpu":
+        return None
+    return 1 if 8 * a.block_size * a.n_embd < (1 << 18) else None
+
+
 def evaluate(cfg, source: str = "", limit: int | None = None, progress=None) -> dict:
     """Every figure of ``eval`` as a dict (also written to ``<run>/eval.json``). No password check here."""
     started = time.perf_counter()
+    threads = torch.get_num_threads()
+    try:
+        return _evaluate(cfg, source, limit, progress, started)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> dict:
     stats = read_stats(cfg.processed_dir)
     scfg = source_config(cfg, source) if source else cfg
     bundle = load_bundle(scfg)
     _check_tokenizer(cfg, bundle)
+    if (n_threads := _small_model_threads(bundle.model)) is not None:
+        torch.set_num_threads(n_threads)
     responder = Responder(bundle, cfg.gen, cfg.paths.processed.preprocess.pii)
     vocab = int(stats["vocab_size"])
     train_split = open_split(cfg.processed_dir, "train", stats["dtype"], vocab)
