@@ -33,7 +33,7 @@ GPU_STEPS = 5000
 HOUR_S = 3600
 MAX_PASSES = 10                # never more than this many passes over the training tokens (the demo room
                                # overfits past ~10 at the tiny rate)
-MIN_STEPS = 50
+MIN_STEPS = 20
 
 
 def choose(train_tokens: int, device_type: str) -> str:

@@ -91,6 +91,15 @@ def test_collapse_reasons() -> None:
     assert "characters long" in metrics.collapse_reasons(["응", "ㅇ", "네"])[0]
 
 
+def test_eval_collapse_is_measured_against_the_real_replies() -> None:
+    from chatbot.eval.runner import collapse_reasons_corpus
+
+    model = metrics.reply_metrics(["나는 좋아", "나는 싫어", "나는 몰라", "그래", "응 알겠어"])  # 3 of 5 open with 나는
+    assert "60% of replies open with the same word" in collapse_reasons_corpus(
+        model, metrics.reply_metrics(["나는 좋아", "오늘 뭐 해", "그래", "응", "밥 먹자"]))[0]
+    assert collapse_reasons_corpus(model, metrics.reply_metrics(["나는 좋아", "나는 가", "그래", "응", "밥"])) == []
+
+
 # ----------------------------------------------------------------------------- items from the stream
 def test_sessions_and_items_follow_the_layout() -> None:
     # two sessions: [S1 5, S2 6, S1 5 6] and [S2 5, <system> ]; speaker ids 3 = S1, 4 = S2; 7 = <|system|>

@@ -148,15 +148,15 @@ def reply_eval(responder: Responder, val_sessions, train_sessions, n: int, seed:
                                        [_text(responder, it.reply.text_ids) for it in train_items])
     retrieved = retrieval.answer([_context_text(responder, it.context, context_turns) for it in chosen])
     lat = sorted(latencies)
-    model = reply_metrics(texts, refs)
+    model, reference = reply_metrics(texts, refs), reply_metrics(refs)
     model.update(latency_mean_s=round(sum(lat) / len(lat), 4), latency_p95_s=round(lat[int(0.95 * (len(lat) - 1))], 4),
-                 collapse=collapse_reasons_corpus(model))
+                 collapse=collapse_reasons_corpus(model, reference))
     return {
         "items": len(chosen), "pool": len(pool), "bot_speaker": bot, "user_speaker": responder.user_speaker,
         "model": model,
         "retrieval": {**reply_metrics(retrieved, refs), "train_items": len(train_items),
                       "seconds": round(time.perf_counter() - t0, 3)},
-        "reference": reply_metrics(refs),
+        "reference": reference,
     }
 
 
@@ -193,13 +193,16 @@ class TrainingProbe:
                 "reply_mean_chars": m["mean_chars"], "reply_seconds": round(sum(latencies), 3)}
 
 
-def collapse_reasons_corpus(m: dict) -> list[str]:
-    """The "same answer to everything" signs in a large set of replies (cf. smoke's check on a few)."""
+def collapse_reasons_corpus(m: dict, ref: dict) -> list[str]:
+    """The "same answer to everything" signs in a large set of replies (cf. smoke's check on a few), each also
+    measured against the real replies (a room that answers "ㅇㅇ" a lot is allowed to)."""
     out = []
-    if m["top5_share"] > 0.3:
-        out.append(f"{m['top5_share']:.0%} of replies are one of 5 stock replies")
-    if m["same_opening_share"] > 0.5:
-        out.append(f"{m['same_opening_share']:.0%} of replies open with the same word")
+    if m["top5_share"] > max(0.3, 2 * ref["top5_share"]):
+        out.append(f"{m['top5_share']:.0%} of replies are one of 5 stock replies (real replies: "
+                   f"{ref['top5_share']:.0%})")
+    if m["same_opening_share"] > max(0.5, 2 * ref["same_opening_share"]):
+        out.append(f"{m['same_opening_share']:.0%} of replies open with the same word (real replies: "
+                   f"{ref['same_opening_share']:.0%})")
     if m["empty_share"] > 0.1:
         out.append(f"{m['empty_share']:.0%} of replies are empty")
     if m["mean_chars"] < 3:
