@@ -36,6 +36,20 @@ MAX_PASSES = 10                # never more than this many passes over the train
 MIN_STEPS = 20
 
 
+def train_tokens(processed_dir: Path) -> int | None:
+    """Training tokens of the processed data (train.bin's size in ids, nothing read), or None without data."""
+    import numpy as np
+
+    from .data.dataset import read_stats
+    from .errors import ChatbotError
+
+    try:
+        stats = read_stats(processed_dir)
+        return (Path(processed_dir) / "train.bin").stat().st_size // np.dtype(stats["dtype"]).itemsize
+    except (OSError, ValueError, TypeError, ChatbotError):
+        return None
+
+
 def choose(train_tokens: int, device_type: str) -> str:
     if device_type == "cuda":
         return "base" if train_tokens >= GPU_BASE_FROM else "small"
@@ -79,7 +93,8 @@ def resolve(tc, train_tokens: int, device_type: str, run_dir: Path | None = None
                                 n_kv_head=m.n_kv_head or (p["n_kv_head"] if not m.n_head else 0))
     steps = o.max_steps or p["max_steps"]
     lr = o.learning_rate or p["learning_rate"]
-    o = dataclasses.replace(o, max_steps=steps, learning_rate=lr, min_lr=o.min_lr if o.learning_rate else (o.min_lr or lr / 10),
+    min_lr = o.min_lr if o.learning_rate else (o.min_lr or lr / 10)
+    o = dataclasses.replace(o, max_steps=steps, learning_rate=lr, min_lr=min_lr,
                             lr_decay_steps=o.lr_decay_steps or steps,
                             warmup_steps=o.warmup_steps or max(1, min(200, steps // 20)))
     every = lg.eval_interval or max(1, steps // 10)

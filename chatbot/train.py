@@ -232,22 +232,15 @@ def _auto_size(cfg: Config, device: torch.device, d: Dist) -> Config:
     """``model.size: auto`` and the other 0 = auto keys, filled in from the training token count (autosize.py)."""
     from dataclasses import replace
 
-    from .autosize import describe, resolve
+    from .autosize import describe, resolve, train_tokens
 
-    try:
-        n_train = int(open_split_size(cfg.processed_dir))
-    except (OSError, ValueError, ChatbotError):
+    n_train = train_tokens(cfg.processed_dir)
+    if n_train is None:
         return cfg  # no data yet: _train reports that with its own message
     tc, chosen = resolve(cfg.train, n_train, device.type, cfg.run_dir, write=d.master)
     if chosen is not None:
         _say(d, describe(chosen, tc))
     return replace(cfg, train=tc)
-
-
-def open_split_size(processed_dir: Path) -> int:
-    """Training tokens (the size of train.bin in ids), without reading it."""
-    stats = read_stats(processed_dir)
-    return (processed_dir / "train.bin").stat().st_size // np.dtype(stats["dtype"]).itemsize
 
 
 def cpu_threads(tc: TrainConfig, d: Dist) -> int:
@@ -553,8 +546,8 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
             next_eval = lg.eval_interval - st.step % lg.eval_interval
             _say(d, progress_line(st.step, o.max_steps, st.train_loss, st.val_loss, lr, tok_s, mfu,
                                   next_eval * (step_time or 0.0)))
-            rec = {"kind": "train", "step": st.step, "max_steps": o.max_steps, "loss": st.train_loss, "lr": lr, "tokens_per_s": tok_s,
-                   "mfu": mfu, "tokens_seen": st.tokens_seen, "time": time.time()}
+            rec = {"kind": "train", "step": st.step, "max_steps": o.max_steps, "loss": st.train_loss, "lr": lr,
+                   "tokens_per_s": tok_s, "mfu": mfu, "tokens_seen": st.tokens_seen, "time": time.time()}
             if d.master:
                 append_metrics(metrics_path, rec)
                 st.records.append(rec)

@@ -219,7 +219,7 @@ def _small_model_threads(model) -> int | None:
     a = model.args
     if os.environ.get("OMP_NUM_THREADS") or next(model.parameters()).device.type != "cpu":
         return None
-    return 1 if 8 * a.block_size * a.n_embd < (1 << 18) else None
+    return 1 if 8 * a.block_size * a.n_embd <= (1 << 18) else None
 
 
 def evaluate(cfg, source: str = "", limit: int | None = None, progress=None) -> dict:
