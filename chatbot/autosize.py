@@ -1,6 +1,7 @@
 """``model.size: auto``: pick the model and the schedule from the amount of training text and the device.
 
-Only values left at 0 in train.yaml are picked (an explicit n_layer, max_steps, learning_rate ... always wins):
+Only values left at 0 in train.yaml are picked (an explicit n_layer, max_steps, learning_rate ... always wins;
+with ``model.base`` set the architecture is the pretrained model's, and an auto learning rate is 1e-4):
 
 * model: n_layer / n_head / n_kv_head / n_embd from the preset for the corpus size and device;
 * optimization: learning_rate (the preset's), max_steps (about an hour on a 2-core CPU, 5000 on a GPU, never
@@ -30,6 +31,7 @@ CPU_SMALL_FROM = 3_000_000     # training tokens from which a CPU run uses "smal
 GPU_BASE_FROM = 1_000_000      # training tokens from which a GPU run uses "base" (below: "small")
 CPU_TOKENS_PER_S = {"tiny": 6000, "small": 1200, "base": 400}   # measured on the 2-core box, see the docs
 GPU_STEPS = 5000
+PRETRAINED_LR = 1e-4           # learning_rate 0 with model.base (fine-tuning): a common LoRA rate, not measured here
 HOUR_S = 3600
 MAX_PASSES = 10                # never more than this many passes over the training tokens (the demo room
                                # overfits past ~10 at the tiny rate)
@@ -76,11 +78,12 @@ def resolve(tc, train_tokens: int, device_type: str, run_dir: Path | None = None
     ``run_dir``: where auto_size.json is read (a resumed run keeps its first choice) and, with ``write``, saved.
     """
     m, o, lg = tc.model, tc.optimization, tc.logging
-    if m.size == "custom":
+    if m.size == "custom" and not getattr(m, "base", ""):
         missing = [k for k in ("n_layer", "n_head", "n_embd") if getattr(m, k) == 0]
         if missing:
             raise_config(f"train.yaml: model.size is custom but model.{missing[0]} is 0; set it, or use size: auto")
-    auto_model = m.size == "auto" and 0 in (m.n_layer, m.n_head, m.n_embd)
+    pretrained = bool(getattr(m, "base", ""))  # fine-tuning: the base's architecture, not ours
+    auto_model = m.size == "auto" and not pretrained and 0 in (m.n_layer, m.n_head, m.n_embd)
     needs = auto_model or o.max_steps == 0 or o.learning_rate == 0
     if not needs and o.lr_decay_steps and o.warmup_steps and lg.eval_interval and lg.save_interval:
         return tc, None
@@ -92,7 +95,7 @@ def resolve(tc, train_tokens: int, device_type: str, run_dir: Path | None = None
                                 n_embd=m.n_embd or p["n_embd"],
                                 n_kv_head=m.n_kv_head or (p["n_kv_head"] if not m.n_head else 0))
     steps = o.max_steps or p["max_steps"]
-    lr = o.learning_rate or p["learning_rate"]
+    lr = o.learning_rate or (PRETRAINED_LR if pretrained else p["learning_rate"])
     min_lr = o.min_lr if o.learning_rate else (o.min_lr or lr / 10)
     o = dataclasses.replace(o, max_steps=steps, learning_rate=lr, min_lr=min_lr,
                             lr_decay_steps=o.lr_decay_steps or steps,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -31,6 +32,32 @@ from .errors import ConfigError
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
     return {"range": (lo, hi, lo_open)}
+
+
+def _printable_ascii(value: str) -> str | None:
+    """A secret that HTTP clients can send unchanged in a header and a URL path: printable ASCII, no spaces
+    (header values are Latin-1 on the wire and stripped of surrounding blanks). The message never shows the value."""
+    if all(33 <= ord(c) <= 126 for c in value):
+        return None
+    return ("use printable ASCII characters only, without spaces (the value is not shown); "
+            "`python -m chatbot.ops bridge-secret --replace` writes a random one into .env")
+
+
+def _host_patterns(patterns: list[str]) -> str | None:
+    """callback_hosts entries: a host name or IP address, "*.domain" or "*" (anything else — a URL, a port, a "*"
+    elsewhere — would silently match nothing)."""
+    for i, pattern in enumerate(patterns):
+        if pattern == "*":
+            continue
+        host = pattern[2:] if pattern.startswith("*.") else pattern
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if not re.fullmatch(r"[^\s/:*@?#\[\]]+", host) or host.startswith("."):
+            return f"entry {i + 1} is not a host name, '*.domain' or '*'"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- paths.yaml
@@ -151,12 +178,15 @@ class PathsConfig:
 class RuntimeConfig:
     """seed: RNG seed. device: auto|cpu|cuda|cuda:N|mps. dtype: auto|float32|bfloat16|float16 (autocast).
     compile: wrap the model in torch.compile.
+    gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower); for long
+    contexts or big pretrained bases.
     """
 
     seed: int = 1337
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -166,9 +196,16 @@ class ModelConfig:
     ffn_hidden: SwiGLU hidden size (0 = LLaMA rule: 8/3·n_embd rounded up to multiple_of).
     size: "auto" = n_layer / n_head / n_kv_head / n_embd left at 0 are picked from the training token count and
     the device (chatbot/autosize.py, docs/MODEL_SIZE.md); a non-zero value always wins. "custom" = all explicit.
+    base: "" = train from scratch with the keys above. Else fine-tune a pretrained model: a Hugging Face model id
+    ("Qwen/Qwen2.5-1.5B-Instruct") or a local folder with config.json + *.safetensors + tokenizer files; the
+    architecture keys above are then ignored (block_size still bounds the training window).
+    base_revision: commit hash, branch or tag of a hub id ("" = the default branch).
     """
 
     size: Literal["auto", "custom"] = "auto"
+    base: str = ""
+    base_revision: str = ""
+
     block_size: int = field(default=256, metadata=_range(8))
     n_layer: int = field(default=0, metadata=_range(0))
     n_head: int = field(default=0, metadata=_range(0))
@@ -181,6 +218,28 @@ class ModelConfig:
     tie_embeddings: bool = True
     rope_theta: float = field(default=10000.0, metadata=_range(1))
     norm_eps: float = field(default=1e-5, metadata=_range(0, 1, lo_open=True))
+
+
+_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class AdapterConfig:
+    """How a pretrained base (``model.base``) is fine-tuned; ignored when ``model.base`` is "".
+
+    kind: lora (train low-rank adapters, the base stays frozen) | full (train every weight).
+    r: LoRA rank. alpha: LoRA scaling numerator (scale = alpha / r). dropout: dropout on the LoRA input.
+    target_modules: names of the linear layers that get adapters (the defaults fit Llama/Qwen/Mistral/EXAONE-style
+    models).
+    quantize: none | 4bit (QLoRA: the frozen base in 4-bit NF4; CUDA + bitsandbytes only, lora only).
+    """
+
+    kind: Literal["lora", "full"] = "lora"
+    r: int = field(default=16, metadata=_range(1, 4096))
+    alpha: float = field(default=32.0, metadata=_range(0, lo_open=True))
+    dropout: float = field(default=0.05, metadata=_range(0, 1))
+    target_modules: list[str] = field(default_factory=lambda: list(_LORA_TARGETS))
+    quantize: Literal["none", "4bit"] = "none"
 
 
 @dataclass
@@ -235,14 +294,20 @@ class LoggingConfig:
 class TrainConfig:
     """run_name: folder under checkpoints/. auto_resume: continue from latest.pt. resume_path: explicit checkpoint
     to resume from ("" = none). stop_file_name: create this file in the run folder to stop gracefully.
+    init_from: start a *new* run from the weights of this checkpoint (e.g. ``checkpoints/stage1/best.pt``):
+    weights only — step, optimizer and sampler start fresh (the two-stage recipe: loss_mode all, then
+    response_only). Ignored once the run has its own latest.pt ("" = none).
+    adapter: how a pretrained base is fine-tuned (see AdapterConfig).
     """
 
     run_name: str = "default"
     auto_resume: bool = True
     resume_path: str = ""
+    init_from: str = ""
     stop_file_name: str = "STOP"
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -301,14 +366,28 @@ class BridgeConfig:
     """Messenger bridge. transport: kakao-skill | relay | jsonl. host/port: HTTP listen address.
     workers: generation threads. queue_limit: waiting requests before 503. callback_after_s: answer with
     useCallback when generation may exceed this (Kakao's budget is 5 s). max_body_bytes: larger bodies get 413.
-    shared_secret: optional value required in the X-Bridge-Secret header ("" = off).
+    request_read_timeout_s: total time a client has to send one request (request line + headers + body), counted
+    from its first byte; a slower client gets 408 and is disconnected (a per-read timeout alone lets a client
+    that sends one byte every few seconds hold a connection forever).
+    max_connections: open HTTP connections in total (more get an immediate 503).
+    max_connections_per_client: open connections from one client address (more get an immediate 503; 0 = no
+    per-address cap). Behind a reverse proxy or tunnel every client has the proxy's address: raise it or use 0.
+    shared_secret: value required in the X-Bridge-Secret header or as the last path segment (POST /skill/<secret>,
+    /relay/<secret>); "" = off, but --send on an HTTP transport refuses to start without one
+    (`python -m chatbot.ops bridge-secret` writes a random one into .env). Printable ASCII without spaces only.
     allowed_rooms: room names/ids allowed ([] = all). rate_limit_per_minute: replies per room per minute (0 = off).
     dry_reply: text answered in --dry mode ("" = empty template). bot_names: sender names treated as the bot itself.
     memory_turns: recent turns kept per room as context. memory_max_turns: turns kept on disk before archiving.
     memory_archive: move trimmed turns to data/bridge/archive/ (false = drop them).
     dedupe_window_s: a message without id or timestamp repeated (same room, sender, text) within this many seconds
     is a re-delivery, not answered again (0 = only ids/timestamps deduplicate).
-    callback_hosts: host names the Kakao callbackUrl may point at ([] = any; set it when the server is exposed).
+    callback_hosts: hosts a Kakao callbackUrl may point at: exact names, "*.example.com" (any subdomain) or "*"
+    (any host). Default: Kakao's callback hosts ("*.kakao.com"; Kakao i Open Builder sends
+    https://bot-api.kakao.com/... URLs).
+    callback_allow_private: also POST callbacks to loopback, private, link-local, multicast and reserved addresses
+    (checked after DNS resolution; false = refused). Only for testing against a local server.
+    callback_timeout_s: total time for one callback POST (DNS, connect, send, response), at most 60 s (a callback
+    URL is valid for one minute): a server that answers byte by byte cannot hold a worker longer.
     jsonl_path: jsonl transport input: "" = standard input, else a file followed like `tail -f`.
     log_text: log message text (debug only).
     """
@@ -321,8 +400,11 @@ class BridgeConfig:
     callback_after_s: float = field(default=3.5, metadata=_range(0))
     request_timeout_s: float = field(default=4.5, metadata=_range(0, lo_open=True))
     max_body_bytes: int = field(default=65536, metadata=_range(256))
+    request_read_timeout_s: float = field(default=5.0, metadata=_range(0, 120, lo_open=True))
+    max_connections: int = field(default=128, metadata=_range(1, 4096))
+    max_connections_per_client: int = field(default=32, metadata=_range(0, 4096))
     max_reply_chars: int = field(default=1000, metadata=_range(1))
-    shared_secret: str = ""
+    shared_secret: str = field(default="", metadata={"check": _printable_ascii})
     allowed_rooms: list[str] = field(default_factory=list)
     rate_limit_per_minute: int = field(default=0, metadata=_range(0))
     dry_reply: str = ""
@@ -331,7 +413,9 @@ class BridgeConfig:
     memory_max_turns: int = field(default=500, metadata=_range(1))
     memory_archive: bool = True
     dedupe_window_s: float = field(default=5.0, metadata=_range(0))
-    callback_hosts: list[str] = field(default_factory=list)
+    callback_hosts: list[str] = field(default_factory=lambda: ["*.kakao.com"], metadata={"check": _host_patterns})
+    callback_allow_private: bool = False
+    callback_timeout_s: float = field(default=10.0, metadata=_range(0, 60, lo_open=True))
     jsonl_path: str = ""
     log_text: bool = False
 
@@ -494,6 +578,10 @@ def _build(cls: type, data: dict, where: str, env: dict[str, str]) -> Any:
             ):
                 bound = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"between {lo} and {hi}"
                 raise ConfigError(f"{dotted}: {converted!r} is out of range (must be {bound})")
+        check = fields[key].metadata.get("check")
+        problem = check(converted) if check is not None else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem}")
         kwargs[key] = converted
     return cls(**kwargs)
 
@@ -527,6 +615,17 @@ def _load_file(path: Path, cls: type, env: dict[str, str]) -> Any:
     return _build(cls, data, f"{path.name}:", env)
 
 
+def _check_train(tc: TrainConfig) -> None:
+    """Rules that span several keys of train.yaml."""
+    ad = tc.adapter
+    if ad.quantize == "4bit" and ad.kind != "lora":
+        raise ConfigError("train.yaml: adapter.quantize: 4bit works with adapter.kind: lora only (QLoRA); "
+                          "set adapter.quantize: none for a full fine-tune")
+    if tc.model.base and ad.kind == "lora" and not ad.target_modules:
+        raise ConfigError("train.yaml: adapter.target_modules: empty; list the layers that get LoRA adapters "
+                          "(e.g. [q_proj, k_proj, v_proj, o_proj])")
+
+
 def load_config(config_dir: str | os.PathLike = "configs") -> Config:
     """Load and validate all three files. Raises ConfigError with one line naming the file and key."""
     config_dir = Path(config_dir).expanduser().resolve()
@@ -535,6 +634,7 @@ def load_config(config_dir: str | os.PathLike = "configs") -> Config:
     root = config_dir.parent
     env = load_env_file(root)
     loaded = {name: _load_file(config_dir / fname, cls, env) for name, (fname, cls) in FILES.items()}
+    _check_train(loaded["train"])
     return Config(root=root, config_dir=config_dir, env=env, **loaded)
 
 
