@@ -240,6 +240,9 @@ def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> 
     if (n_threads := _small_model_threads(bundle.model)) is not None:
         torch.set_num_threads(n_threads)
     responder = Responder(bundle, cfg.gen, cfg.paths.processed.preprocess.pii)
+    if responder.base is not None:
+        raise ChatbotError(f"{bundle.source.name} is fine-tuned from a pretrained base; eval scores from-scratch "
+                           "models only for now (its turn layout differs)")
     vocab = int(stats["vocab_size"])
     train_split = open_split(cfg.processed_dir, "train", stats["dtype"], vocab)
     val_split = open_split(cfg.processed_dir, "val", stats["dtype"], vocab)
