@@ -22,7 +22,7 @@ from pathlib import Path
 
 from .data.tokenizer import load_tokenizer, special_id
 from .errors import ChatbotError
-from .fsio import fsync_dir
+from .fsio import fsync_dir, make_private, private_mkdir, private_open
 from .model import ModelArgs
 from .tokens import BOS, EOT, PAD, speaker_token
 
@@ -126,7 +126,7 @@ def export_hf(cfg, artifact: dict, target: Path) -> None:
     from safetensors.torch import save_file
 
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_mkdir(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)))
     old = None
     try:
@@ -134,6 +134,7 @@ def export_hf(cfg, artifact: dict, target: Path) -> None:
             _write(tmp / name, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
         _write(tmp / "tokenizer.json", artifact["tokenizer_json"].encode("utf-8"))
         save_file(hf_state(artifact), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        make_private(tmp / "model.safetensors")  # safetensors creates it with the umask's mode
         _fsync(tmp / "model.safetensors")
         fsync_dir(tmp)
         if target.exists():
@@ -151,7 +152,7 @@ def export_hf(cfg, artifact: dict, target: Path) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
+    with private_open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

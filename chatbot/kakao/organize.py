@@ -343,7 +343,8 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temp file + fsync + rename (a crash never leaves a partial copy)."""
     with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
-    shutil.copystat(src, dst)
+    st = src.stat()  # the times only: the copy stays 0600 (copystat would give it the source's 0644)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _target(folder: Path, name: str, sha: str, taken: set[Path]) -> Path:
