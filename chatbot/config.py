@@ -157,12 +157,15 @@ class PathsConfig:
 class RuntimeConfig:
     """seed: RNG seed. device: auto|cpu|cuda|cuda:N|mps. dtype: auto|float32|bfloat16|float16 (autocast).
     compile: wrap the model in torch.compile.
+    gradient_checkpointing: recompute activations in the backward pass (less memory, ~30% slower); for long
+    contexts or big pretrained bases.
     """
 
     seed: int = 1337
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     compile: bool = False
+    gradient_checkpointing: bool = False
 
 
 @dataclass
@@ -170,7 +173,14 @@ class ModelConfig:
     """LLaMA-style decoder. block_size: context length in tokens. n_kv_head: key/value heads (GQA; 0 = n_head).
     bias: linear biases (HF attention_bias/mlp_bias). tie_embeddings: share input and output embeddings.
     ffn_hidden: SwiGLU hidden size (0 = LLaMA rule: 8/3·n_embd rounded up to multiple_of).
+    base: "" = train from scratch with the keys above. Else fine-tune a pretrained model: a Hugging Face model id
+    ("Qwen/Qwen2.5-1.5B-Instruct") or a local folder with config.json + *.safetensors + tokenizer files; the
+    architecture keys above are then ignored (block_size still bounds the training window).
+    base_revision: commit hash, branch or tag of a hub id ("" = the default branch).
     """
+
+    base: str = ""
+    base_revision: str = ""
 
     block_size: int = field(default=256, metadata=_range(8))
     n_layer: int = field(default=6, metadata=_range(1))
@@ -184,6 +194,28 @@ class ModelConfig:
     tie_embeddings: bool = True
     rope_theta: float = field(default=10000.0, metadata=_range(1))
     norm_eps: float = field(default=1e-5, metadata=_range(0, 1, lo_open=True))
+
+
+_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class AdapterConfig:
+    """How a pretrained base (``model.base``) is fine-tuned; ignored when ``model.base`` is "".
+
+    kind: lora (train low-rank adapters, the base stays frozen) | full (train every weight).
+    r: LoRA rank. alpha: LoRA scaling numerator (scale = alpha / r). dropout: dropout on the LoRA input.
+    target_modules: names of the linear layers that get adapters (the defaults fit Llama/Qwen/Mistral/EXAONE-style
+    models).
+    quantize: none | 4bit (QLoRA: the frozen base in 4-bit NF4; CUDA + bitsandbytes only, lora only).
+    """
+
+    kind: Literal["lora", "full"] = "lora"
+    r: int = field(default=16, metadata=_range(1, 4096))
+    alpha: float = field(default=32.0, metadata=_range(0, lo_open=True))
+    dropout: float = field(default=0.05, metadata=_range(0, 1))
+    target_modules: list[str] = field(default_factory=lambda: list(_LORA_TARGETS))
+    quantize: Literal["none", "4bit"] = "none"
 
 
 @dataclass
@@ -229,14 +261,20 @@ class LoggingConfig:
 class TrainConfig:
     """run_name: folder under checkpoints/. auto_resume: continue from latest.pt. resume_path: explicit checkpoint
     to resume from ("" = none). stop_file_name: create this file in the run folder to stop gracefully.
+    init_from: start a *new* run from the weights of this checkpoint (e.g. ``checkpoints/stage1/best.pt``):
+    weights only — step, optimizer and sampler start fresh (the two-stage recipe: loss_mode all, then
+    response_only). Ignored once the run has its own latest.pt ("" = none).
+    adapter: how a pretrained base is fine-tuned (see AdapterConfig).
     """
 
     run_name: str = "default"
     auto_resume: bool = True
     resume_path: str = ""
+    init_from: str = ""
     stop_file_name: str = "STOP"
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
     optimization: OptimizationConfig = field(default_factory=OptimizationConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
@@ -529,6 +567,17 @@ def _load_file(path: Path, cls: type, env: dict[str, str]) -> Any:
     return _build(cls, data, f"{path.name}:", env)
 
 
+def _check_train(tc: TrainConfig) -> None:
+    """Rules that span several keys of train.yaml."""
+    ad = tc.adapter
+    if ad.quantize == "4bit" and ad.kind != "lora":
+        raise ConfigError("train.yaml: adapter.quantize: 4bit works with adapter.kind: lora only (QLoRA); "
+                          "set adapter.quantize: none for a full fine-tune")
+    if tc.model.base and ad.kind == "lora" and not ad.target_modules:
+        raise ConfigError("train.yaml: adapter.target_modules: empty; list the layers that get LoRA adapters "
+                          "(e.g. [q_proj, k_proj, v_proj, o_proj])")
+
+
 def load_config(config_dir: str | os.PathLike = "configs") -> Config:
     """Load and validate all three files. Raises ConfigError with one line naming the file and key."""
     config_dir = Path(config_dir).expanduser().resolve()
@@ -537,6 +586,7 @@ def load_config(config_dir: str | os.PathLike = "configs") -> Config:
     root = config_dir.parent
     env = load_env_file(root)
     loaded = {name: _load_file(config_dir / fname, cls, env) for name, (fname, cls) in FILES.items()}
+    _check_train(loaded["train"])
     return Config(root=root, config_dir=config_dir, env=env, **loaded)
 
 

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import portable
 from .errors import LockedError
 from .fsio import PRIVATE_FILE_MODE, make_private, private_mkdir
 
@@ -34,27 +35,15 @@ class LockInfo:
 
 
 def pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie (exited, not yet reaped) counts as dead
-    with contextlib.suppress(OSError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-    return True
+    """Whether ``pid`` runs on this machine (a zombie counts as dead); see chatbot.portable.pid_alive."""
+    return portable.pid_alive(pid)
 
 
 def read_lock(run_dir: str | os.PathLike) -> LockInfo | None:
     """The lock in ``run_dir`` or None when there is none (an unreadable lock counts as stale)."""
     path = Path(run_dir) / LOCK_NAME
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
         return LockInfo(int(data["pid"]), str(data["host"]), float(data["started"]))
     except FileNotFoundError:
         return None
@@ -94,7 +83,7 @@ class RunLock:
                 self.took_over_stale = True
                 continue
             make_private(self.path)
-            with os.fdopen(fd, "w") as fh:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(payload)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -155,6 +155,9 @@ def demo(
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from .portable import setup_console
+
+    setup_console()  # a cp949 (or any non-UTF-8) console must not crash on an emoji in a room name or reply
     try:
         # standalone_mode=False hands typer.Exit's code back as the return value
         result = app(args=argv, prog_name="python -m chatbot.ops", standalone_mode=False)

@@ -3,9 +3,10 @@
 Under ``torchrun`` every rank runs the same ``train()``; these helpers keep them in lock-step without the loop
 having to care whether it runs alone: every collective is a no-op for a single process.
 
-Stopping: the first SIGINT/SIGTERM only sets a flag that the loop checks between optimizer steps (together with
-the STOP file); ranks OR their flags with one all-reduce, so all stop after the same step. A second signal raises
-:class:`Abort` at once: whatever is being written is abandoned (atomic writes keep the previous ``latest.pt``).
+Stopping: the first SIGINT/SIGTERM (Ctrl+Break = SIGBREAK on Windows too) only sets a flag that the loop checks
+between optimizer steps (together with the STOP file); ranks OR their flags with one all-reduce, so all stop after
+the same step. A second signal raises :class:`Abort` at once: whatever is being written is abandoned (atomic
+writes keep the previous ``latest.pt``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from .portable import signal_name, stop_signals
 
 
 class Abort(KeyboardInterrupt):
@@ -102,7 +105,9 @@ def broadcast_object(obj, d: Dist):
 
 
 class StopSignals:
-    """Context manager that turns SIGINT/SIGTERM into a graceful-stop flag (first) and :class:`Abort` (second)."""
+    """Context manager that turns SIGINT/SIGTERM/SIGBREAK (chatbot.portable.stop_signals) into a graceful-stop
+    flag (first) and :class:`Abort` (second). On Windows Ctrl+C and Ctrl+Break arrive as SIGINT and SIGBREAK; the
+    handler runs between bytecodes of the main thread, so the loop still stops only at a step boundary."""
 
     def __init__(self, announce: bool = True):
         self.requested = False
@@ -110,17 +115,17 @@ class StopSignals:
         self._previous: dict[int, object] = {}
 
     def _handler(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
+        name = signal_name(signum)
         if self.requested:
             raise Abort(name)
         self.requested = True
         if self.announce:
             print(f"\n{name}: stopping after the current step and saving latest.pt "
-                  f"(press Ctrl+C again to abort at once)", file=sys.stderr, flush=True)
+                  f"(press Ctrl+C / Ctrl+Break again to abort at once)", file=sys.stderr, flush=True)
 
     def __enter__(self) -> "StopSignals":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+        for sig in stop_signals():
+            with contextlib.suppress(ValueError, OSError):  # not the main thread: leave signals alone
                 self._previous[sig] = signal.signal(sig, self._handler)
         return self
 

@@ -86,6 +86,7 @@ def test_refuses_while_a_trainer_holds_the_lock(tmp_path):
     assert lock_bytes
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a short-lived process (POSIX only)")
 def test_stale_lock_does_not_block(tmp_path):
     cfg = make_project(tmp_path)
     populate(cfg)

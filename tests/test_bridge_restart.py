@@ -10,7 +10,11 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
 from helpers_bridge import request, wait_until
+
+# SIGTERM/SIGKILL to another process; Windows' Ctrl+Break path of serve_http: tests/test_portable.py
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the bridge process")
 
 from chatbot.bridge.memory import MemoryStore
 

@@ -19,6 +19,8 @@ from chatbot.errors import ChatbotError
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import PASSWORD, REPO, chatty_bias, make_project, password_env, shaped_model, tiny_tokenizer, write_checkpoint
 
+needs_pty = pytest.mark.skipif(not hasattr(pexpect, "spawn"), reason="pexpect.spawn needs a POSIX pty (not on Windows)")
+
 
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch):
@@ -95,6 +97,7 @@ def spawn_chat(cfg) -> pexpect.spawn:
                          env=child_env(), cwd=str(REPO), encoding="utf-8", timeout=30)
 
 
+@needs_pty
 def test_chat_in_a_terminal_reset_and_exit(cfg) -> None:
     child = spawn_chat(cfg)
     child.expect("/reset")  # the banner
@@ -112,6 +115,7 @@ def test_chat_in_a_terminal_reset_and_exit(cfg) -> None:
     assert "Traceback" not in child.before
 
 
+@needs_pty
 @pytest.mark.parametrize("key", ["ctrl-c", "ctrl-d"])
 def test_chat_in_a_terminal_leaves_cleanly_on_ctrl_c_and_ctrl_d(cfg, key: str) -> None:
     child = spawn_chat(cfg)

@@ -243,3 +243,79 @@ def test_interrupted_run_is_completed_without_duplicates(tmp_path, monkeypatch):
     (entry,) = load_manifest(cfg)
     files = [p for p in cfg.path(cfg.paths.raw.organized).rglob("*") if p.is_file()]
     assert [p.relative_to(tmp_path).as_posix() for p in files] == [entry["path"]] == ["data/raw/organized/가족/a.txt"]
+
+
+# ------------------------------------------------------------------------------------------------ folder names
+def test_room_title_longer_than_a_file_name_is_cut_by_bytes_and_kept_apart(tmp_path, capsys):
+    """90 emoji (360 bytes) used to crash with 'File name too long' after copying some files; two such rooms whose
+    titles differ only after the cut still get two folders."""
+    cfg = make_project(tmp_path)
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    t0 = datetime(2021, 5, 1, 10, 0)
+    long_a, long_b = "🎉" * 90 + "A", "🎉" * 90 + "B"
+    write(inbox / "a.txt", render("windows_ko", long_a, conversation(t0, 40, ["가", "나"], seed=1), t0))
+    write(inbox / "b.txt", render("windows_ko", long_b, conversation(t0, 40, ["다", "라"], seed=2), t0))
+    organize(cfg)
+    entries = load_manifest(cfg)
+    folders = sorted(e["room_id"] for e in entries)
+    assert len(set(folders)) == 2
+    for e in entries:
+        assert len(e["room_id"].encode("utf-8")) <= 120
+        assert cfg.path(e["path"]).is_file() and cfg.path(e["path"]).parent.name == e["room_id"]
+    assert set(folders) == {"🎉" * 30, "🎉" * 29 + " (2)"}  # 120 bytes each, the number kept
+
+
+@pytest.mark.parametrize("title, folder", [
+    ('우리 "방": 1/2 <최고>?*|', "우리 _방_ 1_2 _최고_"),
+    ("CON", "CON_"),
+    ("nul.txt", "nul_.txt"),
+    ("  주말 모임...  ", "주말 모임"),
+    ("...", "room"),
+])
+def test_folder_names_avoid_what_windows_forbids(title, folder):
+    from chatbot.kakao.organize import folder_name
+
+    assert folder_name(title) == folder
+
+
+def test_names_that_differ_only_in_case_get_two_folders(tmp_path):
+    """Windows and macOS ignore case: 'Family' and 'family' would be one folder there."""
+    cfg = make_project(tmp_path)
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    t0 = datetime(2021, 5, 1, 10, 0)
+    write(inbox / "a.txt", render("windows_en", "Family", conversation(t0, 60, ["Mom", "Dad"], seed=1), t0))
+    write(inbox / "b.txt", render("android_en", "FAMILY ", conversation(t0, 60, ["Gran", "Tom"], seed=2), t0))
+    organize(cfg)
+    folders = sorted(e["room_id"] for e in load_manifest(cfg))
+    assert len({f.casefold() for f in folders}) == 2, folders
+
+
+def test_a_failed_copy_leaves_no_half_done_organize(tmp_path, monkeypatch):
+    """The second copy fails (disk full): the first copy and the new folders are removed again, no manifest is
+    written, one line says so; the next run organizes everything."""
+    import chatbot.kakao.organize as org
+
+    cfg = make_project(tmp_path)
+    inbox = cfg.path(cfg.paths.raw.inbox)
+    t0 = datetime(2021, 5, 1, 10, 0)
+    write(inbox / "a.txt", render("windows_ko", "가족", conversation(t0, 30, ["엄마", "아빠"], seed=1), t0))
+    write(inbox / "b.txt", render("windows_ko", "친구", conversation(t0, 30, ["철수", "영희"], seed=2), t0))
+    real, calls = org._copy_atomic, []
+
+    def flaky(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(org, "_copy_atomic", flaky)
+    with pytest.raises(ChatbotError) as err:
+        organize(cfg)
+    assert "No space left" in str(err.value) and "\n" not in str(err.value)
+    assert "가족" not in str(err.value) and "친구" not in str(err.value)
+    assert not cfg.path(cfg.paths.raw.manifest).exists()
+    organized = cfg.path(cfg.paths.raw.organized)
+    assert not organized.exists() or not any(organized.rglob("*"))
+    monkeypatch.undo()
+    organize(cfg)
+    assert len(load_manifest(cfg)) == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import importlib.util
 import json
 import os
@@ -19,6 +18,7 @@ from chatbot.config import load_config
 from chatbot.data import dataset
 from chatbot.data import preprocess as pp
 from chatbot.errors import ChatbotError
+from chatbot.portable import try_lock
 
 from helpers_preprocess import chat_room, output_bytes, read_outputs, rec
 
@@ -154,7 +154,7 @@ def test_one_preprocess_at_a_time(exports):
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(str(out / pp.LOCK), os.O_CREAT | os.O_RDWR)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert try_lock(fd)  # flock here, msvcrt.locking on Windows
         with pytest.raises(ChatbotError, match="another preprocess"):
             pp.preprocess(cfg)
     finally:
@@ -268,6 +268,7 @@ pp.preprocess(cfg)
 '''
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="kills itself with SIGKILL (POSIX only)")
 def test_sigkill_between_writes_and_during_commit(exports, tmp_path, capsys):
     cfg, _ = exports
     out = cfg.processed_dir

@@ -102,8 +102,8 @@ def test_second_interrupt_aborts_at_once_and_keeps_the_previous_checkpoint(tmp_p
 
     def storm(step):
         if step == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
 
     assert train(cfg, on_step=storm) == EXIT_ABORTED
     assert load_ckpt(cfg.run_dir / "latest.pt")["step"] == 2
@@ -114,10 +114,10 @@ def test_second_interrupt_aborts_at_once_and_keeps_the_previous_checkpoint(tmp_p
 
 def test_stop_signals_first_requests_second_aborts():
     with StopSignals(announce=False) as s:
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
         assert s.requested
         with pytest.raises(Abort):
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 

@@ -10,11 +10,14 @@ import signal
 import socket
 import traceback
 
+import pytest
 import torch
 
 from chatbot.config import load_config
 from chatbot.train import EXIT_DONE, train
 from helpers_train import load_ckpt, make_project, reload
+
+pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="ranks are forked (POSIX only)")
 
 DDP = {"optimization": {"batch_size": 2, "grad_accum_steps": 2, "max_steps": 4},
        "logging": {"save_interval": 2, "eval_interval": 2}}
@@ -34,7 +37,7 @@ def _rank_main(rank: int, world: int, port: int, config_dir: str, interrupt_at: 
                           MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
         def interrupt(step):  # Ctrl+C reaches the last rank only
             if step == interrupt_at:
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
 
         hook = interrupt if interrupt_at and rank == world - 1 else None
         code = train(load_config(config_dir), on_step=hook)

@@ -7,8 +7,13 @@ import os
 import signal
 import time
 
+import pytest
+
 from chatbot.train import EXIT_DONE, train
 from helpers_train import fork_train, load_ckpt, make_project, reload
+
+# the trainer is forked and sent POSIX signals; Windows' Ctrl+Break path: tests/test_portable.py
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the trainer and signals it (POSIX only)")
 
 
 def test_sigint_finishes_the_step_saves_and_exits_3(tmp_path):

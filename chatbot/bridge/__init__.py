@@ -123,7 +123,8 @@ def serve_http(bridge: Bridge, load: Callable[[], Any], *, host: str, port: int,
 
 @contextlib.contextmanager
 def _signals(stop: threading.Event) -> Iterator[None]:
-    """First SIGINT/SIGTERM: graceful stop. Second: KeyboardInterrupt (memory is already on disk)."""
+    """First SIGINT/SIGTERM (or Ctrl+Break on Windows): graceful stop. Second: KeyboardInterrupt (memory is
+    already on disk). The main thread only ever waits with a timeout, so on Windows too the handler runs promptly."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -131,10 +132,12 @@ def _signals(stop: threading.Event) -> Iterator[None]:
     def handler(signum, frame) -> None:
         if stop.is_set():
             raise KeyboardInterrupt
-        log.info("signal %s: stopping gracefully (again to force)", signal.Signals(signum).name)
+        log.info("signal %s: stopping gracefully (again to force)", signal_name(signum))
         stop.set()
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    from ..portable import signal_name, stop_signals
+
+    old = {s: signal.signal(s, handler) for s in stop_signals()}
     try:
         yield
     finally:

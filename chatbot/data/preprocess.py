@@ -73,14 +73,14 @@ reader can tell a consistent set. Re-running with the same exports and settings 
 
 Speed (100 MB export ≈ 1.3 M messages, 2 cores): the cyclic GC is paused during the build; the tokenizer trains on
 an even sample of ≤ TOKENIZER_SAMPLE_CHARS characters of the train split; encoding uses :class:`FastEncoder`
-(exactly the tokenizer's ids, several times faster) in forked worker processes for big corpora; token, mask and
+(exactly the tokenizer's ids, several times faster) in worker processes for big corpora (forked on Linux,
+spawned on Windows/macOS — the same bytes either way); token, mask and
 start files are streamed chunk by chunk from numpy arrays. See bench/bench_preprocess.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gc
 import hashlib
 import json
@@ -100,6 +100,7 @@ import numpy as np
 from ..config import Config, PreprocessConfig, config_hash, to_dict
 from ..errors import ChatbotError
 from ..fsio import atomic_write_json, fsync_dir, private_mkdir, read_json, sha256_file
+from ..portable import pool_start_method, try_lock
 from ..records import Record
 from ..tokens import BOS, EOT, MAX_SPEAKERS, MEDIA_TOKENS, PII_TOKENS, speaker_token
 from . import conversation as conv
@@ -700,8 +701,16 @@ _WORKER: FastEncoder | None = None
 
 
 def _worker_init(tok_json: str) -> None:
+    """Runs in each worker (module-level and with a str argument, so a spawned worker can receive it)."""
     global _WORKER
+    import signal
+
     from tokenizers import Tokenizer
+
+    # Ctrl+C / Ctrl+Break reach every process of the console: the parent alone handles them (and ends the pool)
+    for name in ("SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
 
     _WORKER = FastEncoder(Tokenizer.from_str(tok_json))
 
@@ -716,22 +725,24 @@ def _chunk_encoder(tok, n_turns: int) -> Iterator:
     """``encode_chunks`` for :func:`_encode_split`: worker processes (one per CPU) for a big corpus — encoding is
     the longest step and pure CPU — else this process. Both give identical ids (tests compare them).
 
-    Workers are forked (Linux only): no re-import of ``__main__``, so a caller's script needs no main guard.
-    The tokenizer library turns its own thread pool off in a forked child; TOKENIZERS_PARALLELISM=false is set
-    around the fork only to silence its warning about that.
+    Workers are forked on Linux (no re-import of ``__main__``) and spawned elsewhere (Windows has no fork, macOS
+    forks unsafely): the initialiser and its argument (the tokenizer as JSON text) are picklable module-level
+    objects, so both start methods run the same code. The tokenizer library turns its own thread pool off in a
+    forked child; TOKENIZERS_PARALLELISM=false is set around the start only to silence its warning about that.
     """
     import multiprocessing
 
     workers = min(os.cpu_count() or 1, 8)
-    if (workers < 2 or n_turns < PARALLEL_MIN_TURNS or not sys.platform.startswith("linux")
-            or "fork" not in multiprocessing.get_all_start_methods()):
+    if workers < 2 or n_turns < PARALLEL_MIN_TURNS:
         encoder = FastEncoder(tok)
         yield lambda chunks: map(encoder.encode, chunks)
         return
+    method = pool_start_method()
+    _log(f"encoding {n_turns} turns in {workers} worker processes ({method})")
     old = os.environ.get("TOKENIZERS_PARALLELISM")
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        pool = multiprocessing.get_context("fork").Pool(workers, _worker_init, (tok.to_str(),))
+        pool = multiprocessing.get_context(method).Pool(workers, _worker_init, (tok.to_str(),))
     finally:
         if old is None:
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
@@ -858,13 +869,12 @@ def _stale_reason(out_dir: Path, fingerprint: str) -> str | None:
 
 @contextlib.contextmanager
 def _exclusive(out_dir: Path) -> Iterator[None]:
-    """One preprocess at a time per output folder (an OS lock: released even if the process is killed)."""
+    """One preprocess at a time per output folder (an OS lock: released even if the process is killed; flock on
+    POSIX, msvcrt.locking on Windows — see chatbot.portable.try_lock)."""
     fd = os.open(str(out_dir / LOCK), os.O_CREAT | os.O_RDWR, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ChatbotError(f"another preprocess is writing {out_dir}; wait for it to finish") from None
+        if not try_lock(fd):
+            raise ChatbotError(f"another preprocess is writing {out_dir}; wait for it to finish")
         yield
     finally:
         os.close(fd)

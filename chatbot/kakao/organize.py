@@ -36,6 +36,7 @@ first / last user message), ``kinds`` (count per record kind), ``encoding``, ``s
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -48,7 +49,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChatbotError, FormatError
-from ..fsio import atomic_open, atomic_write_json, fsync_dir, read_json, sha256_file
+from ..fsio import (PRIVATE_DIR_MODE, atomic_open, atomic_write_json, fsync_dir, make_private, private_mkdir, read_json,
+                    sha256_file)
+from ..portable import cut_bytes, name_key, safe_name
 from ..records import SYSTEM_KINDS, Kind, Record
 from .merge import merge_timelines, norm_text
 from .parse import ExportInfo, iter_records, parse_file
@@ -238,13 +241,27 @@ def collect(cfg) -> list[Path]:
 
 
 # ------------------------------------------------------------------------------------------------ rooms
-_FOLDER_BAD = re.compile(r'[\\/:*?"<>|\x00-\x1f\x7f]+')
+FOLDER_MAX_BYTES = 120  # UTF-8 bytes of a room folder name (40 Hangul syllables, 30 emoji)
+FILE_MAX_BYTES = 150  # UTF-8 bytes of an organized file name (temp names add ~15; file systems allow 255)
 
 
 def folder_name(name: str) -> str:
-    """A safe, readable folder name for a room (no path separators or reserved characters)."""
-    name = _FOLDER_BAD.sub("_", name).strip().strip(".").strip()
-    return name[:80].rstrip() or "room"
+    """A folder name for a room that every file system accepts (see chatbot.portable.safe_name): no characters
+    Windows forbids, no trailing dots/spaces, no reserved device name, at most FOLDER_MAX_BYTES bytes."""
+    return safe_name(name, FOLDER_MAX_BYTES, fallback="room")
+
+
+def file_name(name: str) -> str:
+    """The organized copy's file name: the source's, made safe like :func:`folder_name`, its suffix kept."""
+    suffix = Path(name).suffix if Path(name).suffix.lower() in EXPORT_SUFFIXES else ""
+    stem = name[: len(name) - len(suffix)] if suffix else name
+    return safe_name(stem, FILE_MAX_BYTES - len(suffix.encode("utf-8")), fallback="export") + suffix.lower()
+
+
+def numbered(base: str, k: int, suffix: str = "", max_bytes: int = FOLDER_MAX_BYTES) -> str:
+    """``base (k)suffix`` (``base`` cut so the whole stays within ``max_bytes``); k == 1 gives ``base suffix``."""
+    mark = "" if k == 1 else f" ({k})"
+    return cut_bytes(base, max_bytes - len((mark + suffix).encode("utf-8"))).rstrip(" .") + mark + suffix
 
 
 def title_key(room: str) -> str:
@@ -347,13 +364,15 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _target(folder: Path, name: str, sha: str, taken: set[Path]) -> Path:
-    """``folder/name``, or ``name (2)`` … when a different file already has that name."""
-    stem, suffix = Path(name).stem, Path(name).suffix
+def _target(folder: Path, name: str, sha: str, taken: set[str]) -> Path:
+    """``folder/name``, or ``name (2)`` … when a different file already has that name (names compare as the file
+    system would: without case on Windows/macOS — ``taken`` holds :func:`name_key` of planned paths)."""
+    safe = file_name(name)
+    stem, suffix = safe[: len(safe) - len(Path(safe).suffix)], Path(safe).suffix
     k = 1
     while True:
-        cand = folder / (name if k == 1 else f"{stem} ({k}){suffix}")
-        if cand not in taken and (not cand.exists() or sha256_file(cand) == sha):
+        cand = folder / numbered(stem, k, suffix, FILE_MAX_BYTES)
+        if name_key(str(cand)) not in taken and (not cand.exists() or sha256_file(cand) == sha):
             return cand
         k += 1
 
@@ -468,7 +487,7 @@ def organize(cfg, dry: bool = False) -> None:
         room_of_group.setdefault(gid[i], room)
     # names of rooms in the manifest are taken; a folder on disk that no entry names (left by an interrupted
     # run) is reused — files in it are only reused when their bytes match (see _target)
-    used = {e["room_id"] for e in kept}
+    used = {name_key(e["room_id"]) for e in kept}
     for g in sorted(set(gid[len(old_stats):])):
         if g in room_of_group:
             continue
@@ -479,19 +498,18 @@ def organize(cfg, dry: bool = False) -> None:
             name = best.info.room
         else:
             name = _fallback_name(max(members, key=lambda m: m.messages), self_name)
-        base = folder_name(name)
-        cand, k = base, 2
-        while cand in used:
-            cand, k = f"{base} ({k})", k + 1
-        used.add(cand)
+        base, k = folder_name(name), 1
+        while name_key(cand := numbered(base, k)) in used:
+            k += 1
+        used.add(name_key(cand))
         room_of_group[g] = cand
 
     plan: list[tuple[FileStats, Path, dict]] = []
-    taken: set[Path] = {cfg.path(e["path"]) for e in kept}
+    taken: set[str] = {name_key(str(cfg.path(e["path"]))) for e in kept}
     for i, st in enumerate(new, start=len(old_stats)):
         room = room_of_group[gid[i]]
         dst = _target(organized / room, st.path.name, st.sha256, taken)
-        taken.add(dst)
+        taken.add(name_key(str(dst)))
         plan.append((st, dst, manifest_entry(st, _rel(cfg, dst), room)))
 
     verb = "move" if raw.move_files else "copy"
@@ -505,10 +523,8 @@ def organize(cfg, dry: bool = False) -> None:
         _finish(failures)
         return
 
-    for st, dst, _ in plan:
-        if not (dst.exists() and sha256_file(dst) == st.sha256):
-            _copy_atomic(st.path, dst)
-    atomic_write_json(manifest_path(cfg), final)
+    _copy_all_or_nothing(cfg, organized, [(st.path, st.sha256, dst) for st, dst, _ in plan],
+                         lambda: atomic_write_json(manifest_path(cfg), final))
     if raw.move_files:
         for st, dst, _ in plan:
             if st.path.resolve() != dst.resolve() and dst.is_file() and sha256_file(dst) == st.sha256:
@@ -518,6 +534,42 @@ def organize(cfg, dry: bool = False) -> None:
           file=out)
     _summary(final, out)
     _finish(failures)
+
+
+def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Path]], commit) -> None:
+    """Copy every ``(source, sha256, destination)``, then ``commit()`` (the manifest write). If anything fails
+    (disk full, a name the file system refuses, Ctrl+C), the copies and folders this run made are removed again,
+    so the organized folder and the manifest stay as they were before the run."""
+    made_files: list[Path] = []
+    made_dirs: list[Path] = []
+    private_mkdir(organized.parent)
+    try:
+        for src, sha, dst in copies:
+            if dst.exists() and sha256_file(dst) == sha:
+                continue  # left by an interrupted run: reused
+            for d in reversed([dst.parent, *dst.parent.parents]):
+                if d == organized or organized in d.parents:
+                    if not d.exists():
+                        d.mkdir(mode=PRIVATE_DIR_MODE)  # room names: not even listable by others
+                        make_private(d, PRIVATE_DIR_MODE)
+                        made_dirs.append(d)
+            existed = dst.exists()
+            _copy_atomic(src, dst)
+            if not existed:
+                made_files.append(dst)
+        commit()
+    except BaseException as exc:
+        for f in made_files:
+            with contextlib.suppress(OSError):
+                f.unlink()
+        for d in reversed(made_dirs):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        if isinstance(exc, OSError):
+            raise ChatbotError(f"could not write into {_rel(cfg, organized)} ({exc.strerror or type(exc).__name__});"
+                               " nothing was organized and no file was changed — fix that and run organize again"
+                               ) from None
+        raise
 
 
 def _finish_move(cfg, src: Path, entry: dict) -> None:
