@@ -4,6 +4,7 @@
     python bench/bench_bridge.py --fake               # fake responder (50 ms per reply) instead of the model
     python bench/bench_bridge.py --transport kakao-skill --requests 500
     python bench/bench_bridge.py --pace               # clients wait (part of) Retry-After after a 503
+    python bench/bench_bridge.py --slowloris 200      # ... while 200 connections dribble one header byte every 2 s
 
 The bridge runs in this process with the settings of configs/gen.yaml ``bridge:`` (port 0, a temporary memory
 folder; ``--send`` mode so replies are stored as the bot's turns). The model is a real ``chatbot.generate.Responder``
@@ -16,6 +17,11 @@ Printed: answered (reply / no reply / 503) and failed counts, p50/p99 latency of
 throughput, RSS and thread count after loading, after round 1 and after round 2 — growth between the rounds is the
 leak indicator (round 1 pays allocator and cache warm-up), room memory writes, and the verdict lines:
 every request answered, no crash, no leaked memory growth. Bounded: ``--max-seconds`` stops sending.
+
+``--slowloris N``: during the load, N more connections from another loopback address (127.0.0.2 where the system
+allows it) each send one byte of a request every 2 s and never finish it. Printed: how many the server took and
+refused, how long the taken ones stayed open (until the server closed them), and the real clients' figures as
+above — with a total request deadline and a per-address connection cap the real clients are not starved.
 """
 
 from __future__ import annotations
@@ -95,8 +101,8 @@ def run_round(port: int, n: int, concurrency: int, rooms: int, transport: str, d
     path = "/skill" if transport == "kakao-skill" else "/relay"
     counter = iter(range(seq0, seq0 + n))
     lock = threading.Lock()
-    stats = {"reply": 0, "no_reply": 0, "busy": 0, "other": 0, "failed": 0, "lat_ok": [], "lat_busy": [],
-             "sent": 0}
+    stats = {"reply": 0, "no_reply": 0, "busy": 0, "conn_refused": 0, "other": 0, "failed": 0, "lat_ok": [],
+             "lat_busy": [], "sent": 0}
 
     def body(i: int) -> bytes:
         room = f"room-{i % rooms}"
@@ -138,6 +144,8 @@ def run_round(port: int, n: int, concurrency: int, rooms: int, transport: str, d
                     stats["failed"] += 1
                 elif r.status == 503:
                     stats["busy"] += 1
+                    if b"too many connections" in payload:
+                        stats["conn_refused"] += 1
                     stats["lat_busy"].append(dt)
                 elif r.status in (200, 204):
                     empty = r.status == 204 or (transport == "kakao-skill"
@@ -170,6 +178,81 @@ def remote_round(port: int, n: int, concurrency: int, rooms: int, transport: str
     return json.loads(out.strip().splitlines()[-1])
 
 
+class SlowLoris:
+    """``n`` connections that dribble a request one byte per ``every`` seconds until the server ends them."""
+
+    REQUEST = b"POST /relay HTTP/1.1\r\nHost: bench\r\n" + b"X-Slow: " + b"s" * 4000
+
+    def __init__(self, port: int, n: int, every: float = 2.0):
+        import socket
+
+        self.source = "127.0.0.2"
+        try:
+            with socket.socket() as probe:
+                probe.bind((self.source, 0))
+        except OSError:
+            self.source = "127.0.0.1"  # then the per-address cap also limits the real clients
+        self.port, self.n, self.every = port, n, every
+        self.stop = threading.Event()
+        self.opened = self.connect_failed = 0
+        self.ended: dict[str, list[float]] = {}  # how the server ended a connection -> seconds it was open
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import socket
+
+        live = []  # [socket, opened_at, bytes sent, last send]
+        for _ in range(self.n):
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port), timeout=2, source_address=(self.source, 0))
+                s.setblocking(False)
+                live.append([s, time.monotonic(), 0, 0.0])
+                self.opened += 1
+            except OSError:
+                self.connect_failed += 1
+        while live and not self.stop.is_set():
+            now = time.monotonic()
+            for item in list(live):
+                s, t0, sent, last = item
+                try:
+                    head = s.recv(64)
+                    how = head.split(b" ", 2)[1].decode("ascii", "replace") if head.startswith(b"HTTP/") else "closed"
+                except BlockingIOError:  # nothing from the server: keep dribbling
+                    if now - last >= self.every:
+                        try:
+                            s.send(self.REQUEST[sent % len(self.REQUEST):][:1])
+                            item[2], item[3] = sent + 1, now
+                            continue
+                        except OSError:
+                            how = "closed"
+                    else:
+                        continue
+                except OSError:
+                    how = "closed"
+                self.ended.setdefault(how, []).append(now - t0)
+                s.close()
+                live.remove(item)
+            self.stop.wait(0.1)
+        for item in live:
+            item[0].close()
+
+    def report(self) -> str:
+        parts = [f"{how}: {len(v)} after p50 {pct(v, 0.5) / 1000:.1f} s / max {pct(v, 1.0) / 1000:.1f} s"
+                 for how, v in sorted(self.ended.items())]
+        still = self.opened - sum(len(v) for v in self.ended.values())
+        return (f"slow-loris: {self.n} connections from {self.source} dribbling 1 byte / {self.every:.0f} s; "
+                f"connected {self.opened}, connect failed {self.connect_failed}; ended by the server with "
+                f"{'; '.join(parts) or 'nothing'}; still open at the end: {still}")
+
+    def __enter__(self) -> "SlowLoris":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(10)
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -187,6 +270,7 @@ def main() -> int:
     ap.add_argument("--fake-latency", type=float, default=0.05)
     ap.add_argument("--max-seconds", type=float, default=300.0)
     ap.add_argument("--pace", action="store_true", help="clients wait a random part of Retry-After after a 503")
+    ap.add_argument("--slowloris", type=int, default=0, metavar="N", help="N dribbling connections during the load")
     ap.add_argument("--client", help=argparse.SUPPRESS)  # internal: run one round of clients, print JSON stats
     args = ap.parse_args()
     if args.client:
@@ -218,6 +302,9 @@ def main() -> int:
         server, _ = start_server(bridge, "127.0.0.1", 0)
         # warm-up: a few sequential replies (first-call allocations, generation-time estimate)
         warm = run_round(server.port, 8, 1, 4, args.transport, time.monotonic() + 60, seq0=10_000_000)
+        loris = SlowLoris(server.port, args.slowloris).__enter__() if args.slowloris else None
+        if loris is not None:
+            time.sleep(1.0)  # the dribblers are connected before the real clients start
         rss0, threads0 = rss_mb(), threading.active_count()
         half = args.requests // 2
         r1 = remote_round(server.port, half, args.concurrency, args.rooms, args.transport, args.max_seconds / 2, 0,
@@ -226,6 +313,8 @@ def main() -> int:
         r2 = remote_round(server.port, args.requests - half, args.concurrency, args.rooms, args.transport,
                           args.max_seconds / 2, half, args.pace)
         rss2, threads2 = rss_mb(), threading.active_count()
+        if loris is not None:
+            loris.__exit__(None, None, None)
         health = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
         health.request("GET", "/healthz")
         alive = health.getresponse().status == 200
@@ -233,7 +322,7 @@ def main() -> int:
         stop_server(server, bridge, timeout=60)
         saves = bridge.store.saves
 
-    total = {k: r1[k] + r2[k] for k in ("reply", "no_reply", "busy", "other", "failed", "sent")}
+    total = {k: r1[k] + r2[k] for k in ("reply", "no_reply", "busy", "conn_refused", "other", "failed", "sent")}
     lat_ok = r1["lat_ok"] + r2["lat_ok"]
     lat_busy = r1["lat_busy"] + r2["lat_busy"]
     wall = r1["wall_s"] + r2["wall_s"]
@@ -244,7 +333,8 @@ def main() -> int:
           f"concurrency={args.concurrency} rooms={args.rooms} cpu_count={os.cpu_count()}")
     print(f"warm-up: {warm['reply'] + warm['no_reply']} replies, mean generation {bridge.ewma_gen_s * 1000:.0f} ms (ewma)")
     print(f"requests sent {total['sent']} / {args.requests}: reply {total['reply']}, no reply {total['no_reply']}, "
-          f"503 {total['busy']}, other status {total['other']}, failed (no answer) {total['failed']}")
+          f"503 {total['busy']} (too many connections: {total['conn_refused']}), other status {total['other']}, "
+          f"failed (no answer) {total['failed']}")
     print(f"answered {answered}/{total['sent']} ({answered / max(1, total['sent']):.1%}); "
           f"503 share {total['busy'] / max(1, total['sent']):.1%}")
     print(f"latency of answered requests (200/204): p50 {pct(lat_ok, 0.5):.0f} ms, p99 {pct(lat_ok, 0.99):.0f} ms, "
@@ -256,6 +346,8 @@ def main() -> int:
           f"{rss2:.1f} (+{rss2 - rss1:.1f} vs round 1; ratio {rss2 / rss1:.3f})")
     print(f"threads: {threads0} / {threads1} / {threads2} (after warm-up / round 1 / round 2)")
     print(f"room memory writes (atomic, fsynced): {saves}")
+    if loris is not None:
+        print(loris.report())
     ok_all = total["failed"] == 0 and total["other"] == 0 and total["sent"] == args.requests
     no_leak = rss2 - rss1 <= max(8.0, 0.05 * rss1) and threads2 <= threads1 + 2
     print(f"every request answered: {'yes' if ok_all else 'NO'}; server alive after the load: "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -31,6 +32,32 @@ from .errors import ConfigError
 
 def _range(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> dict:
     return {"range": (lo, hi, lo_open)}
+
+
+def _printable_ascii(value: str) -> str | None:
+    """A secret that HTTP clients can send unchanged in a header and a URL path: printable ASCII, no spaces
+    (header values are Latin-1 on the wire and stripped of surrounding blanks). The message never shows the value."""
+    if all(33 <= ord(c) <= 126 for c in value):
+        return None
+    return ("use printable ASCII characters only, without spaces (the value is not shown); "
+            "`python -m chatbot.ops bridge-secret --replace` writes a random one into .env")
+
+
+def _host_patterns(patterns: list[str]) -> str | None:
+    """callback_hosts entries: a host name or IP address, "*.domain" or "*" (anything else — a URL, a port, a "*"
+    elsewhere — would silently match nothing)."""
+    for i, pattern in enumerate(patterns):
+        if pattern == "*":
+            continue
+        host = pattern[2:] if pattern.startswith("*.") else pattern
+        try:
+            ipaddress.ip_address(host.strip("[]"))
+            continue
+        except ValueError:
+            pass
+        if not re.fullmatch(r"[^\s/:*@?#\[\]]+", host) or host.startswith("."):
+            return f"entry {i + 1} is not a host name, '*.domain' or '*'"
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- paths.yaml
@@ -320,14 +347,28 @@ class BridgeConfig:
     """Messenger bridge. transport: kakao-skill | relay | jsonl. host/port: HTTP listen address.
     workers: generation threads. queue_limit: waiting requests before 503. callback_after_s: answer with
     useCallback when generation may exceed this (Kakao's budget is 5 s). max_body_bytes: larger bodies get 413.
-    shared_secret: optional value required in the X-Bridge-Secret header ("" = off).
+    request_read_timeout_s: total time a client has to send one request (request line + headers + body), counted
+    from its first byte; a slower client gets 408 and is disconnected (a per-read timeout alone lets a client
+    that sends one byte every few seconds hold a connection forever).
+    max_connections: open HTTP connections in total (more get an immediate 503).
+    max_connections_per_client: open connections from one client address (more get an immediate 503; 0 = no
+    per-address cap). Behind a reverse proxy or tunnel every client has the proxy's address: raise it or use 0.
+    shared_secret: value required in the X-Bridge-Secret header or as the last path segment (POST /skill/<secret>,
+    /relay/<secret>); "" = off, but --send on an HTTP transport refuses to start without one
+    (`python -m chatbot.ops bridge-secret` writes a random one into .env). Printable ASCII without spaces only.
     allowed_rooms: room names/ids allowed ([] = all). rate_limit_per_minute: replies per room per minute (0 = off).
     dry_reply: text answered in --dry mode ("" = empty template). bot_names: sender names treated as the bot itself.
     memory_turns: recent turns kept per room as context. memory_max_turns: turns kept on disk before archiving.
     memory_archive: move trimmed turns to data/bridge/archive/ (false = drop them).
     dedupe_window_s: a message without id or timestamp repeated (same room, sender, text) within this many seconds
     is a re-delivery, not answered again (0 = only ids/timestamps deduplicate).
-    callback_hosts: host names the Kakao callbackUrl may point at ([] = any; set it when the server is exposed).
+    callback_hosts: hosts a Kakao callbackUrl may point at: exact names, "*.example.com" (any subdomain) or "*"
+    (any host). Default: Kakao's callback hosts ("*.kakao.com"; Kakao i Open Builder sends
+    https://bot-api.kakao.com/... URLs).
+    callback_allow_private: also POST callbacks to loopback, private, link-local, multicast and reserved addresses
+    (checked after DNS resolution; false = refused). Only for testing against a local server.
+    callback_timeout_s: total time for one callback POST (DNS, connect, send, response), at most 60 s (a callback
+    URL is valid for one minute): a server that answers byte by byte cannot hold a worker longer.
     jsonl_path: jsonl transport input: "" = standard input, else a file followed like `tail -f`.
     log_text: log message text (debug only).
     """
@@ -340,8 +381,11 @@ class BridgeConfig:
     callback_after_s: float = field(default=3.5, metadata=_range(0))
     request_timeout_s: float = field(default=4.5, metadata=_range(0, lo_open=True))
     max_body_bytes: int = field(default=65536, metadata=_range(256))
+    request_read_timeout_s: float = field(default=5.0, metadata=_range(0, 120, lo_open=True))
+    max_connections: int = field(default=128, metadata=_range(1, 4096))
+    max_connections_per_client: int = field(default=32, metadata=_range(0, 4096))
     max_reply_chars: int = field(default=1000, metadata=_range(1))
-    shared_secret: str = ""
+    shared_secret: str = field(default="", metadata={"check": _printable_ascii})
     allowed_rooms: list[str] = field(default_factory=list)
     rate_limit_per_minute: int = field(default=0, metadata=_range(0))
     dry_reply: str = ""
@@ -350,7 +394,9 @@ class BridgeConfig:
     memory_max_turns: int = field(default=500, metadata=_range(1))
     memory_archive: bool = True
     dedupe_window_s: float = field(default=5.0, metadata=_range(0))
-    callback_hosts: list[str] = field(default_factory=list)
+    callback_hosts: list[str] = field(default_factory=lambda: ["*.kakao.com"], metadata={"check": _host_patterns})
+    callback_allow_private: bool = False
+    callback_timeout_s: float = field(default=10.0, metadata=_range(0, 60, lo_open=True))
     jsonl_path: str = ""
     log_text: bool = False
 
@@ -534,6 +580,10 @@ def _build(cls: type, data: dict, where: str, env: dict[str, str]) -> Any:
                 bound = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"between {lo} and {hi}"
                 raise ConfigError(f"{dotted}: {_shown(converted, _substitution(value))} is out of range "
                                   f"(must be {bound})")
+        check = fields[key].metadata.get("check")
+        problem = check(converted) if check is not None else None
+        if problem:
+            raise ConfigError(f"{dotted}: {problem}")
         kwargs[key] = converted
     return cls(**kwargs)
 

@@ -130,6 +130,16 @@ def bridge(
     run_bridge(cfg, send=send)
 
 
+@app.command("bridge-secret")
+def bridge_secret(
+    replace: bool = typer.Option(False, "--replace", help="Replace a secret that is already set."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Write a random CHATBOT_BRIDGE_SECRET (gen.yaml bridge.shared_secret) into .env; it is not printed."""
+    from .bridge.secret import bridge_secret_command
+    bridge_secret_command(config_dir, replace=replace)
+
+
 @app.command("hash-password")
 def hash_password() -> None:
     """Print a salted scrypt hash for CHATBOT_PASSWORD_HASH from a password typed at a hidden prompt."""

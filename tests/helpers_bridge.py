@@ -25,6 +25,8 @@ from chatbot.bridge.server import BridgeServer, start_server, stop_server
 from chatbot.config import BridgeConfig
 
 LOOPBACK = "127.0.0.1"
+# the fake callback servers listen on loopback, which the default callback policy refuses
+LOOPBACK_CALLBACKS = dict(callback_hosts=[LOOPBACK], callback_allow_private=True)
 
 
 @dataclass

@@ -10,7 +10,8 @@ import threading
 import time
 
 import pytest
-from helpers_bridge import CallbackServer, FakeResponder, request, running_bridge, skill_payload, wait_until
+from helpers_bridge import LOOPBACK_CALLBACKS, CallbackServer, FakeResponder, request, running_bridge, skill_payload, \
+    wait_until
 
 from chatbot.bridge.server import stop_server
 
@@ -43,7 +44,7 @@ def test_skill_reply_respects_kakao_1000_char_limit(tmp_path) -> None:
 
 def test_skill_slow_reply_uses_callback_once(tmp_path) -> None:
     with CallbackServer() as cb, running_bridge(tmp_path, FakeResponder(delay=0.2), transport="kakao-skill",
-                                                callback_after_s=0.05) as rb:
+                                                callback_after_s=0.05, **LOOPBACK_CALLBACKS) as rb:
         r = rb.post("/skill", skill_payload("늦게 답해도 돼", callback_url=cb.url()))
         assert r.status == 200 and r.json == {"version": "2.0", "useCallback": True}
         assert r.outcome == "callback"
@@ -59,7 +60,7 @@ def test_skill_slow_reply_uses_callback_once(tmp_path) -> None:
 
 def test_skill_callback_at_once_when_the_expected_wait_is_long(tmp_path) -> None:
     with CallbackServer() as cb, running_bridge(tmp_path, FakeResponder(delay=0.1), transport="kakao-skill",
-                                                callback_after_s=2.0) as rb:
+                                                callback_after_s=2.0, **LOOPBACK_CALLBACKS) as rb:
         r = rb.post("/skill", skill_payload("빨리 와", callback_url=cb.url()))
         assert "template" in r.json  # 0.1 s < callback_after_s: answered inline
         rb.bridge.ewma_gen_s = 5.0  # as if the model had been slow: waiting callback_after_s would be wasted
@@ -74,7 +75,7 @@ def test_skill_callback_failure_and_expiry_store_no_reply(tmp_path, caplog, monk
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1/callback/x"
     with CallbackServer() as cb, running_bridge(tmp_path, FakeResponder(delay=0.2), transport="kakao-skill",
-                                                callback_after_s=0.0) as rb:
+                                                callback_after_s=0.0, **LOOPBACK_CALLBACKS) as rb:
         assert rb.post("/skill", skill_payload("하나", callback_url=dead)).json["useCallback"] is True
         assert wait_until(lambda: "outcome=callback_failed" in caplog.text)
         monkeypatch.setattr("chatbot.bridge.server.CALLBACK_VALID_S", 0.1)  # the reply comes after the URL expired
@@ -86,7 +87,7 @@ def test_skill_callback_failure_and_expiry_store_no_reply(tmp_path, caplog, monk
 
 def test_skill_fast_reply_with_callback_url_is_answered_inline(tmp_path) -> None:
     with CallbackServer() as cb, running_bridge(tmp_path, FakeResponder(), transport="kakao-skill",
-                                                callback_after_s=2.0) as rb:
+                                                callback_after_s=2.0, **LOOPBACK_CALLBACKS) as rb:
         r = rb.post("/skill", skill_payload("빨리", callback_url=cb.url()))
         assert r.json["template"]["outputs"][0]["simpleText"]["text"] == "1|리빨"
     assert cb.received == []
@@ -102,7 +103,8 @@ def test_skill_callback_host_must_be_allowed(tmp_path) -> None:
 def test_dry_mode_sends_nothing(tmp_path, caplog) -> None:
     caplog.set_level(logging.INFO, logger="chatbot.bridge")
     with CallbackServer() as cb, running_bridge(tmp_path, FakeResponder(delay=0.2), send=False,
-                                                transport="kakao-skill", callback_after_s=0.02) as rb:
+                                                transport="kakao-skill", callback_after_s=0.02,
+                                                **LOOPBACK_CALLBACKS) as rb:
         r = rb.post("/skill", skill_payload("드라이런", callback_url=cb.url()))
         assert r.status == 200 and r.json == {"version": "2.0", "template": {"outputs": []}}  # not useCallback
         assert wait_until(lambda: "outcome=dry" in caplog.text)
@@ -301,6 +303,7 @@ def test_logs_carry_room_hash_and_outcome_never_text(tmp_path, caplog) -> None:
     caplog.clear()
     with running_bridge(tmp_path, FakeResponder(text="비밀답장"), transport="relay", log_text=True) as rb:
         rb.post("/relay", {"room": "비밀방이름", "sender": "s", "msg": "디버그내용"})
+        assert wait_until(lambda: "outcome=replied" in caplog.text)  # logged right after the answer is written
         assert "디버그내용" in caplog.text and "비밀답장" in caplog.text and "비밀방이름" not in caplog.text
 
 

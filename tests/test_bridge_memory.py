@@ -183,7 +183,8 @@ def test_repo_gen_yaml_bridge_section_loads(project) -> None:
     bc = load_config(project / "configs").gen.bridge
     assert bc.transport == "kakao-skill" and bc.host == "127.0.0.1"
     assert bc.max_reply_chars <= 1000 and bc.request_timeout_s < 5 and bc.callback_after_s < bc.request_timeout_s
-    assert isinstance(bc.dedupe_window_s, float) and bc.callback_hosts == [] and bc.memory_archive is True
+    assert isinstance(bc.dedupe_window_s, float) and bc.callback_hosts == ["*.kakao.com"] and bc.memory_archive is True
+    assert bc.callback_allow_private is False and bc.request_read_timeout_s <= 10
 
 
 def test_jsonl_back_pressure_on_one_room_does_not_deadlock(tmp_path) -> None:

@@ -132,5 +132,5 @@ def test_cli_help_lists_every_verb() -> None:
     proc = subprocess.run([sys.executable, "-m", "chatbot.ops", "--help"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0
     for verb in ("archive", "organize", "preprocess", "train", "smoke", "reply", "chat", "bridge", "publish",
-                 "status", "demo", "hash-password"):
+                 "status", "demo", "hash-password", "bridge-secret"):
         assert verb in proc.stdout

@@ -10,8 +10,10 @@ the answer; filters, per-room memory, the bounded worker pool and logging are sh
 - ``jsonl`` (jsonl.py): JSON lines on stdin or a followed file → JSON lines on stdout.
 
 ``--dry`` (default) runs everything — receive, context, generation — and only logs what would be sent;
-``--send`` really replies. Per-room memory lives in ``paths.bridge_memory`` (memory.py). Settings: gen.yaml
-``bridge:`` (chatbot.config.BridgeConfig). Nothing here imports torch: the model is loaded by
+``--send`` really replies, and on an HTTP transport only with ``bridge.shared_secret`` set (otherwise any local
+user, or anyone who can reach the port, could talk to the bot; ``bridge-secret`` writes one into ``.env``).
+Per-room memory lives in ``paths.bridge_memory`` (memory.py). Settings: gen.yaml ``bridge:``
+(chatbot.config.BridgeConfig). Nothing here imports torch: the model is loaded by
 ``chatbot.generate.load_responder`` after the password gate, and tests inject any object with ``.reply``.
 """
 
@@ -33,6 +35,8 @@ __all__ = ["run_bridge", "make_bridge", "serve_http", "Bridge", "Incoming", "Job
 
 log = logging.getLogger("chatbot.bridge")
 
+MIN_SECRET_CHARS = 16  # shorter shared secrets are accepted with a warning
+
 
 def make_bridge(bc: Any, memory_dir: str | Path, *, send: bool, responder: Any = None) -> Bridge:
     """A Bridge over the memory folder with the settings of gen.yaml ``bridge:`` (``bc``)."""
@@ -47,8 +51,13 @@ def run_bridge(cfg, send: bool) -> None:
     from ..lock import RunLock
     from ..security import require_password
 
-    require_password(cfg)
     bc = cfg.gen.bridge
+    if send and bc.transport != "jsonl" and not bc.shared_secret:  # before the password prompt: fail fast
+        raise ChatbotError(
+            f"bridge --send on the {bc.transport} transport needs a shared secret, or anyone who can reach "
+            f"{bc.host}:{bc.port} can talk to the bot: run `python -m chatbot.ops bridge-secret` (writes "
+            f"CHATBOT_BRIDGE_SECRET into .env) or set bridge.shared_secret in gen.yaml; --dry runs without one")
+    require_password(cfg)
     memory_dir = cfg.path(cfg.paths.bridge_memory)
 
     def load() -> Any:
@@ -94,8 +103,12 @@ def serve_http(bridge: Bridge, load: Callable[[], Any], *, host: str, port: int,
 
     stop = stop or threading.Event()
     server, _ = start_server(bridge, host, port)
-    if not _is_loopback(host) and not bridge.bc.shared_secret:
+    secret = bridge.bc.shared_secret
+    if not _is_loopback(host) and not secret:
         log.warning("listening on %s without bridge.shared_secret: anyone who can reach it can talk to the bot", host)
+    elif secret and len(secret) < MIN_SECRET_CHARS:
+        log.warning("bridge.shared_secret has fewer than %d characters: easy to guess; "
+                    "`python -m chatbot.ops bridge-secret --replace` makes a random one", MIN_SECRET_CHARS)
     log.info("bridge listening on http://%s:%d (transport=%s mode=%s); loading the model",
              host, server.port, bridge.transport, _mode(bridge.send))
     if on_listening is not None:

@@ -403,6 +403,12 @@ class Bridge:
                 parts.append(f"out={generated!r}")
         log.info(" ".join(parts))
 
+    def log_connection(self, outcome: str) -> None:
+        """A connection event that is no message (``client_reset``: the client reset the connection)."""
+        with self._count_lock:
+            self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        log.info("room=- outcome=%s transport=%s", outcome, self.transport)
+
     def log_rejected(self, reason: str, status: int) -> None:
         """A request that never became a message (bad JSON, missing field, oversize...): no room, no text."""
         with self._count_lock:

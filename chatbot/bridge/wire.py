@@ -10,7 +10,8 @@ The room of a Kakao message is ``userRequest.user.id`` (a channel chat is one us
 message id in the payload, so Kakao messages deduplicate by the time window (see core.py). Answers (v2.0):
 ``{"version": "2.0", "template": {"outputs": [{"simpleText": {"text": ...}}]}}`` (text ≤ 1000 characters), the
 "no reply" template ``{"version": "2.0", "template": {"outputs": []}}``, and ``{"version": "2.0", "useCallback":
-true}`` when the reply will be POSTed later to ``callbackUrl`` (once, within one minute of the request).
+true}`` when the reply will be POSTed later to ``callbackUrl`` (once, within one minute of the request; which
+URLs are allowed and how the POST is bounded: callback.py).
 
 Relay (transport ``relay``, ``POST /relay``; and every jsonl input line)::
 
@@ -25,9 +26,6 @@ room not allowed, rate-limited, empty reply, --dry without dry_reply). Every HTT
 
 from __future__ import annotations
 
-import http.client
-import json
-import ssl
 import urllib.parse
 from typing import Any
 
@@ -79,8 +77,12 @@ def parse_skill(data: Any) -> Incoming:
     uid = _str(user.get("id"), "userRequest.user.id", empty_ok=False)
     callback = _str(ur.get("callbackUrl"), "userRequest.callbackUrl", required=False) or None
     if callback is not None:
-        parts = urllib.parse.urlsplit(callback)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urllib.parse.urlsplit(callback)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+        except ValueError:  # "http://[x" (bad IPv6 literal), a port that is not a number or out of range
+            ok = False
+        if not ok:
             raise BadRequest("userRequest.callbackUrl must be an http(s) URL")
     for name in ("bot", "action", "intent"):
         _obj(data.get(name), name, required=False)
@@ -97,36 +99,6 @@ def empty_template() -> dict:
 
 def use_callback() -> dict:
     return {"version": "2.0", "useCallback": True}
-
-
-def callback_allowed(url: str, hosts: list[str]) -> bool:
-    """The callback host is in ``callback_hosts`` (an empty list allows any host)."""
-    host = (urllib.parse.urlsplit(url).hostname or "").lower()
-    return not hosts or host in {h.lower() for h in hosts}
-
-
-def post_json(url: str, payload: dict, timeout: float) -> int:
-    """POST ``payload`` as JSON once (no redirects, no retries: a Kakao callback URL is single-use).
-
-    Returns the HTTP status; raises OSError / http.client.HTTPException on network failure.
-    """
-    parts = urllib.parse.urlsplit(url)
-    body = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    if parts.scheme == "https":
-        conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-            parts.hostname, parts.port, timeout=timeout, context=ssl.create_default_context())
-    else:
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    try:
-        conn.request("POST", path, body=body, headers={"Content-Type": "application/json; charset=utf-8"})
-        resp = conn.getresponse()
-        resp.read(65536)
-        return resp.status
-    finally:
-        conn.close()
 
 
 # ---------------------------------------------------------------------------------------------- relay/jsonl
