@@ -83,22 +83,22 @@ SECRET = "s3cr3t-Value:with [yaml] {chars}"  # invented
 @pytest.mark.parametrize(
     "name, mutate, secret",
     [
-        ("gen.yaml", lambda d: d["bridge"].update(workers="${CHATBOT_BRIDGE_SECRET}"), SECRET),  # int
-        ("gen.yaml", lambda d: d["sampling"].update(top_p="${CHATBOT_BRIDGE_SECRET}"), SECRET),  # float
-        ("gen.yaml", lambda d: d["sampling"].update(top_p="${CHATBOT_BRIDGE_SECRET}"), "98765"),  # range
-        ("paths.yaml", lambda d: d["raw"].update(move_files="${CHATBOT_BRIDGE_SECRET}"), SECRET),  # bool
-        ("train.yaml", lambda d: d["runtime"].update(dtype="${CHATBOT_BRIDGE_SECRET}"), SECRET),  # one of a list
-        ("paths.yaml", lambda d: d["raw"].update(root_globs="${CHATBOT_BRIDGE_SECRET}"), "[x, {s3cr3t: 1}]"),  # item
-        ("gen.yaml", lambda d: d["sampling"].update(top_p="0.${CHATBOT_BRIDGE_SECRET}"), SECRET),  # part of it
+        ("gen.yaml", lambda d: d["bridge"].update(workers="${CHATBOT_TEST_VALUE}"), SECRET),  # int
+        ("gen.yaml", lambda d: d["sampling"].update(top_p="${CHATBOT_TEST_VALUE}"), SECRET),  # float
+        ("gen.yaml", lambda d: d["sampling"].update(top_p="${CHATBOT_TEST_VALUE}"), "98765"),  # range
+        ("paths.yaml", lambda d: d["raw"].update(move_files="${CHATBOT_TEST_VALUE}"), SECRET),  # bool
+        ("train.yaml", lambda d: d["runtime"].update(dtype="${CHATBOT_TEST_VALUE}"), SECRET),  # one of a list
+        ("paths.yaml", lambda d: d["raw"].update(root_globs="${CHATBOT_TEST_VALUE}"), "[x, {s3cr3t: 1}]"),  # item
+        ("gen.yaml", lambda d: d["sampling"].update(top_p="0.${CHATBOT_TEST_VALUE}"), SECRET),  # part of it
     ],
 )
 def test_values_from_env_substitutions_are_never_printed(project, monkeypatch, name, mutate, secret) -> None:
-    monkeypatch.setenv("CHATBOT_BRIDGE_SECRET", secret)
+    monkeypatch.setenv("CHATBOT_TEST_VALUE", secret)
     edit(project, name, mutate)
     with pytest.raises(ConfigError) as err:
         load_config(project / "configs")
     message = str(err.value)
-    assert "${CHATBOT_BRIDGE_SECRET}" in message and "(not shown)" in message, message
+    assert "${CHATBOT_TEST_VALUE}" in message and "(not shown)" in message, message
     assert "s3cr3t" not in message and "98765" not in message and "\n" not in message
 
 
