@@ -76,8 +76,10 @@ _MALFORMED = ("CHATBOT_PASSWORD_HASH in .env is malformed (expected scrypt$N$r$p
               "make a new one with `python -m chatbot.ops hash-password`")
 
 
-def parse_password_hash(line: str) -> tuple[int, int, int, bytes, bytes]:
-    """(n, r, p, salt, digest) of a hash line; ChatbotError (never showing the line) when it is malformed."""
+def parse_password_hash(line: str, *, min_mem: int | None = None) -> tuple[int, int, int, bytes, bytes]:
+    """(n, r, p, salt, digest) of a hash line; ChatbotError (never showing the line) when it is malformed or cheaper
+    than ``min_mem`` bytes of scrypt memory (default ``HASH_FLOOR_MEM``; 0 for hashes of random keys, which no
+    amount of guessing finds)."""
     parts = line.strip().strip("'\"").split("$")
     if len(parts) != 6 or parts[0] != "scrypt":
         raise ChatbotError(_MALFORMED)
@@ -89,16 +91,16 @@ def parse_password_hash(line: str) -> tuple[int, int, int, bytes, bytes]:
     if (n < 2 or n & (n - 1) or n > _MAX_N or not 1 <= r <= _MAX_R or not 1 <= p <= _MAX_P
             or 128 * r * n > _MAX_SCRYPT_MEM or len(salt) < 8 or len(digest) < 16):
         raise ChatbotError(_MALFORMED)
-    if 128 * r * n < HASH_FLOOR_MEM:
+    if 128 * r * n < (HASH_FLOOR_MEM if min_mem is None else min_mem):
         raise ChatbotError(f"CHATBOT_PASSWORD_HASH in .env is too weak (scrypt N={n}, r={r}: below "
                            f"{HASH_FLOOR_MEM >> 20} MiB); make a new one with `python -m chatbot.ops hash-password` "
                            "and replace the line")
     return n, r, p, salt, digest
 
 
-def verify_password_hash(password: str, line: str) -> bool:
-    """Constant-time check of ``password`` against a hash line (ChatbotError when the line is malformed)."""
-    n, r, p, salt, digest = parse_password_hash(line)
+def verify_password_hash(password: str, line: str, *, min_mem: int | None = None) -> bool:
+    """Constant-time check of ``password`` against a hash line (ChatbotError when the line is malformed or weak)."""
+    n, r, p, salt, digest = parse_password_hash(line, min_mem=min_mem)
     return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(digest)), digest)
 
 
