@@ -128,6 +128,9 @@ def test_processed_data_of_another_kind_is_refused(tmp_path):
     other = reload(cfg, {"model": {"base": str(cached_base("llama"))}})
     with pytest.raises(ChatbotError, match="processed data was made for base"):
         train(other)
+    too_long = reload(cfg, {"model": {"base": cfg.train.model.base, "block_size": 4096}})
+    with pytest.raises(ChatbotError, match="block_size 4096 is longer than the base's context"):
+        train(too_long)
     assert not cfg.run_dir.exists()
 
 
