@@ -201,10 +201,13 @@ def child_reference(root: Path, steps: int) -> dict:
     return {"tok_s": out}
 
 
-def run_child(kind: str, root: Path, steps: int, threads: int) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=str(REPO))
-    got = subprocess.run([sys.executable, __file__, "--child", kind, "--work", str(root), "--steps", str(steps)],
-                         capture_output=True, text=True, env=env)
+def run_child(kind: str, root: Path, a) -> dict:
+    """One variant in a fresh process. The parent never imports torch: Linux keeps a process's peak RSS across
+    fork + exec, so a heavy parent would inflate every child's figure."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), PYTHONPATH=str(REPO))
+    args = ["--child", kind, "--work", str(root), "--steps", str(a.steps), "--hidden", str(a.hidden), "--layers",
+            str(a.layers), "--vocab", str(a.vocab), "--block", str(a.block), "--batch", str(a.batch)]
+    got = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env)
     if got.returncode != 0:
         raise SystemExit(f"{kind} child failed:\n{got.stderr[-3000:]}")
     return json.loads(got.stdout.strip().splitlines()[-1])
@@ -220,38 +223,40 @@ def main() -> None:
     ap.add_argument("--block", type=int, default=256)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--child", choices=["trainer", "reference"])
+    ap.add_argument("--child", choices=["trainer", "reference", "make-base"])
     ap.add_argument("--work", type=Path)
     ap.add_argument("--memory-table", action="store_true", help="print the computed GPU memory table and exit")
     a = ap.parse_args()
     if a.memory_table:
         print(memory_table())
         return
+    if a.child == "make-base":
+        import torch
+        from transformers import AutoConfig
+
+        make_base(a.work, a.hidden, a.layers, a.vocab)
+        c = AutoConfig.from_pretrained(str(a.work))
+        print(json.dumps({"about": f"Qwen2-shaped base: hidden {c.hidden_size}, {c.num_hidden_layers} layers, "
+                                   f"{c.num_attention_heads} heads ({c.num_key_value_heads} kv), vocab {c.vocab_size}, "
+                                   f"tied; LoRA r=16 on {len(TARGETS)} modules; batch {a.batch} x {a.block} tokens, "
+                                   f"CPU {torch.get_num_threads()} thread(s), torch {torch.__version__}"}))
+        return
     if a.child:
         import torch
 
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+        make_project(a.work, a.work.parent / "base", a.block, a.batch, a.steps)
         res = (child_trainer if a.child == "trainer" else child_reference)(a.work, a.steps)
         res["peak_rss_mb"] = peak_rss_mb()
         print(json.dumps(res))
         return
     tmp = Path(tempfile.mkdtemp(prefix="bench-finetune-"))
-    base = tmp / "base"
-    make_base(base, a.hidden, a.layers, a.vocab)
-    import torch
-    from transformers import AutoConfig
-
-    c = AutoConfig.from_pretrained(str(base))
-    print(f"Qwen2-shaped base: hidden {c.hidden_size}, {c.num_hidden_layers} layers, {c.num_attention_heads} heads "
-          f"({c.num_key_value_heads} kv), vocab {c.vocab_size}, tied; LoRA r=16 on {len(TARGETS)} modules; "
-          f"batch {a.batch} x {a.block} tokens, CPU {a.threads} thread(s), torch {torch.__version__}")
+    print(run_child("make-base", tmp / "base", a)["about"], flush=True)
     best = {"trainer": None, "reference": None}
     rss = {"trainer": 0.0, "reference": 0.0}
     for r in range(a.repeats):  # interleaved: this machine is shared and its speed drifts
         for kind in ("reference", "trainer"):
-            work = tmp / f"{kind}-{r}"
-            make_project(work, base, a.block, a.batch, a.steps)
-            res = run_child(kind, work, a.steps, a.threads)
+            res = run_child(kind, tmp / f"{kind}-{r}", a)
             med = sorted(res["tok_s"])[len(res["tok_s"]) // 2]
             best[kind] = max(best[kind] or 0.0, med)
             rss[kind] = max(rss[kind], res["peak_rss_mb"])
@@ -262,6 +267,9 @@ def main() -> None:
     print(f"reference {best['reference']:8.0f} tok/s   peak RSS {rss['reference']:6.0f} MB   (transformers + peft loop)")
     print(f"ratio trainer/reference: {ratio:.2f}x tokens/s (target >= 1.0), "
           f"{rss['trainer'] / rss['reference']:.2f}x peak RSS")
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
