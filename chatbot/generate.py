@@ -451,6 +451,7 @@ class Reply:
     latency_s: float
     first_token_s: float
     stop_reason: str = ""
+    prompt_tokens: int = 0
 
 
 class Responder:
@@ -504,16 +505,19 @@ class Responder:
         budget = context_budget(self.block_size, self.gen)
         return build_prompt(turns, self.ids.bos, self.ids.speakers[self.bot_speaker], budget)
 
-    def reply(self, history: list[tuple[str, str]], *, seed: int | None = None, on_text=None) -> Reply:
+    def reply(self, history: list[tuple[str, str]], *, seed: int | None = None, on_text=None,
+              sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None) -> Reply:
         """The bot's next turn after ``history`` ([("user"|"bot", text), ...], oldest first).
 
         ``seed`` None = ``sampling.seed`` + the number of history entries: the same conversation always gets
         the same reply, while successive turns do not reuse one noise sequence. ``on_text(str)`` receives the
-        reply as it grows (whole characters only).
+        reply as it grows (whole characters only). ``sampling`` replaces gen.yaml's sampling for this reply (an API
+        request's temperature, top_p, max_tokens); ``cancel() -> True`` stops generation after the current token
+        (a client that went away; stop_reason "callback").
         """
         t0 = time.perf_counter()
         prompt = self.prompt_ids(history)
-        s = self.gen.sampling
+        s = sampling or self.gen.sampling
         device = next(self.model.parameters()).device
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else s.seed + len(history))
@@ -527,14 +531,14 @@ class Responder:
                 banned_ids=self.banned,
                 unpenalized_ids=self.ids.special,
                 generator=gen,
-                on_token=stream.push,
+                on_token=stream.push if cancel is None else (lambda tok: stream.push(tok) or bool(cancel())),
                 decoder=self.decoder,
                 decode_threads=self.gen.decode_threads,
             )
         text = stream.finish()
         conf = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")
         first = t_gen - t0 + out.first_token_s
-        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason)
+        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason, len(prompt))
 
 
 def load_responder(cfg) -> Responder:
