@@ -188,7 +188,7 @@ def test_weight_hash_is_stable_and_follows_the_weights(bases, tmp_path: Path) ->
 @pytest.mark.parametrize("family", FAMILIES)
 def test_load_base_gives_a_causal_lm_and_a_fast_tokenizer(bases, family) -> None:
     model, tok = load_base(bases[family])
-    assert type(model).__name__.lower().startswith(family.replace("2", "2").replace("3", "3")[:5])
+    assert type(model).__name__.lower().startswith(family)
     assert tok.is_fast and tok.eos_token_id is not None
     ids = torch.tensor([[1, 2, 3, 4]])
     assert model(ids).logits.shape == (1, 4, len(tok))

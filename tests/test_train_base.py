@@ -136,7 +136,7 @@ def test_processed_data_of_another_kind_is_refused(tmp_path):
 
 def test_two_stage_recipe_from_yaml_and_a_full_fine_tune(tmp_path, capsys):
     stage1 = make_base_project(tmp_path, {"run_name": "stage1", "objective": {"loss_mode": "all"},
-                                          "optimization": {"max_steps": 4}})
+                                          "optimization": {"max_steps": 2}, "logging": {"eval_interval": 2}})
     assert train(stage1) == EXIT_DONE
     s1 = load_ckpt(stage1.run_dir / "best.pt")
     stage2 = reload(stage1, {"run_name": "stage2", "init_from": "checkpoints/stage1/best.pt",
@@ -163,7 +163,7 @@ def test_two_stage_recipe_from_yaml_and_a_full_fine_tune(tmp_path, capsys):
 def test_gradient_checkpointing_gives_the_same_training(tmp_path, base):
     from helpers_train import make_project
 
-    over = {"optimization": {"max_steps": 2}, "model": {"dropout": 0.0}}
+    over = {"optimization": {"max_steps": 1}, "model": {"dropout": 0.0}, "logging": {"eval_interval": 100}}
     results = []
     for gc in (False, True):
         o = {**over, "runtime": {"gradient_checkpointing": gc}}
