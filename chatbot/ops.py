@@ -80,12 +80,14 @@ def publish(
     encrypt: bool = typer.Option(False, "--encrypt", help="Write artifacts/model_latest.enc (needs CHATBOT_MODEL_KEY)."),
     format: str = typer.Option("pt", "--format", help="pt (our artifact) or hf (Hugging Face folder)."),
     dry: bool = typer.Option(False, "--dry", help="Show what would be written; write nothing."),
+    adapter_only: bool = typer.Option(False, "--adapter-only",
+                                      help="Pretrained-base runs: write only the LoRA adapter (loads on top of the base)."),
     config_dir: Path = ConfigDir,
 ) -> None:
     """Write a self-contained model artifact (optionally encrypted) from the best checkpoint."""
     cfg = _config(config_dir)
     from .publish import publish as run
-    run(cfg, encrypt=encrypt, fmt=format, dry=dry)
+    run(cfg, encrypt=encrypt, fmt=format, dry=dry, adapter_only=adapter_only)
 
 
 @app.command()
@@ -114,6 +116,20 @@ def smoke(config_dir: Path = ConfigDir) -> None:
     cfg = _config(config_dir)
     from .smoke import smoke as run
     raise typer.Exit(run(cfg))
+
+
+@app.command("eval")
+def eval_(
+    source: str = typer.Option("", "--source", help="best, latest, artifact or a model file path "
+                               "(default: gen.yaml model_preference)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Reply items (default gen.yaml eval.items; 0 = loss only)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Score the model on the held-out chats against unigram/bigram and retrieval baselines (password required)."""
+    cfg = _config(config_dir)
+    from .eval import eval_command
+    eval_command(cfg, source=source, limit=limit, as_json=json_out)
 
 
 @app.command()
