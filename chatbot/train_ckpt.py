@@ -191,6 +191,8 @@ def config_changes(old: dict | None, new: dict, prefix: str = "") -> list[str]:
         dotted = f"{prefix}{key}"
         if key == "model":
             continue  # checked (and refused) by check_compatible
+        if key not in old:
+            continue  # a key added by a newer version: the checkpoint ran with its default
         before = old.get(key)
         if isinstance(value, dict):
             out += config_changes(before, value, dotted + ".")
