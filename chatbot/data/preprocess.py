@@ -109,7 +109,7 @@ import numpy as np
 
 from ..config import Config, PreprocessConfig, config_hash, to_dict
 from ..errors import ChatbotError
-from ..fsio import atomic_write_json, fsync_dir, read_json, sha256_file
+from ..fsio import atomic_write_json, fsync_dir, private_mkdir, read_json, sha256_file
 from ..portable import pool_start_method, try_lock
 from ..records import Record
 from ..tokens import BOS, EOT, MAX_SPEAKERS, MEDIA_TOKENS, PII_TOKENS, speaker_token
@@ -146,7 +146,7 @@ def preprocess(cfg: Config, force: bool = False) -> None:
     rooms, files, inputs_hash, input_id = _manifest_rooms(cfg)
     fingerprint = _fingerprint(pcfg, cfg.paths.raw.self_name, input_id, _base_ref(cfg))
     base = _open_base(cfg)  # before any work: a missing base / library is one line
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_mkdir(out_dir)
     with _exclusive(out_dir):
         recover(out_dir)
         if not force:
@@ -330,7 +330,7 @@ def _build(load, n_rooms: int, pcfg: PreprocessConfig, out_dir, *, self_name: st
     back from the spill one at a time. ``load(i, last)`` returns room ``i``'s records (see :class:`_RoomLoader`).
     Peak memory is a constant plus a small multiple of the largest room, whatever the number of rooms.
     """
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    private_mkdir(Path(out_dir))
     with _Spill(Path(out_dir)) as spill:
         return _build_spilled(spill, load, n_rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint,
                               inputs=inputs, base=base)
@@ -341,7 +341,7 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
     t0 = time.perf_counter()
     clock = _Phases()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_mkdir(out_dir)
     ranking = conv.SpeakerCounts()
     names: set[str] = set()
     messages_in = 0
