@@ -201,7 +201,7 @@ def test_content_fingerprints_at_different_sampling_levels(tmp_path, monkeypatch
     conversation in the same period does not."""
     import chatbot.kakao.organize as org
 
-    monkeypatch.setattr(org, "SKETCH_CAP", 40)
+    monkeypatch.setattr(org, "SKETCH_CAP", 200)  # thinned, yet enough samples for every hash seed
     big = conversation(datetime(2020, 1, 1, 9, 0), 1500, PEOPLE, seed=5)
     other = conversation(datetime(2020, 1, 1, 9, 0), 800, ["박지호", "최유나"], seed=6)
     a = org.scan_file(write(tmp_path / "a.txt", render("windows_ko", "가", big, datetime(2020, 3, 1))), "나")
