@@ -407,6 +407,12 @@ class GenConfig:
     decode_threads: torch CPU threads while decoding one token at a time (the prompt still uses all of torch's
     threads). 1 is fastest for small models and stays fast when the CPU is busy (e.g. training alongside);
     0 = torch's default.
+    reply_policy: when the bot speaks in a room (bridge relay/jsonl, chat, reply): always = every message;
+    addressed = only when a message names the bot (``bridge.bot_names``, also as an @mention) or the room has
+    one other person; model = when addressed, or when the model's probability that the bot's speaker comes next
+    (read from the same forward pass that starts the reply) is at least ``speak_threshold``. kakao-skill
+    always answers (a channel chat is a direct message to the bot).
+    speak_threshold: the probability cut for reply_policy model (0 < t ≤ 1; chosen with bench/bench_speak.py).
     """
 
     model_preference: list[str] = field(
@@ -418,6 +424,8 @@ class GenConfig:
     max_chars: int = field(default=300, metadata=_range(1))
     device: str = "auto"
     decode_threads: int = field(default=1, metadata=_range(0))
+    reply_policy: Literal["always", "addressed", "model"] = "always"
+    speak_threshold: float = field(default=0.3, metadata=_range(0, 1, lo_open=True))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)

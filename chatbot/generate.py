@@ -34,6 +34,7 @@ from .data.pii import PiiMasker
 from .data.tokenizer import encode_marked, iter_token_bytes, special_id
 from .errors import ChatbotError
 from .model import Transformer
+from .speakers import Decision, make_plan, model_decide, pre_decide
 from .tokens import BOS, EOT, PAD, PLACEHOLDER_TOKENS, SPECIAL_TOKENS, SPEAKER_TOKENS, speaker_token, unescape_text
 
 _PSEUDONYM = re.compile(r"S\d+")
@@ -274,9 +275,10 @@ class Generation:
 
     tokens: list[int]
     logprobs: list[float]
-    stop_reason: str  # eot | next_turn | max_new_tokens | context_full | callback
+    stop_reason: str  # eot | next_turn | max_new_tokens | context_full | callback | silent
     first_token_s: float
     prefill_s: float
+    speak_prob: float | None = None  # P(the prompt's last ``speak_tokens`` come next), when asked for
 
 
 @torch.inference_mode()
@@ -295,6 +297,8 @@ def generate(
     max_new_tokens: int | None = None,
     decoder: FastDecoder | None = None,
     decode_threads: int = 0,
+    speak_tokens: int = 0,
+    speak_decide: Callable[[float], bool] | None = None,
 ) -> Generation:
     """Continue ``prompt`` token by token.
 
@@ -306,6 +310,12 @@ def generate(
     ``on_token(id) -> True`` stops early (after that token). Log-probs are of the model's own distribution
     (before penalty / temperature / filtering). ``decode_threads`` > 0 = torch CPU threads for the one-token steps
     (the prefill keeps torch's setting, which is restored afterwards).
+
+    ``speak_tokens`` = k > 0: the prompt's last k tokens are the bot's speaker marker (one speaker token, or the
+    text prefix ``"S2: "`` of a pretrained base). The prefill then stops before them, and they are fed one token
+    at a time through the same cache while their probabilities are read: ``speak_prob`` = P(the bot speaks next
+    after the latest turn's end). No second model run: k single-token steps that the prompt needed anyway.
+    ``speak_decide(prob) -> False`` ends there with ``stop_reason`` "silent" and no tokens.
     """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
@@ -326,7 +336,19 @@ def generate(
     seq = torch.empty(block, dtype=torch.long, device=device)
     seq[: len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
     n = len(prompt)
-    logits = step_fn(seq, 0, n)
+    speak_prob = None
+    if 0 < speak_tokens < n:
+        n0 = n - speak_tokens
+        logits = step_fn(seq, 0, n0)
+        logp = 0.0
+        for j in range(n0, n):
+            logp += float(F.log_softmax(logits.float(), dim=-1)[prompt[j]])
+            logits = step_fn(seq, j, j + 1)
+        speak_prob = math.exp(logp)
+        if speak_decide is not None and not speak_decide(speak_prob):
+            return Generation([], [], "silent", 0.0, time.perf_counter() - t0, speak_prob)
+    else:
+        logits = step_fn(seq, 0, n)
     prefill_s = time.perf_counter() - t0
     tokens: list[int] = []
     logprobs: list[float] = []
@@ -370,7 +392,7 @@ def generate(
     finally:
         if switch:
             torch.set_num_threads(threads)
-    return Generation(tokens, logprobs, reason, first_token_s, prefill_s)
+    return Generation(tokens, logprobs, reason, first_token_s, prefill_s, speak_prob)
 
 
 # ------------------------------------------------------------------------------------------ post-processing
@@ -451,6 +473,9 @@ class Reply:
     latency_s: float
     first_token_s: float
     stop_reason: str = ""
+    silent: bool = False  # the bot stays silent (reply_policy); text is "" then
+    speak_prob: float | None = None  # P(the bot's speaker comes next), None when not computed
+    decision: str = ""  # why it spoke or not: always, two_person, addressed, model, not_addressed, below_threshold
 
 
 class Responder:
@@ -466,6 +491,7 @@ class Responder:
         self.model, self.tok = bundle.model, bundle.tokenizer
         self.ids = TokenIds.from_tokenizer(self.tok)
         self.user_speaker, self.bot_speaker = resolve_speakers(bundle.persona, gen)
+        self.plan = make_plan(bundle.persona, self.user_speaker, self.bot_speaker)
         vocab = self.model.args.vocab_size
         self.token_bytes = token_byte_table(self.tok, self.ids.special)
         self.token_bytes += [b""] * max(0, vocab - len(self.token_bytes))
@@ -481,13 +507,22 @@ class Responder:
             self.decoder = None
             self.model.setup_cache(1, self.block_size)
 
+    def pseudonym(self, speaker: str) -> str:
+        """A history speaker id as the model's pseudonym: "user"/"bot" shorthands or a slot "S<n>"."""
+        if speaker == "user":
+            return self.user_speaker
+        if speaker == "bot":
+            return self.bot_speaker
+        if isinstance(speaker, str) and _PSEUDONYM.fullmatch(speaker) and speaker_token(speaker) in SPEAKER_TOKENS:
+            return speaker
+        raise ValueError(f"history speaker must be 'user', 'bot' or a pseudonym S0…S64, got {speaker!r}")
+
     def encode_history(self, history: list[tuple[str, str]]) -> list[list[int]]:
-        """Turns as token lists; consecutive messages of one side merge into one turn (as preprocess merges
+        """Turns as token lists; consecutive messages of one speaker merge into one turn (as preprocess merges
         bursts), empty messages are skipped."""
         merged: list[tuple[str, str]] = []
-        for role, text in history:
-            if role not in ("user", "bot"):
-                raise ValueError(f"history role must be 'user' or 'bot', got {role!r}")
+        for speaker, text in history:
+            role = self.pseudonym(speaker)
             text = normalize_text(text)
             if not text:
                 continue
@@ -496,22 +531,49 @@ class Responder:
                 merged[-1] = (role, merged[-1][1] + "\n" + text)
             else:
                 merged.append((role, text))
-        who = {"user": self.user_speaker, "bot": self.bot_speaker}
-        return [encode_turn(self.tok, self.ids, who[role], text) for role, text in merged]
+        return [encode_turn(self.tok, self.ids, role, text) for role, text in merged]
 
     def prompt_ids(self, history: list[tuple[str, str]]) -> list[int]:
         turns = self.encode_history(history)
         budget = context_budget(self.block_size, self.gen)
         return build_prompt(turns, self.ids.bos, self.ids.speakers[self.bot_speaker], budget)
 
-    def reply(self, history: list[tuple[str, str]], *, seed: int | None = None, on_text=None) -> Reply:
-        """The bot's next turn after ``history`` ([("user"|"bot", text), ...], oldest first).
+    def speak_tokens(self) -> int:
+        """How many tokens at the end of a prompt mark the bot's turn (one speaker token)."""
+        return 1
+
+    def pre_decision(self, history: list[tuple[str, str]], policy: str | None, senders: int | None) -> Decision | None:
+        """The reply_policy decision that needs no model (None: the model's probability decides)."""
+        policy = policy or self.gen.reply_policy
+        last = next((t for s, t in reversed(history) if s != "bot" and s != self.bot_speaker), "")
+        if senders is None:
+            senders = len({self.pseudonym(s) for s, _ in history} - {self.bot_speaker})
+        return pre_decide(policy, last, self.gen.bridge.bot_names, senders)
+
+    def reply(self, history: list[tuple[str, str]], *, seed: int | None = None, on_text=None,
+              policy: str | None = None, senders: int | None = None) -> Reply:
+        """The bot's next turn after ``history`` ([(speaker, text), ...], oldest first; speaker = "user", "bot"
+        or a pseudonym slot such as "S3", see chatbot/speakers.py).
+
+        ``policy`` overrides ``gen.reply_policy`` (kakao-skill passes "always"); ``senders`` = distinct people
+        in the room besides the bot (None = counted in ``history``). A silent decision returns a Reply with
+        ``silent`` True and no text; ``speak_prob`` is filled whenever the model ran.
 
         ``seed`` None = ``sampling.seed`` + the number of history entries: the same conversation always gets
         the same reply, while successive turns do not reuse one noise sequence. ``on_text(str)`` receives the
         reply as it grows (whole characters only).
         """
         t0 = time.perf_counter()
+        pre = self.pre_decision(history, policy, senders)
+        if pre is not None and not pre.speak:  # no model run at all
+            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", True, None, pre.reason)
+        decided: list[Decision] = []
+
+        def decide(prob: float) -> bool:
+            d = pre if pre is not None else model_decide(prob, self.gen.speak_threshold)
+            decided.append(Decision(d.speak, d.reason, prob))
+            return d.speak
+
         prompt = self.prompt_ids(history)
         s = self.gen.sampling
         device = next(self.model.parameters()).device
@@ -530,11 +592,17 @@ class Responder:
                 on_token=stream.push,
                 decoder=self.decoder,
                 decode_threads=self.gen.decode_threads,
+                speak_tokens=self.speak_tokens(),
+                speak_decide=decide,
             )
+        d = decided[0] if decided else (pre or Decision(True, "always"))
+        if out.stop_reason == "silent":
+            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", True, out.speak_prob, d.reason)
         text = stream.finish()
         conf = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")
         first = t_gen - t0 + out.first_token_s
-        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason)
+        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason,
+                     speak_prob=out.speak_prob, decision=d.reason)
 
 
 def load_responder(cfg) -> Responder:
