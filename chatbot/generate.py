@@ -507,6 +507,10 @@ class Responder:
             self.decoder = None
             self.model.setup_cache(1, self.block_size)
 
+    def learn_names(self, names: dict[str, str]) -> None:
+        """Real name → pseudonym of the training data, so a known person keeps their slot in a room."""
+        self.plan = make_plan(self.bundle.persona, self.user_speaker, self.bot_speaker, names)
+
     def pseudonym(self, speaker: str) -> str:
         """A history speaker id as the model's pseudonym: "user"/"bot" shorthands or a slot "S<n>"."""
         if speaker == "user":
@@ -610,4 +614,8 @@ def load_responder(cfg) -> Responder:
     call ``chatbot.security.require_password(cfg)`` first."""
     from .loading import load_bundle
 
-    return Responder(load_bundle(cfg), cfg.gen, cfg.paths.processed.preprocess.pii)
+    from .speakers import load_learned_names
+
+    responder = Responder(load_bundle(cfg), cfg.gen, cfg.paths.processed.preprocess.pii)
+    responder.learn_names(load_learned_names(cfg.processed_dir))  # private, local, in memory only
+    return responder

@@ -47,6 +47,11 @@ class SpeakerPlan:
         return 1 + len(self.free)
 
 
+def is_slot(value) -> bool:
+    """A speaker id a stored history may hold: "user", "bot" or a pseudonym "S<n>"."""
+    return isinstance(value, str) and (value in (USER, BOT) or bool(_PSEUDONYM.fullmatch(value)))
+
+
 def name_key(name: str) -> str:
     """How sender names are compared: NFC, trimmed, case-blind."""
     return unicodedata.normalize("NFC", name).strip().casefold()
@@ -117,7 +122,7 @@ class RoomSpeakers:
         out = cls()
         if isinstance(data, dict):
             for k, v in data.items():
-                if isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], int):
+                if isinstance(v, list) and len(v) == 2 and is_slot(v[0]) and isinstance(v[1], int):
                     out.senders[str(k)] = [v[0], v[1]]
         return out
 
