@@ -153,6 +153,22 @@ def _model(cfg, rep: Report, trained: bool) -> None:
         rep.suggest("python -m chatbot.ops publish --encrypt")
 
 
+def _policy(cfg, rep: Report) -> None:
+    """reply_policy model on a two-person model works (it predicts plain turn-taking), but say so."""
+    if cfg.gen.reply_policy != "model":
+        return
+    try:
+        stats = json.loads((cfg.processed_dir / "stats.json").read_text(encoding="utf-8"))
+        speakers = (stats.get("persona") or {}).get("speakers") or {}
+        people = sum(1 for n in speakers.values() if isinstance(n, int) and n > 0)
+    except (OSError, ValueError, AttributeError):
+        return
+    if people <= 2:
+        rep.add(f"Replies      reply_policy model, speak_threshold {cfg.gen.speak_threshold:g}: the training data "
+                f"has {people} speaker(s), so the model only predicts two-person turn-taking (it answers nearly "
+                f"every message in a group room); reply_policy addressed fits a group room better")
+
+
 def _env(cfg, rep: Report) -> None:
     missing = []
     if not (cfg.secret("CHATBOT_PASSWORD") or cfg.secret("CHATBOT_PASSWORD_HASH")):
@@ -176,6 +192,7 @@ def build_report(cfg) -> Report:
     have_data = _processed(cfg, rep, have_exports)
     trained = _training(cfg, rep, have_data)
     _model(cfg, rep, trained)
+    _policy(cfg, rep)
     _env(cfg, rep)
     rep.suggest("python -m chatbot.ops chat")
     rep.add()
