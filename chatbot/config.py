@@ -118,6 +118,9 @@ class PreprocessConfig:
     val_fraction: fraction of sessions with a target turn (the latest ones) held out for validation.
     vocab_size: BPE vocabulary size, special tokens included.
     max_speakers: speakers beyond the most active this many share one pseudonym.
+    learn_turn_taking: also train on "who speaks next": loss on the speaker token of every turn that follows
+    another turn (all speakers, not only targets), so gen.yaml reply_policy model can read P(the bot speaks next).
+    Off = the speaker tokens stay context only, as before.
     pii: which personal-data classes to mask.
     """
 
@@ -139,6 +142,7 @@ class PreprocessConfig:
     val_fraction: float = field(default=0.1, metadata=_range(0, 0.9))
     vocab_size: int = field(default=8000, metadata=_range(512, 4_000_000))
     max_speakers: int = field(default=64, metadata=_range(1, 64))
+    learn_turn_taking: bool = False
     pii: PiiConfig = field(default_factory=PiiConfig)
 
 

@@ -343,10 +343,12 @@ def generate(
         logp = 0.0
         for j in range(n0, n):
             logp += float(F.log_softmax(logits.float(), dim=-1)[prompt[j]])
-            logits = step_fn(seq, j, j + 1)
+            if j < n - 1:
+                logits = step_fn(seq, j, j + 1)
         speak_prob = math.exp(logp)
         if speak_decide is not None and not speak_decide(speak_prob):
             return Generation([], [], "silent", 0.0, time.perf_counter() - t0, speak_prob)
+        logits = step_fn(seq, n - 1, n)  # the marker's last token: its logits start the reply
     else:
         logits = step_fn(seq, 0, n)
     prefill_s = time.perf_counter() - t0

@@ -159,11 +159,16 @@ def _policy(cfg, rep: Report) -> None:
         return
     try:
         stats = json.loads((cfg.processed_dir / "stats.json").read_text(encoding="utf-8"))
-        speakers = (stats.get("persona") or {}).get("speakers") or {}
+        persona = stats.get("persona") or {}
+        speakers = persona.get("speakers") or {}
         people = sum(1 for n in speakers.values() if isinstance(n, int) and n > 0)
     except (OSError, ValueError, AttributeError):
         return
-    if people <= 2:
+    if not persona.get("turn_taking") and cfg.train.objective.loss_mode != "all":
+        rep.add("Replies      reply_policy model, but the training data does not teach who speaks next: set "
+                "processed.preprocess.learn_turn_taking: true in paths.yaml, preprocess and train again (until "
+                "then the bot speaks only when addressed)")
+    elif people <= 2:
         rep.add(f"Replies      reply_policy model, speak_threshold {cfg.gen.speak_threshold:g}: the training data "
                 f"has {people} speaker(s), so the model only predicts two-person turn-taking (it answers nearly "
                 f"every message in a group room); reply_policy addressed fits a group room better")
