@@ -66,10 +66,10 @@ def group_smoke(responder, gen, labels) -> str | None:
             text = template.format(bot=name)
             slot, _ = room.slot(responder.plan, GROUP_NAMES[who], GROUP_NAMES[who])
             history.append((slot, text))
-            r = responder.reply(history, policy=policy, senders=room.distinct())
+            r = responder.reply(history, policy=policy, senders=len(GROUP_NAMES))
             prob = "" if r.speak_prob is None else f", P(bot next) {r.speak_prob:.2f}"
-            print(f"{GROUP_NAMES[who]}: {text}")
-            print(f"{labels.bot_label}: {r.text}" if not r.silent else "    (silent)", end="")
+            print(f"  {GROUP_NAMES[who]}: {text}")
+            print(f"  {labels.bot_label}: {r.text}" if not r.silent else "    (silent)", end="")
             print(f"    [{r.decision}{prob}]", flush=True)
             asked = "{bot}" in template
             if asked and failure is None:

@@ -245,3 +245,25 @@ def test_speak_points_read_the_bot_probability_after_others_turns() -> None:
     with torch.no_grad():
         ref = F.softmax(model(torch.tensor([stream[:7]]))[0, -1], dim=-1)[bot]
     assert pts[1].prob == pytest.approx(float(ref), rel=1e-4)
+
+
+def test_learn_turn_taking_puts_loss_on_the_next_speaker_token(tmp_path: Path) -> None:
+    import numpy as np
+
+    from chatbot.data import preprocess as pp
+
+    from helpers_preprocess import chat_room, parse_stream, read_outputs, small_cfg
+
+    off = pp.build([chat_room(8, seed=4)], small_cfg(), tmp_path / "off")
+    on = pp.build([chat_room(8, seed=4)], small_cfg(learn_turn_taking=True), tmp_path / "on")
+    assert on["persona"]["turn_taking"] is True and "turn_taking" not in off["persona"]
+    a, b = read_outputs(tmp_path / "off"), read_outputs(tmp_path / "on")
+    tokens, mask_off, mask_on = b["train"]["tokens"], a["train"]["mask"], b["train"]["mask"]
+    assert np.array_equal(a["train"]["tokens"], tokens)  # same layout, only the mask differs
+    turns = [t for s in parse_stream(b["tok"], tokens) for t in s[1:] if t["speaker"] is not None]
+    spk_pos = [t["start"] for t in turns]  # every speaker token after another turn of the session
+    assert spk_pos and all(mask_on[p] == 1 and mask_off[p] == 0 for p in spk_pos)
+    rest = np.ones(len(tokens), dtype=bool)
+    rest[spk_pos] = False
+    assert np.array_equal(mask_on[rest], mask_off[rest])
+    assert off["config_hash"] != on["config_hash"]
