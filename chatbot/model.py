@@ -14,6 +14,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
+import torch.utils.checkpoint
 import torch.nn as nn
 import torch.nn.functional as F
 
@@ -186,6 +187,7 @@ class Transformer(nn.Module):
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * args.n_layer))
         self.max_cache_len = 0
+        self.gradient_checkpointing = False  # recompute each block in the backward pass (runtime.gradient_checkpointing)
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -246,8 +248,12 @@ class Transformer(nn.Module):
             cos, sin = self.rope_cos[input_pos], self.rope_sin[input_pos]
             mask = self.causal_mask[None, None, input_pos]  # (1, 1, T, S)
         x = self.model.embed_tokens(idx)
+        recompute = self.gradient_checkpointing and self.training and input_pos is None and torch.is_grad_enabled()
         for layer in self.model.layers:
-            x = layer(x, cos, sin, input_pos, mask)
+            if recompute:
+                x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, None, None, use_reentrant=False)
+            else:
+                x = layer(x, cos, sin, input_pos, mask)
         if select is not None:
             x = x[select] if select.dtype == torch.bool else x.reshape(-1, x.size(-1)).index_select(0, select)
         return self.lm_head(self.model.norm(x))

@@ -95,6 +95,29 @@ def _processed(cfg, rep: Report, have_exports: bool) -> bool:
     return True
 
 
+def _base(cfg, rep: Report) -> None:
+    """Which pretrained base the run fine-tunes and whether its files are on this machine (no network)."""
+    m = cfg.train.model
+    if not m.base:
+        rep.add("Base model   none: training from scratch (set model.base in train.yaml to fine-tune a pretrained model)")
+        return
+    from .base import INSTALL_HINT
+    from .base.hub import find_local
+
+    name = m.base + (f"@{m.base_revision}" if m.base_revision else "")
+    a = cfg.train.adapter
+    how = f"{a.kind}" + (f" r={a.r}" if a.kind == "lora" else "") + (" 4-bit" if a.quantize == "4bit" else "")
+    try:
+        import peft  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        rep.add(f"Base model   {name} ({how}): the fine-tuning libraries are missing")
+        rep.suggest(INSTALL_HINT)
+        return
+    folder, note = find_local(m.base, m.base_revision, root=cfg.root)
+    rep.add(f"Base model   {name} ({how}): " + (f"files present ({note}: {folder})" if folder else note))
+
+
 def _training(cfg, rep: Report, have_data: bool) -> bool:
     from .lock import active_lock
 
@@ -194,6 +217,7 @@ def build_report(cfg) -> Report:
     rep = Report()
     rep.add(f"kakaotalk-chatbot status — project {cfg.root}")
     have_exports = _exports(cfg, rep)
+    _base(cfg, rep)
     have_data = _processed(cfg, rep, have_exports)
     trained = _training(cfg, rep, have_data)
     _model(cfg, rep, trained)

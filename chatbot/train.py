@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import train_base
 from .config import Config, TrainConfig, to_dict
 from .data.dataset import Split, WindowSampler, eval_starts, open_split, read_stats, read_windows
 from .errors import ChatbotError
@@ -227,7 +228,7 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
         destroy_process_group()
 
 
-def cpu_threads(tc: TrainConfig, d: Dist) -> int:
+def cpu_threads(tc: TrainConfig, d: Dist, n_embd: int | None = None) -> int:
     """Intra-op threads on CPU: the cores split between the local ranks, and a single thread for tiny models,
     whose matmuls are too small to amortise thread wake-ups (on a busy machine 2 threads can be 50× slower).
     ``OMP_NUM_THREADS`` set by the user wins."""
@@ -235,7 +236,9 @@ def cpu_threads(tc: TrainConfig, d: Dist) -> int:
         return torch.get_num_threads()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(d.world_size))) if d.enabled else 1
     cores = max(1, (os.cpu_count() or 1) // max(1, local))
-    work = tc.optimization.batch_size * tc.model.block_size * tc.model.n_embd
+    if tc.model.base and n_embd is None:
+        return cores  # until the base is loaded and its width known (then this is asked again)
+    work = tc.optimization.batch_size * tc.model.block_size * (n_embd or tc.model.n_embd)
     return 1 if work < (1 << 18) else cores
 
 
@@ -254,18 +257,29 @@ def _train(cfg: Config, d: Dist, device: torch.device, signals: StopSignals, on_
     if _file_sha256(tok_path) != tok_hash:
         raise ChatbotError(f"{tok_path} does not match the tokenizer_hash in stats.json (files from two different "
                            f"preprocess runs); run `python -m chatbot.ops preprocess --force`")
-    tok = load_tokenizer(str(tok_path))
-    vocab_size = int(stats["vocab_size"])
-    if tok.get_vocab_size() > vocab_size:
-        raise ChatbotError(f"the tokenizer has {tok.get_vocab_size()} tokens but stats.json says vocab_size "
-                           f"{vocab_size}; run `python -m chatbot.ops preprocess --force`")
-    pad_id = special_id(tok, PAD)
+    base = None  # a pretrained base (model.base): chatbot/train_base.py
+    if tc.model.base:
+        base = train_base.open_base(cfg, stats, device, dtype)
+        if device.type == "cpu":
+            torch.set_num_threads(cpu_threads(tc, d, base.args.n_embd))
+        tok, pad_id, args, vocab_size = base.layout, base.pad_id, base.args, int(stats["vocab_size"])
+    else:
+        if stats.get("base"):
+            raise ChatbotError(f"the processed data was made for model.base {stats['base'].get('id')} but train.yaml "
+                               f"trains from scratch (model.base: \"\"); set model.base back, or run "
+                               f"`python -m chatbot.ops preprocess` to rebuild for a from-scratch model")
+        tok = load_tokenizer(str(tok_path))
+        vocab_size = int(stats["vocab_size"])
+        if tok.get_vocab_size() > vocab_size:
+            raise ChatbotError(f"the tokenizer has {tok.get_vocab_size()} tokens but stats.json says vocab_size "
+                               f"{vocab_size}; run `python -m chatbot.ops preprocess --force`")
+        pad_id = special_id(tok, PAD)
+        try:
+            args = ModelArgs.from_dict({**to_dict(tc.model), "vocab_size": vocab_size})
+        except ValueError as exc:
+            raise ChatbotError(f"train.yaml: {exc}") from None
     train_split = open_split(pdir, "train", stats["dtype"], vocab_size)
     val_split = open_split(pdir, "val", stats["dtype"], vocab_size)
-    try:
-        args = ModelArgs.from_dict({**to_dict(tc.model), "vocab_size": vocab_size})
-    except ValueError as exc:
-        raise ChatbotError(f"train.yaml: {exc}") from None
 
     # ---- which checkpoint to continue
     latest = run_dir / "latest.pt"
@@ -280,6 +294,12 @@ def _train(cfg: Config, d: Dist, device: torch.device, signals: StopSignals, on_
                            f"or choose a new run_name (starting over would overwrite it)")
     else:
         resume = None
+    init_from = None
+    if resume is None and tc.init_from:
+        init_from = cfg.path(tc.init_from)
+        if not init_from.is_file():
+            raise ChatbotError(f"train.yaml init_from {init_from} does not exist; point it at a checkpoint (e.g. "
+                               f"checkpoints/<first run>/best.pt) or set init_from: \"\"")
 
     # ---- the run lock (rank 0 holds it for everyone)
     lock = RunLock(run_dir)
@@ -293,13 +313,13 @@ def _train(cfg: Config, d: Dist, device: torch.device, signals: StopSignals, on_
         raise lock_error or ChatbotError("rank 0 could not take the run lock; see its message")
     try:
         return _run(cfg, d, device, dtype, signals, on_step, lock, stats, tok, tok_hash, pad_id, args,
-                    train_split, val_split, resume)
+                    train_split, val_split, resume, base=base, init_from=init_from)
     finally:
         lock.release()
 
 
 def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_hash, pad_id, args,
-         train_split: Split, val_split: Split, resume: Path | None) -> int:
+         train_split: Split, val_split: Split, resume: Path | None, *, base=None, init_from: Path | None = None) -> int:
     tc = cfg.train
     o, lg = tc.optimization, tc.logging
     run_dir = cfg.run_dir
@@ -320,8 +340,14 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
     import random
 
     random.seed(seed)
-    raw = Transformer(args)
-    raw.to(device)
+    if base is not None:
+        raw = train_base.build_model(base, tc)
+    else:
+        raw = Transformer(args)
+        raw.to(device)
+        raw.gradient_checkpointing = tc.runtime.gradient_checkpointing
+    if init_from is not None:
+        _init_weights_from(init_from, raw, args, tok_hash, base, d)
     opt = make_optimizer(raw, o, device)
     sampler = WindowSampler(train_split, seed)
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
@@ -329,9 +355,8 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
     ck = None
     if resume is not None:
         ck = load_checkpoint(resume)
-        notes = check_compatible(ck, args, tok_hash, resume)
+        notes = _load_weights(ck, resume, raw, args, tok_hash, base)
         try:
-            raw.load_state_dict(ck["model"])
             opt.load_state_dict(_with_local_flags(ck["optimizer"], opt))
         except (ValueError, KeyError, RuntimeError, TypeError):
             raise ChatbotError(f"{resume.name}: its model/optimizer state does not fit this model (damaged or from "
@@ -387,7 +412,8 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
     peak = peak_flops(device, dtype) if d.master else None
     if d.master:
         _say(d, f"training '{tc.run_name}' on {device} ({str(dtype).replace('torch.', '')}, {W} process"
-                f"{'es' if W > 1 else ''}): {raw.num_params() / 1e6:.2f}M parameters (+ embeddings), "
+                f"{'es' if W > 1 else ''}): {raw.num_params() / 1e6:.2f}M parameters (+ embeddings)"
+                f"{_base_note(base, raw)}, "
                 f"{train_split.n_tokens:,} train tokens in {train_split.n_windows:,} windows, "
                 f"{val_split.n_tokens:,} val tokens; {W * per_rank} windows × {T} tokens per step")
         if val_split.n_windows == 0:
@@ -427,13 +453,15 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
         states = gather_objects(rng_state(), d)
         rng = dict(states[0])
         rng["per_rank"] = [{"torch": s["torch"], "cuda": s["cuda"]} for s in states]
+        weights = raw.state_dict() if base is None else train_base.trainable_state(raw, tc.adapter.kind)
         return to_cpu({
-            "format": FORMAT, "model": raw.state_dict(), "model_args": args.to_dict(), "optimizer": opt.state_dict(),
+            "format": FORMAT, "model": weights, "model_args": args.to_dict(), "optimizer": opt.state_dict(),
             "step": st.step, "best_val_loss": st.best_val_loss, "val_loss": st.val_loss,
             "train_loss": st.train_loss, "tokenizer_hash": tok_hash, "vocab_size": args.vocab_size, "rng": rng,
             "sampler": sampler.state_dict(), "train_config": to_dict(tc), "world_size": W,
             "tokens_seen": st.tokens_seen, "scaler": scaler.state_dict() if scaler is not None else None,
             "lr": lr_at(max(0, st.step - 1), o), "created": time.time(),
+            **({"base": base.info} if base is not None else {}),
         })
 
     # ---- the loop
@@ -552,7 +580,8 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
                     write_loss_svg(svg_path, st.records, f"{tc.run_name}: loss")
                     print(f"eval step {st.step}: val loss {v:.4f}" + (" (best so far → best.pt)" if improved else
                           f" (best {st.best_val_loss:.4f})"), flush=True)
-                    for prompt, reply in sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device):
+                    sampler_fn = sample_replies if base is None else train_base.sample_replies
+                    for prompt, reply in sampler_fn(raw, tok, stats.get("persona"), lg.sample_prompts, device):
                         print(f"  sample: {prompt} → {reply}", flush=True)
             stop = any_rank(signals.requested or stop_file.exists(), device)
             t_log += time.perf_counter() - t_eval  # eval time is not training throughput
@@ -587,6 +616,41 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
     best = f" (best val loss {st.best_val_loss:.4f})" if st.best_val_loss is not None else ""
     _say(d, f"reached max_steps {o.max_steps}; checkpoints in {run_dir}{best}")
     return EXIT_DONE
+
+
+def _load_weights(ck: dict, path: Path, raw, args, tok_hash: str, base) -> list[str]:
+    """Check a checkpoint against this run (one line when it cannot continue) and load its weights into ``raw``;
+    returns notes on harmless changes."""
+    if base is not None:
+        notes = train_base.check_compatible(ck, base.info, path)
+        train_base.load_trainable(raw, ck["model"], base.info["adapter"]["kind"], path.name)
+        return notes
+    if ck.get("base") or ck.get("model_args") is None:
+        raise ChatbotError(f"{path.name} is a fine-tune of model.base {(ck.get('base') or {}).get('id')} but "
+                           f"train.yaml trains from scratch; set model.base back, or a new run_name")
+    notes = check_compatible(ck, args, tok_hash, path)
+    try:
+        raw.load_state_dict(ck["model"])
+    except (ValueError, KeyError, RuntimeError, TypeError):
+        raise ChatbotError(f"{path.name}: its model state does not fit this model (damaged or from another "
+                           f"version); resume from a snapshot or set a new run_name") from None
+    return notes
+
+
+def _init_weights_from(path: Path, raw, args, tok_hash: str, base, d: Dist) -> None:
+    """``init_from``: a new run starts from another run's weights (step, optimizer and data position start fresh)."""
+    ck = load_checkpoint(path)
+    notes = _load_weights(ck, path, raw, args, tok_hash, base)
+    _say(d, f"starting from the weights of {path} (its step {int(ck['step'])}); step, optimizer and data order "
+            f"start fresh")
+    for n in notes:
+        _say(d, f"  changed: {n}")
+
+
+def _base_note(base, raw) -> str:
+    if base is None:
+        return ""
+    return f" of base {base.info['id']}, {raw.trainable_params():,} trainable ({base.info['adapter']['kind']})"
 
 
 def _restore_rng(rng: dict | None, d: Dist, seed: int, step: int) -> None:

@@ -84,3 +84,54 @@ def make_base(folder: str | Path, family: str = "qwen2", *, seed: int = 0, hidde
     model.save_pretrained(str(folder), safe_serialization=True)
     tok.save_pretrained(str(folder))
     return folder
+
+
+# ------------------------------------------------------------------------------------------- training projects
+BASE_TRAIN = {
+    "runtime": {"seed": 7, "device": "cpu", "dtype": "float32", "compile": False},
+    "model": {"block_size": 48},
+    "adapter": {"kind": "lora", "r": 4, "alpha": 8, "dropout": 0.1},
+    "optimization": {"batch_size": 4, "grad_accum_steps": 2, "max_steps": 8, "learning_rate": 3e-3,
+                     "min_lr": 3e-4, "warmup_steps": 2, "lr_decay_steps": 8},
+    "logging": {"log_interval": 2, "eval_interval": 4, "eval_iters": 2, "save_interval": 4,
+                "keep_last_n_snapshots": 2, "sample_prompts": ["안녕 뭐해?"]},
+}
+_BASES: dict[tuple, Path] = {}
+
+
+def cached_base(family: str = "qwen2", seed: int = 0) -> Path:
+    """A tiny base saved once per test session (read-only by convention)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    key = (family, seed)
+    if key not in _BASES:
+        root = Path(tempfile.mkdtemp(prefix="chatbot-base-"))
+        atexit.register(shutil.rmtree, root, True)
+        _BASES[key] = make_base(root / f"{family}-{seed}", family, seed=seed)
+    return _BASES[key]
+
+
+def make_base_project(root: str | Path, overrides: dict | None = None, *, family: str = "qwen2",
+                      base_dir: Path | None = None, n_sessions: int = 16):
+    """``root`` with configs/ (tiny LoRA fine-tune of a tiny base) and data/processed/ made by preprocess's
+    base path from an invented room; returns the loaded Config."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from chatbot.config import PreprocessConfig, load_config
+    from chatbot.data.preprocess import BaseTokenizer, build
+    from helpers_preprocess import chat_room
+    from helpers_train import REPO, _merge, write_train_yaml
+
+    root = Path(root)
+    base_dir = base_dir or cached_base(family)
+    if not (root / "configs").is_dir():
+        shutil.copytree(REPO / "configs", root / "configs")
+    write_train_yaml(root, _merge(_merge(BASE_TRAIN, {"model": {"base": str(base_dir)}}), overrides or {}))
+    tok = AutoTokenizer.from_pretrained(str(base_dir))
+    build([chat_room(n_sessions=n_sessions, seed=1)], PreprocessConfig(val_fraction=0.2), root / "data" / "processed",
+          base=BaseTokenizer(str(base_dir), "", tok))
+    return load_config(root / "configs")

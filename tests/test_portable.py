@@ -18,7 +18,8 @@ from chatbot.portable import cut_bytes, name_key, safe_name, setup_console, stop
 PACKAGE = Path(__file__).resolve().parents[1] / "chatbot"
 POSIX_ONLY_MODULES = {"fcntl", "resource", "termios", "pty", "tty", "grp", "pwd"}
 POSIX_ONLY_NAMES = {"fork", "forkpty", "getuid", "geteuid", "getgid", "getegid", "setsid", "killpg", "getpgid",
-                    "SIGKILL", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGQUIT", "alarm", "setitimer"}
+                    "SIGKILL", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGQUIT", "alarm", "setitimer",
+                    "fchmod", "lchmod", "fchown", "lchown", "chown"}  # (os.fchmod: Windows only from Python 3.13)
 
 
 def test_no_posix_only_code_outside_the_portable_module() -> None:

@@ -19,11 +19,12 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
-def resolve_base(base: str, revision: str = "", *, root: Path | None = None) -> Path:
+def resolve_base(base: str, revision: str = "", *, root: Path | None = None, weights: bool = True) -> Path:
     """The local folder holding ``base``: a folder (absolute, or relative to ``root``), or a hub snapshot.
 
     A hub id is downloaded (progress bar on the terminal) unless already cached; offline, an unknown id or a
     missing revision is one line. Raises ChatbotError when the folder lacks config.json or weights.
+    ``weights=False`` (preprocess: only the tokenizer is needed) fetches and requires everything but the weights.
     """
     base = base.strip()
     if not base:
@@ -35,26 +36,50 @@ def resolve_base(base: str, revision: str = "", *, root: Path | None = None) -> 
         if not path.is_dir():
             raise ChatbotError(f"model.base folder {path} does not exist (give a folder with config.json, "
                                f"*.safetensors and tokenizer files, or a Hugging Face id like Qwen/Qwen2.5-0.5B-Instruct)")
-        return check_base_dir(path)
-    return check_base_dir(_download(base, revision))
+        return check_base_dir(path, weights=weights)
+    return check_base_dir(_download(base, revision, weights=weights), weights=weights)
 
 
-def check_base_dir(path: Path) -> Path:
+def check_base_dir(path: Path, *, weights: bool = True) -> Path:
     if not (path / "config.json").is_file():
         raise ChatbotError(f"model.base folder {path} has no config.json; it must hold a Hugging Face model "
                            f"(config.json, *.safetensors, tokenizer files)")
-    if not weight_files(path):
+    if weights and not weight_files(path):
         raise ChatbotError(f"model.base folder {path} has no *.safetensors weights (only safetensors are loaded)")
     return path
 
 
-def _download(repo_id: str, revision: str) -> Path:
+def find_local(base: str, revision: str = "", *, root: Path | None = None) -> tuple[Path | None, str]:
+    """(folder, note) without any network: the folder or the cached hub snapshot when its files are all present,
+    else (None, what is missing). For ``status``."""
+    path = Path(base).expanduser()
+    if not path.is_absolute() and root is not None:
+        path = root / path
+    if path.exists() or not _HUB_ID.match(base):
+        try:
+            return check_base_dir(path), "local folder"
+        except ChatbotError as exc:
+            return None, str(exc)
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return None, "huggingface_hub is not installed"
+    try:
+        got = Path(snapshot_download(base, revision=revision or None, allow_patterns=ALLOW_PATTERNS,
+                                     local_files_only=True))
+        return check_base_dir(got), "in the Hugging Face cache"
+    except Exception:  # not cached (or only partly): any error here means "not usable offline"
+        return None, "not downloaded yet (train or preprocess downloads it)"
+
+
+def _download(repo_id: str, revision: str, *, weights: bool = True) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub import errors as hf_errors
 
     what = repo_id + (f"@{revision}" if revision else "")
     try:
-        got = snapshot_download(repo_id, revision=revision or None, allow_patterns=ALLOW_PATTERNS)
+        got = snapshot_download(repo_id, revision=revision or None, allow_patterns=ALLOW_PATTERNS if weights else
+                                [p for p in ALLOW_PATTERNS if p != "*.safetensors"])
     except hf_errors.GatedRepoError:
         raise ChatbotError(f"{what} is gated on the Hugging Face hub: accept its license on the website and log in "
                            f"with `hf auth login`, or choose another base") from None

@@ -165,8 +165,11 @@ def apply_adapter(model: Any, adapter: Any, *, gradient_checkpointing: bool = Fa
 
     LoRA weights are initialised from torch's global RNG (seed it first for reproducible runs).
     """
-    if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if gradient_checkpointing:  # transformers 5 renamed it; 4.x only has the old name
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if adapter.kind == "full":
         if adapter.quantize != "none":
             raise ChatbotError("adapter.quantize: 4bit works with adapter.kind: lora only (a 4-bit base cannot be "

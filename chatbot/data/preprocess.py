@@ -134,7 +134,8 @@ def preprocess(cfg: Config, force: bool = False) -> None:
     pcfg = cfg.paths.processed.preprocess
     out_dir = cfg.processed_dir
     rooms, files, inputs_hash, input_id = _manifest_rooms(cfg)
-    fingerprint = _fingerprint(pcfg, cfg.paths.raw.self_name, input_id)
+    fingerprint = _fingerprint(pcfg, cfg.paths.raw.self_name, input_id, _base_ref(cfg))
+    base = _open_base(cfg)  # before any work: a missing base / library is one line
     out_dir.mkdir(parents=True, exist_ok=True)
     with _exclusive(out_dir):
         recover(out_dir)
@@ -151,7 +152,7 @@ def preprocess(cfg: Config, force: bool = False) -> None:
         with _no_gc():
             loaded = [load_room(cfg, room) for room in rooms]
             build(loaded, pcfg, out_dir, self_name=cfg.paths.raw.self_name, fingerprint=fingerprint,
-                  inputs={"rooms": len(rooms), "files": files, "inputs_hash": inputs_hash})
+                  inputs={"rooms": len(rooms), "files": files, "inputs_hash": inputs_hash}, base=base)
 
 
 def stale_reason(cfg: Config) -> str | None:
@@ -161,7 +162,7 @@ def stale_reason(cfg: Config) -> str | None:
     """
     _rooms, _files, _inputs_hash, input_id = _manifest_rooms(cfg)
     return _stale_reason(cfg.processed_dir, _fingerprint(cfg.paths.processed.preprocess, cfg.paths.raw.self_name,
-                                                         input_id))
+                                                         input_id, _base_ref(cfg)))
 
 
 def _manifest_rooms(cfg: Config) -> tuple[list, int, str, str]:
@@ -196,11 +197,40 @@ def load_room(cfg: Config, room) -> list[Record]:
     return got if isinstance(got, list) else list(got)
 
 
-def _fingerprint(pcfg: PreprocessConfig, self_name: str, input_id: str) -> str:
+def _fingerprint(pcfg: PreprocessConfig, self_name: str, input_id: str, base: dict | None = None) -> str:
     """Private (may depend on names): decides whether the outputs are stale. Stored only in speakers.json."""
-    blob = json.dumps({"v": VERSION, "cfg": to_dict(pcfg), "self": self_name, "inputs": input_id},
-                      sort_keys=True, ensure_ascii=False)
+    doc = {"v": VERSION, "cfg": to_dict(pcfg), "self": self_name, "inputs": input_id}
+    if base:  # only for a base model, so from-scratch fingerprints (and up-to-date outputs) stay as they were
+        doc["base"] = base
+    blob = json.dumps(doc, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _base_ref(cfg: Config) -> dict | None:
+    """{"id", "revision"} of train.yaml's model.base, or None for a from-scratch run (its own BPE tokenizer)."""
+    m = cfg.train.model
+    return {"id": m.base, "revision": m.base_revision} if m.base else None
+
+
+@dataclass
+class BaseTokenizer:
+    """The tokenizer of a pretrained base (``model.base``): preprocess encodes with it instead of training a BPE."""
+
+    id: str
+    revision: str
+    tokenizer: object  # a transformers fast tokenizer
+
+
+def _open_base(cfg: Config) -> BaseTokenizer | None:
+    ref = _base_ref(cfg)
+    if ref is None:
+        return None
+    from ..base import require_extra, resolve_base
+    from ..base.load import load_tokenizer
+
+    require_extra()
+    folder = resolve_base(ref["id"], ref["revision"], root=cfg.root, weights=False)
+    return BaseTokenizer(ref["id"], ref["revision"], load_tokenizer(folder))
 
 
 # ---------------------------------------------------------------------------------------------------- the build
@@ -223,14 +253,17 @@ def build(
     self_name: str = "나",
     fingerprint: str = "",
     inputs: dict | None = None,
+    base: BaseTokenizer | None = None,
 ) -> dict:
     """Build and commit all outputs from each room's merged record timeline; returns the stats dict.
+
+    With ``base`` the ids are the base tokenizer's in the layout of :mod:`chatbot.base.layout` (no BPE is trained).
 
     ``rooms`` is consumed: each entry of the list is replaced by ``[]`` once that room's sessions are built, so
     the records can be freed early (pass a list nobody else holds on to).
     """
     with _no_gc():
-        return _build(rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint, inputs=inputs)
+        return _build(rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint, inputs=inputs, base=base)
 
 
 @contextlib.contextmanager
@@ -246,7 +279,8 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprint: str, inputs: dict | None) -> dict:
+def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprint: str, inputs: dict | None,
+           base: BaseTokenizer | None = None) -> dict:
     t0 = time.perf_counter()
     clock = _Phases()
     out_dir = Path(out_dir)
@@ -294,10 +328,18 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
         useful=lambda s: any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(s.turns)))
     del sessions
 
-    tok = train_tokenizer(_tokenizer_corpus(train), pcfg.vocab_size)
+    layout = None
+    if base is None:
+        tok = train_tokenizer(_tokenizer_corpus(train), pcfg.vocab_size)
+        tok_json = tok.to_str()
+        vocab = tok.get_vocab_size()
+    else:
+        from ..base.layout import BaseLayout
+
+        tok = layout = BaseLayout(base.tokenizer)
+        tok_json = base.tokenizer.backend_tokenizer.to_str()
+        vocab = layout.vocab_size
     clock("tokenizer")
-    tok_json = tok.to_str()
-    vocab = tok.get_vocab_size()
     dtype = np.uint16 if vocab <= 65536 else np.uint32
 
     temps: dict[str, Path] = {}
@@ -305,10 +347,15 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
         temps["tokenizer.json"] = _write_temp(out_dir, "tokenizer.json", tok_json.encode("utf-8"))
         results = {}
         n_turns = sum(len(s.turns) for part in (train, val) for s in part)
-        with _chunk_encoder(tok, n_turns) as encode_chunks:
+        if layout is not None:
             for name, split in (("train", train), ("val", val)):
-                results[name] = _encode_split(name, split, tok, encode_chunks, target, pcfg, dtype, out_dir)
+                results[name] = _encode_split_base(name, split, layout, target, pcfg, dtype, out_dir)
                 temps.update(results[name].files)
+        else:
+            with _chunk_encoder(tok, n_turns) as encode_chunks:
+                for name, split in (("train", train), ("val", val)):
+                    results[name] = _encode_split(name, split, tok, encode_chunks, target, pcfg, dtype, out_dir)
+                    temps.update(results[name].files)
         if results["train"].target_turns == 0:
             raise ChatbotError(
                 "the training split has no target turns (too few turns by the target, or they are all shorter than "
@@ -323,7 +370,8 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
                          for n in sorted(kept_by_speaker, key=lambda n: (n == 0, n)) if n >= 0},
         }
         clock("encode")
-        preview = _preview(tok, temps, dtype, results)
+        preview = (_preview(tok, temps, dtype, results) if layout is None else
+                   _preview(tok, temps, dtype, results, eot=layout.eos_id, decode_fn=layout.decode))
         temps["preview.json"] = _write_temp(out_dir, "preview.json", _json_bytes(preview))
         private = {
             "_comment": "PRIVATE: real names of the chat participants. Never publish, share or commit this file.",
@@ -361,6 +409,8 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
             "tokens": {s: results[s].tokens for s in SPLITS},
             "target_tokens": {s: results[s].target_tokens for s in SPLITS},
             "windows": {s: results[s].windows for s in SPLITS},
+            **({"base": {"id": base.id, "revision": base.revision, "tokenizer_hash": stats_tok_hash(tok_json),
+                         "layout": "base-1"}} if base is not None else {}),
             "outputs": {name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for name, p in temps.items()},
             "seconds": round(time.perf_counter() - t0, 2),
         }
@@ -378,6 +428,10 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
          f"({stats['windows']['train']} windows), val {stats['tokens']['val']} tokens; vocab {vocab}; "
          f"{stats['seconds']}s ({clock})")
     return stats
+
+
+def stats_tok_hash(tok_json: str) -> str:
+    return hashlib.sha256(tok_json.encode("utf-8")).hexdigest()
 
 
 class _Phases:
@@ -702,6 +756,64 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chun
     return res
 
 
+def _encode_split_base(split: str, sessions: Sequence[conv.Session], layout, target: int | None,
+                       pcfg: PreprocessConfig, dtype, out_dir: Path) -> _SplitOut:
+    """:func:`_encode_split` for a pretrained base: the layout of :mod:`chatbot.base.layout`, i.e. per session
+    ``[bos]`` (when the tokenizer has one), per turn ``enc("Sn: ") + enc(text) + [eos]`` (a system event has no
+    prefix); mask 1 on ``enc(text) + [eos]`` of eligible target turns. Texts are encoded by the tokenizer's
+    (multi-threaded) batch encoder, pieces joined with numpy."""
+    from ..base.layout import render
+
+    res = _SplitOut(sessions=len(sessions))
+    start = layout.session_start()
+    prefixes = [layout.prefix(conv.pseudonym(i)) for i in range(MAX_SPEAKERS + 1)] + [layout.prefix(None)]
+    eos = [layout.eos_id]
+    outs = {kind: _TempOut(out_dir, f"{split}{kind}") for kind in (".bin", "_loss_mask.bin", "_starts.bin")}
+    try:
+        chunks = _plan(sessions, target, pcfg)
+        turn_starts: list[np.ndarray] = []
+        offset = 0
+        for chunk in chunks:
+            bodies = layout.enc_batch([render(t) for t in chunk.texts])
+            pres = [(start if f else []) + prefixes[sp] for f, sp in zip(chunk.first.tolist(), chunk.spk.tolist())]
+            pre_len = np.fromiter(map(len, pres), dtype=np.int64, count=len(pres))
+            body_len = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies)) + 1
+            pieces = chain.from_iterable(chain.from_iterable(zip(pres, bodies, repeat(eos))))
+            toks = np.fromiter(pieces, dtype=np.int64, count=int(pre_len.sum() + body_len.sum()))
+            lengths = np.stack([pre_len, body_len], axis=1).reshape(-1)
+            flags = np.stack([np.zeros_like(chunk.elig), chunk.elig], axis=1).reshape(-1).astype(np.uint8)
+            mask = np.repeat(flags, lengths)
+            outs[".bin"].write(toks.astype(dtype))
+            outs["_loss_mask.bin"].write(mask)
+            res.target_tokens += int(mask.sum(dtype=np.int64))
+            tot = pre_len + body_len
+            turn_starts.append(np.cumsum(tot) - tot + offset)
+            offset += int(tot.sum())
+            chunk.texts = []
+        res.tokens = offset
+        res.turns = sum(len(c.first) for c in chunks)
+        if res.turns:
+            offs = np.concatenate(turn_starts)
+            eligible = np.flatnonzero(np.concatenate([c.elig for c in chunks]))
+            res.target_turns = int(eligible.size)
+            picked = eligible[:: pcfg.sample_stride]
+            first_turn = np.concatenate([c.sess_first for c in chunks])[picked]
+            start_turn = np.maximum(first_turn, picked - pcfg.context_turns)
+            window_starts = np.unique(offs[start_turn]).astype(np.uint64)
+            outs["_starts.bin"].write(window_starts)
+            res.windows = int(window_starts.size)
+        for kind, out in outs.items():
+            res.files[f"{split}{kind}"] = out.close()
+    except BaseException:
+        for out in outs.values():
+            with contextlib.suppress(Exception):
+                out.fh.close()
+            with contextlib.suppress(FileNotFoundError):
+                out.path.unlink()
+        raise
+    return res
+
+
 # ------------------------------------------------------------------------------------------ parallel encoding
 _WORKER: FastEncoder | None = None
 
@@ -759,8 +871,13 @@ def _chunk_encoder(tok, n_turns: int) -> Iterator:
 
 
 # ----------------------------------------------------------------------------------------------------- preview
-def _preview(tok, temps: dict[str, Path], dtype, results: dict[str, _SplitOut]) -> dict:
-    """A few windows per split, decoded, with the loss-carrying spans wrapped in ⟦ ⟧."""
+def _preview(tok, temps: dict[str, Path], dtype, results: dict[str, _SplitOut], *, eot: int | None = None,
+             decode_fn=None) -> dict:
+    """A few windows per split, decoded, with the loss-carrying spans wrapped in ⟦ ⟧ (``eot``/``decode_fn``: the
+    turn end and decoder of a base model's layout)."""
+    if decode_fn is None:
+        def decode_fn(ids):
+            return decode(tok, ids)
     samples = []
     for split, n in PREVIEW_WINDOWS.items():
         if results[split].tokens == 0 or results[split].windows == 0:
@@ -769,7 +886,8 @@ def _preview(tok, temps: dict[str, Path], dtype, results: dict[str, _SplitOut]) 
         mask = np.memmap(temps[f"{split}_loss_mask.bin"], dtype=np.uint8, mode="r")
         starts = np.fromfile(temps[f"{split}_starts.bin"], dtype=np.uint64)
         picks = sorted({int(starts[int(i)]) for i in np.linspace(0, len(starts) - 1, num=min(n, len(starts)))})
-        eot = special_id(tok, EOT)
+        if eot is None:
+            eot = special_id(tok, EOT)
         for s in picks:
             end = min(len(toks), s + PREVIEW_TOKENS)
             ids = np.asarray(toks[s:end], dtype=np.int64)
@@ -781,7 +899,7 @@ def _preview(tok, temps: dict[str, Path], dtype, results: dict[str, _SplitOut]) 
             parts = []
             change = np.flatnonzero(np.diff(m)) + 1
             for a, b in zip(np.r_[0, change], np.r_[change, len(ids)]):
-                text = decode(tok, ids[a:b].tolist())
+                text = decode_fn(ids[a:b].tolist())
                 parts.append(f"⟦{text}⟧" if m[a] else text)
             samples.append({"split": split, "start": s, "tokens": int(len(ids)), "target_tokens": int(m.sum()),
                             "text": "".join(parts)})
