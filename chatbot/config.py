@@ -429,7 +429,7 @@ class GenConfig:
     device: str = "auto"
     decode_threads: int = field(default=1, metadata=_range(0))
     reply_policy: Literal["always", "addressed", "model"] = "always"
-    speak_threshold: float = field(default=0.3, metadata=_range(0, 1, lo_open=True))
+    speak_threshold: float = field(default=0.5, metadata=_range(0, 1, lo_open=True))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
