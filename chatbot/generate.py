@@ -545,7 +545,11 @@ class Responder:
         return build_prompt(turns, self.ids.bos, self.ids.speakers[self.bot_speaker], budget)
 
     def speak_tokens(self) -> int:
-        """How many tokens at the end of a prompt mark the bot's turn (one speaker token)."""
+        """How many tokens at the end of a prompt mark the bot's turn: one speaker token, or for a model
+        fine-tuned from a pretrained base the text prefix ``"S2: "`` (its tokens' probabilities multiply)."""
+        base = getattr(self, "base", None)
+        if base is not None:
+            return len(base.layout.prefix(self.bot_speaker))
         return 1
 
     def pre_decision(self, history: list[tuple[str, str]], policy: str | None, senders: int | None) -> Decision | None:

@@ -107,7 +107,7 @@ def smoke(cfg) -> int:
     confidences, latencies = [], []
     for i, prompt in enumerate(sm.prompts, 1):
         history.append(("user", prompt))
-        r = responder.reply(history)
+        r = responder.reply(history, policy="always")  # reply quality; the group script checks reply_policy
         print(f"{labels.user_label}: {prompt}")
         print(f"{labels.bot_label}: {r.text}")
         print(f"    [{r.latency_s:.2f} s, first token {r.first_token_s:.3f} s, {r.n_tokens} tokens, "

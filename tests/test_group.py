@@ -267,3 +267,25 @@ def test_learn_turn_taking_puts_loss_on_the_next_speaker_token(tmp_path: Path) -
     rest[spk_pos] = False
     assert np.array_equal(mask_on[rest], mask_off[rest])
     assert off["config_hash"] != on["config_hash"]
+
+
+@pytest.mark.parametrize("bot_p", [None, 0.97])
+def test_smoke_group_script(tmp_path: Path, monkeypatch, capsys, bot_p) -> None:
+    import chatbot.generate as g
+    from chatbot.smoke import GROUP_SCRIPT, smoke
+
+    from helpers_gen import make_project, password_env, write_checkpoint
+
+    cfg = make_project(tmp_path, gen={"reply_policy": "model", "bridge": {"bot_names": ["하늘"]}})
+    write_checkpoint(cfg, shaped_model(chatty_bias(tiny_tokenizer()), seed=1))  # P(bot next) ≈ 0 after a turn
+    password_env(monkeypatch)
+    if bot_p is not None:  # as if the model were sure the bot speaks after every turn
+        real = g.model_decide
+        monkeypatch.setattr(g, "model_decide", lambda p, t: real(bot_p, t))
+    code = smoke(cfg)
+    out = capsys.readouterr()
+    unasked = sum("{bot}" not in t for _, t in GROUP_SCRIPT)
+    if bot_p is None:
+        assert code == 0 and out.out.count("(silent)") == unasked and out.out.count("[addressed") == 2
+    else:
+        assert code == 1 and f"spoke on {unasked} of {unasked} messages not addressed" in out.err
