@@ -13,6 +13,7 @@ transcript is written to standard output).
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from .errors import ChatbotError
@@ -42,7 +43,7 @@ def reply_command(cfg, text: str, as_json: bool = False) -> None:
         return
     print(json.dumps({
         "text": r.text,
-        "confidence": round(r.confidence, 4),
+        "confidence": round(r.confidence, 4) if math.isfinite(r.confidence) else None,  # None: nothing generated
         "n_tokens": r.n_tokens,
         "latency_s": round(r.latency_s, 4),
         "first_token_s": round(r.first_token_s, 4),

@@ -289,3 +289,36 @@ def test_smoke_group_script(tmp_path: Path, monkeypatch, capsys, bot_p) -> None:
         assert code == 0 and out.out.count("(silent)") == unasked and out.out.count("[addressed") == 2
     else:
         assert code == 1 and f"spoke on {unasked} of {unasked} messages not addressed" in out.err
+
+
+def test_status_notes_reply_policy_model(tmp_path: Path) -> None:
+    from chatbot.status import build_report
+
+    from helpers_gen import make_project, random_model, write_checkpoint
+
+    cfg = make_project(tmp_path, gen={"reply_policy": "model"})
+    write_checkpoint(cfg, random_model())  # stats persona without turn_taking
+    assert any("does not teach who speaks next" in line for line in build_report(cfg).lines)
+    write_checkpoint(cfg, random_model(), persona={"target": "S2", "self": "S1", "turn_taking": True,
+                                                   "speakers": {"S1": 5, "S2": 4}})
+    assert any("only predicts two-person turn-taking" in line for line in build_report(cfg).lines)
+    cfg = make_project(tmp_path, gen={"reply_policy": "always"})
+    assert not any(line.startswith("Replies") for line in build_report(cfg).lines)
+
+
+def test_reply_json_carries_the_decision(tmp_path: Path, monkeypatch, capsys) -> None:
+    from chatbot.chat import reply_command
+
+    from helpers_gen import make_project, password_env, write_checkpoint
+
+    cfg = make_project(tmp_path, gen={"reply_policy": "model", "bridge": {"bot_names": ["하늘"]}})
+    write_checkpoint(cfg, shaped_model(chatty_bias(tiny_tokenizer()), seed=1))  # P(bot next) ≈ 0
+    password_env(monkeypatch)
+    reply_command(cfg, "오늘 뭐해?", as_json=True)
+    silent = json.loads(capsys.readouterr().out)
+    assert (silent["spoke"], silent["decision"], silent["text"], silent["confidence"]) == (
+        False, "below_threshold", "", None)
+    assert 0 <= silent["speak_prob"] < 0.01
+    reply_command(cfg, "하늘 오늘 뭐해?", as_json=True)
+    spoke = json.loads(capsys.readouterr().out)
+    assert spoke["spoke"] and spoke["decision"] == "addressed" and spoke["text"]
