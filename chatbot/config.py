@@ -400,6 +400,39 @@ class BridgeConfig:
 
 
 @dataclass
+class ServeConfig:
+    """OpenAI-compatible API and web chat page (``python -m chatbot.ops serve``; chatbot/serve/).
+    host/port: listen address (``--host``/``--port`` override them); anything but a loopback host needs an API key
+    (CHATBOT_API_KEY_HASH in .env, made by ``python -m chatbot.ops api-key``).
+    workers: generation threads. queue_limit: requests waiting for a worker before 503 + Retry-After.
+    max_connections: open connections before 503. request_timeout_s: a reply is cut off (finish_reason "length")
+    after this many seconds, waiting in the queue included. header_timeout_s / body_timeout_s: a client must send
+    its request headers / body within this many seconds (slow clients cannot hold a connection).
+    keepalive_timeout_s: idle keep-alive connections are closed after this. max_body_bytes: larger bodies get 413.
+    shutdown_timeout_s: on Ctrl+C / SIGTERM in-flight replies get this long to finish.
+    memory: keep each conversation's context on the server in <paths.bridge_memory>/serve/ (like the bridge's rooms)
+    for requests with an X-Conversation-Id header, so a client sends only the new message (false = stateless: the
+    client sends the whole conversation, and the web page keeps it in the browser's localStorage).
+    memory_turns: turns of a stored conversation used as context. memory_max_turns: turns kept before archiving.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = field(default=8000, metadata=_range(0, 65535))
+    workers: int = field(default=2, metadata=_range(1, 64))
+    queue_limit: int = field(default=16, metadata=_range(0))
+    max_connections: int = field(default=64, metadata=_range(1))
+    request_timeout_s: float = field(default=120.0, metadata=_range(0, lo_open=True))
+    header_timeout_s: float = field(default=10.0, metadata=_range(0, lo_open=True))
+    body_timeout_s: float = field(default=10.0, metadata=_range(0, lo_open=True))
+    keepalive_timeout_s: float = field(default=5.0, metadata=_range(0, lo_open=True))
+    max_body_bytes: int = field(default=262144, metadata=_range(256))
+    shutdown_timeout_s: float = field(default=30.0, metadata=_range(0))
+    memory: bool = False
+    memory_turns: int = field(default=12, metadata=_range(0))
+    memory_max_turns: int = field(default=500, metadata=_range(1))
+
+
+@dataclass
 class GenConfig:
     """model_preference: sources tried in order: artifact paths (relative to the project root) or the words
     "best"/"latest" for checkpoints/<train.run_name>/{best,latest}.pt.
@@ -434,6 +467,7 @@ class GenConfig:
     chat: ChatConfig = field(default_factory=ChatConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
 
 
 # ---------------------------------------------------------------------------------------------------- loading

@@ -475,6 +475,7 @@ class Reply:
     latency_s: float
     first_token_s: float
     stop_reason: str = ""
+    prompt_tokens: int = 0
     silent: bool = False  # the bot stays silent (reply_policy); text is "" then
     speak_prob: float | None = None  # P(the bot's speaker comes next), None when not computed
     decision: str = ""  # why it spoke or not: always, two_person, addressed, model, not_addressed, below_threshold
@@ -561,6 +562,7 @@ class Responder:
         return pre_decide(policy, last, self.gen.bridge.bot_names, senders)
 
     def reply(self, history: list[tuple[str, str]], *, seed: int | None = None, on_text=None,
+              sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None,
               policy: str | None = None, senders: int | None = None) -> Reply:
         """The bot's next turn after ``history`` ([(speaker, text), ...], oldest first; speaker = "user", "bot"
         or a pseudonym slot such as "S3", see chatbot/speakers.py).
@@ -571,12 +573,14 @@ class Responder:
 
         ``seed`` None = ``sampling.seed`` + the number of history entries: the same conversation always gets
         the same reply, while successive turns do not reuse one noise sequence. ``on_text(str)`` receives the
-        reply as it grows (whole characters only).
+        reply as it grows (whole characters only). ``sampling`` replaces gen.yaml's sampling for this reply (an API
+        request's temperature, top_p, max_tokens); ``cancel() -> True`` stops generation after the current token
+        (a client that went away; stop_reason "callback").
         """
         t0 = time.perf_counter()
         pre = self.pre_decision(history, policy, senders)
         if pre is not None and not pre.speak:  # no model run at all
-            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", True, None, pre.reason)
+            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", silent=True, decision=pre.reason)
         decided: list[Decision] = []
 
         def decide(prob: float) -> bool:
@@ -585,7 +589,7 @@ class Responder:
             return d.speak
 
         prompt = self.prompt_ids(history)
-        s = self.gen.sampling
+        s = sampling or self.gen.sampling
         device = next(self.model.parameters()).device
         gen = torch.Generator(device=device)
         gen.manual_seed(seed if seed is not None else s.seed + len(history))
@@ -599,7 +603,7 @@ class Responder:
                 banned_ids=self.banned,
                 unpenalized_ids=self.ids.special,
                 generator=gen,
-                on_token=stream.push,
+                on_token=stream.push if cancel is None else (lambda tok: stream.push(tok) or bool(cancel())),
                 decoder=self.decoder,
                 decode_threads=self.gen.decode_threads,
                 speak_tokens=self.speak_tokens(),
@@ -607,11 +611,12 @@ class Responder:
             )
         d = decided[0] if decided else (pre or Decision(True, "always"))
         if out.stop_reason == "silent":
-            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", True, out.speak_prob, d.reason)
+            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", len(prompt), silent=True,
+                         speak_prob=out.speak_prob, decision=d.reason)
         text = stream.finish()
         conf = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")
         first = t_gen - t0 + out.first_token_s
-        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason,
+        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason, len(prompt),
                      speak_prob=out.speak_prob, decision=d.reason)
 
 

@@ -19,7 +19,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
     help="Turn your KakaoTalk exports into a private, local chatbot. "
-    "Pipeline: organize -> preprocess -> train -> publish -> reply/chat/smoke/bridge. "
+    "Pipeline: organize -> preprocess -> train -> publish -> reply/chat/smoke/bridge/serve. "
     "All settings live in configs/*.yaml; try `demo` first.",
 )
 
@@ -128,6 +128,26 @@ def bridge(
     if dry and send:
         raise ChatbotError("choose one of --dry and --send")
     run_bridge(cfg, send=send)
+
+
+@app.command()
+def serve(
+    host: Optional[str] = typer.Option(None, "--host", help="Listen address (default serve.host, 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, "--port", help="Listen port (default serve.port, 8000)."),
+    no_auth: bool = typer.Option(False, "--no-auth", help="No API key (only on 127.0.0.1)."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """OpenAI-compatible API (/v1/chat/completions) and a web chat page (/). Password and API key required."""
+    cfg = _config(config_dir)
+    from .serve import run_serve
+    run_serve(cfg, host=host, port=port, no_auth=no_auth)
+
+
+@app.command("api-key")
+def api_key() -> None:
+    """Make a random API key for serve: shows it once, prints its CHATBOT_API_KEY_HASH line for .env."""
+    from .serve.auth import api_key_command
+    api_key_command()
 
 
 @app.command("bridge-secret")

@@ -322,3 +322,14 @@ def test_reply_json_carries_the_decision(tmp_path: Path, monkeypatch, capsys) ->
     reply_command(cfg, "하늘 오늘 뭐해?", as_json=True)
     spoke = json.loads(capsys.readouterr().out)
     assert spoke["spoke"] and spoke["decision"] == "addressed" and spoke["text"]
+
+
+def test_serve_message_names_map_to_speaker_slots() -> None:
+    from chatbot.serve.wire import Message, to_history
+
+    msgs = [Message("user", "안녕"), Message("user", "나도", "민지"), Message("bot", "반가워"),
+            Message("user", "뭐해", "준호"), Message("user", "또 나", "민지")]
+    assert to_history(msgs) == [("user", "안녕"), ("user", "나도"), ("bot", "반가워"), ("user", "뭐해"), ("user", "또 나")]
+    plan = make_plan(PERSONA5, "S1", "S2")
+    assert to_history(msgs, plan) == [("user", "안녕"), ("S3", "나도"), ("bot", "반가워"), ("S4", "뭐해"),
+                                      ("S3", "또 나")]
