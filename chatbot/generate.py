@@ -9,6 +9,9 @@ KV cache, then each step feeds only the newest token (:class:`FastDecoder`, a le
 ``Transformer.forward`` for that step). Generation stops at ``<|eot|>`` or — with ``stop_on_next_turn`` — as soon
 as the model starts somebody else's turn (a speaker token or ``<|bos|>``).
 
+A model fine-tuned from a pretrained base (a ``transformers`` causal LM, see loading_base.py) runs through the same
+:func:`generate` loop with its own ``DynamicCache``; its prompt follows chatbot/base/layout.py (generate_base.py).
+
 :func:`generate` also accepts any other module with ``forward(idx, input_pos=None, *, select=None)``,
 ``setup_cache(batch, max_seq)`` and ``args.block_size`` (it then uses the module's own cache), so tests can swap
 in hand-shaped models.
@@ -254,9 +257,42 @@ class FastDecoder:
         return (last @ self.lm_head_t)[0]
 
 
+def is_hf_model(model) -> bool:
+    """A ``transformers`` causal LM (a run fine-tuned from a pretrained base) rather than our Transformer."""
+    return not hasattr(model, "args") and hasattr(model, "config")
+
+
+def block_size_of(model) -> int:
+    """Positions the model can attend over: our ``args.block_size``, or the HF config's context length."""
+    if is_hf_model(model):
+        return int(getattr(model.config, "max_position_embeddings", 0) or 4096)
+    return model.args.block_size
+
+
+def _hf_stepper(model, use_cache: bool) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
+    """The same contract for a ``transformers`` model: its DynamicCache (one forward per new token) and logits of
+    the last position only (``logits_to_keep=1``: no (T × vocab) projection of the prompt)."""
+    if not use_cache:
+        return lambda seq, start, end: model(input_ids=seq[None, :end], use_cache=False, logits_to_keep=1).logits[0, -1]
+    import inspect
+
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)  # sliding-window layers need the config
+    except TypeError:  # older transformers
+        cache = DynamicCache()
+    # newer transformers call the argument ``cache`` (``past_key_values`` is deprecated there)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    kw = {name: cache, "use_cache": True, "logits_to_keep": 1}
+    return lambda seq, start, end: model(input_ids=seq[None, start:end], **kw).logits[0, -1]
+
+
 def _stepper(model, use_cache: bool, decoder: FastDecoder | None) -> Callable[[torch.Tensor, int, int], torch.Tensor]:
     """``step(seq, start, end)`` → next-token logits after ``seq[:end]``, given that ``seq[:start]`` was already
     fed (0 = nothing yet)."""
+    if is_hf_model(model):
+        return _hf_stepper(model, use_cache)
     if use_cache and decoder is None and isinstance(model, Transformer):
         decoder = FastDecoder(model)
     if use_cache and decoder is not None:
@@ -319,7 +355,7 @@ def generate(
     """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
-    block = model.args.block_size
+    block = block_size_of(model)
     max_new = s.max_new_tokens if max_new_tokens is None else max_new_tokens
     turn_starts = set(turn_start_ids)
     stops = ({eot_id} if eot_id is not None else set()) | (turn_starts if s.stop_on_next_turn else set())
@@ -492,9 +528,22 @@ class Responder:
         self.bundle, self.gen = bundle, gen
         self.masker = PiiMasker(pii)
         self.model, self.tok = bundle.model, bundle.tokenizer
-        self.ids = TokenIds.from_tokenizer(self.tok)
         self.user_speaker, self.bot_speaker = resolve_speakers(bundle.persona, gen)
         self.plan = make_plan(bundle.persona, self.user_speaker, self.bot_speaker)
+        self.lock = threading.Lock()
+        self.decoder: FastDecoder | None = None
+        self.block_size = block_size_of(self.model)
+        if is_hf_model(self.model):  # fine-tuned from a pretrained base: its tokenizer, text speaker prefixes
+            from .generate_base import BaseTurns
+
+            self.base = BaseTurns(self.tok, self.model)
+            self.ids = None
+            self.eot, self.turn_starts, self.special = self.base.eot, self.base.turn_starts, self.base.special
+            self.banned, self.token_bytes = self.base.banned, self.base.token_bytes
+            return
+        self.base = None
+        self.ids = TokenIds.from_tokenizer(self.tok)
+        self.eot, self.turn_starts, self.special = self.ids.eot, self.ids.turn_starts, self.ids.special
         vocab = self.model.args.vocab_size
         self.token_bytes = token_byte_table(self.tok, self.ids.special)
         self.token_bytes += [b""] * max(0, vocab - len(self.token_bytes))
@@ -502,12 +551,9 @@ class Responder:
         # model has but the tokenizer lacks
         extra = range(len(self.tok.get_vocab(with_added_tokens=True)), vocab)
         self.banned = sorted({self.ids.pad, *self.ids.placeholders, *extra})
-        self.block_size = self.model.args.block_size
-        self.lock = threading.Lock()
         if isinstance(self.model, Transformer):
-            self.decoder: FastDecoder | None = FastDecoder(self.model)
+            self.decoder = FastDecoder(self.model)
         else:
-            self.decoder = None
             self.model.setup_cache(1, self.block_size)
 
     def learn_names(self, names: dict[str, str]) -> None:
@@ -527,6 +573,9 @@ class Responder:
     def encode_history(self, history: list[tuple[str, str]]) -> list[list[int]]:
         """Turns as token lists; consecutive messages of one speaker merge into one turn (as preprocess merges
         bursts), empty messages are skipped."""
+    def encode_history(self, history: list[tuple[str, str]]) -> list:
+        """Turns as token lists (a pretrained base: (speaker prefix, text + eos) pairs); consecutive messages of
+        one side merge into one turn (as preprocess merges bursts), empty messages are skipped."""
         merged: list[tuple[str, str]] = []
         for speaker, text in history:
             role = self.pseudonym(speaker)
@@ -538,11 +587,15 @@ class Responder:
                 merged[-1] = (role, merged[-1][1] + "\n" + text)
             else:
                 merged.append((role, text))
+        if self.base is not None:  # speakers are the text prefix "S3: " of the base layout
+            return [self.base.encode_turn(role, text) for role, text in merged]
         return [encode_turn(self.tok, self.ids, role, text) for role, text in merged]
 
     def prompt_ids(self, history: list[tuple[str, str]]) -> list[int]:
         turns = self.encode_history(history)
         budget = context_budget(self.block_size, self.gen)
+        if self.base is not None:
+            return self.base.prompt(turns, self.bot_speaker, budget)
         return build_prompt(turns, self.ids.bos, self.ids.speakers[self.bot_speaker], budget)
 
     def speak_tokens(self) -> int:
@@ -598,10 +651,10 @@ class Responder:
             t_gen = time.perf_counter()
             out = generate(
                 self.model, prompt, s,
-                eot_id=self.ids.eot,
-                turn_start_ids=self.ids.turn_starts,
+                eot_id=self.eot,
+                turn_start_ids=self.turn_starts,
                 banned_ids=self.banned,
-                unpenalized_ids=self.ids.special,
+                unpenalized_ids=self.special,
                 generator=gen,
                 on_token=stream.push if cancel is None else (lambda tok: stream.push(tok) or bool(cancel())),
                 decoder=self.decoder,

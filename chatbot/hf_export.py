@@ -7,6 +7,9 @@ only a tied ``lm_head.weight`` is left out (safetensors refuses shared tensors; 
 content does not drift with the installed transformers version: ``config.json`` carries both the 4.x keys
 (``rope_theta``, ``torch_dtype``) and the 5.x ones (``rope_parameters``, ``dtype``).
 
+A run fine-tuned from a pretrained base (:func:`export_base_hf`) gets the base's own config.json and tokenizer files
+and its merged weights in safetensors shards with an index, written one tensor at a time (no full copy in memory).
+
 Writing the folder needs only ``safetensors``; ``transformers`` is needed to *use* it (both in the ``hf`` extra,
 imported nowhere else).
 """
@@ -19,6 +22,8 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+
+import torch
 
 from .data.tokenizer import load_tokenizer, special_id
 from .errors import ChatbotError
@@ -125,16 +130,84 @@ def export_hf(cfg, artifact: dict, target: Path) -> None:
     check_available()
     from safetensors.torch import save_file
 
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)))
-    old = None
-    try:
+    def fill(tmp: Path) -> None:
         for name, doc in hf_files(cfg, artifact).items():
             _write(tmp / name, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
         _write(tmp / "tokenizer.json", artifact["tokenizer_json"].encode("utf-8"))
         save_file(hf_state(artifact), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         _fsync(tmp / "model.safetensors")
+
+    _swap_in(target, fill)
+
+
+# ------------------------------------------------------------------------------------------ pretrained base runs
+SHARD_BYTES = 2 << 30  # transformers' own default shard size is of this order; tests make it small
+
+
+def shard_plan(entries: list, shard_bytes: int) -> list[list]:
+    """Consecutive entries grouped into shards of at most ``shard_bytes`` (a bigger tensor gets its own)."""
+    shards: list[list] = [[]]
+    size = 0
+    for entry in entries:
+        _, dtype, shape = entry
+        n = torch.empty((), dtype=dtype).element_size()
+        for d in shape:
+            n *= int(d)
+        if shards[-1] and size + n > shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += n
+    return shards
+
+
+def export_base_hf(plan, target: Path) -> None:
+    """A merged base-run model as a Hugging Face folder: the base's config.json (dtype updated) and tokenizer files,
+    the merged weights in safetensors shards (+ index), written one tensor at a time."""
+    check_available()
+    from .hf_artifact import ContainerWriter
+
+    entries = plan.merged_entries()
+    shards = shard_plan(entries, SHARD_BYTES)
+    names = (["model.safetensors"] if len(shards) == 1 else
+             [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)])
+    config = dict(plan.config)
+    config["torch_dtype"] = config["dtype"] = plan.cfg.paths.publish.dtype
+
+    def fill(tmp: Path) -> None:
+        _write(tmp / "config.json", (json.dumps(config, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+        for name, text in plan.tok_files.items():
+            _write(tmp / name, text.encode("utf-8"))
+        tensors = plan.merged_tensors()
+        weight_map, total = {}, 0
+        for shard, fname in zip(shards, names):
+            with open(tmp / fname, "wb") as fh:
+                writer = ContainerWriter(fh, shard, {"format": "pt"})
+                for entry in shard:
+                    name, t = next(tensors)
+                    writer.add(name, t)
+                    weight_map[name] = fname
+                    total += t.numel() * t.element_size()
+                    del t
+                writer.done()
+                fh.flush()
+                os.fsync(fh.fileno())
+        if len(shards) > 1:
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            _write(tmp / "model.safetensors.index.json",
+                   (json.dumps(index, indent=2) + "\n").encode("utf-8"))
+
+    _swap_in(target, fill)
+
+
+def _swap_in(target: Path, fill) -> None:
+    """``fill(tmp)`` writes the folder's files into a temp folder next to ``target``, which then replaces it."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)))
+    old = None
+    try:
+        fill(tmp)
         fsync_dir(tmp)
         if target.exists():
             old = target.parent / f".{target.name}.old-{os.getpid()}"

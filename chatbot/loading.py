@@ -30,15 +30,27 @@ DEFAULT_PERSONA = {"target": "room", "self": None, "speakers": {}}
 
 @dataclass
 class Bundle:
-    """Everything generation needs. ``source`` is the file loaded; ``kind`` artifact | encrypted | checkpoint."""
+    """Everything generation needs. ``source`` is the file loaded; ``kind`` artifact | encrypted | checkpoint.
 
-    model: Transformer
-    tokenizer: Tokenizer
+    From scratch: ``model`` is our Transformer and ``tokenizer`` a ``tokenizers.Tokenizer``. A run fine-tuned from a
+    pretrained base: a ``transformers`` causal LM (adapter merged) and the base's fast tokenizer; ``base`` then holds
+    the base block (id, revision, weight_hash, tokenizer_hash, adapter) and ``weights`` says merged | adapter |
+    checkpoint.
+    """
+
+    model: torch.nn.Module
+    tokenizer: object
     persona: dict
     source: Path
     step: int
     kind: str = "checkpoint"
     val_loss: float | None = None
+    base: dict | None = None
+    weights: str = ""
+
+    @property
+    def is_base(self) -> bool:
+        return self.base is not None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -89,13 +101,23 @@ def load_bundle(cfg) -> Bundle:
         )
     path, kind = found
     device = resolve_device(cfg.gen.device)
-    if kind == "encrypted":  # decrypted in memory only; publish's loader checks format and keys
-        from .publish import load_artifact
+    if kind != "checkpoint":
+        _check_memory(cfg, path)
+    if kind == "encrypted":  # decrypted in memory only; publish's reader checks format and keys
+        from .publish import read_artifact
         from .security import model_key
 
-        obj = load_artifact(path, model_key(cfg))
+        what, obj = read_artifact(path, model_key(cfg))
+        if what == "container":
+            return _container_bundle(cfg, path, kind, obj, device)
+    elif kind == "artifact" and _is_container(path):
+        from .loading_base import read_plain
+
+        return _container_bundle(cfg, path, kind, read_plain(path), device)
     else:  # a plain artifact or a checkpoint (told apart by its "format" below)
         obj = _torch_load(cfg, path)
+    if isinstance(obj, dict) and obj.get("base") is not None and obj.get("format", CHECKPOINT_FORMAT) == CHECKPOINT_FORMAT:
+        return _base_checkpoint_bundle(cfg, path, obj, device)
     if not isinstance(obj, dict) or "model" not in obj or "model_args" not in obj:
         raise ChatbotError(f"{_rel(cfg, path)} is not a chatbot model file; {_remedy(kind)}")
     fmt = obj.get("format")
@@ -109,6 +131,52 @@ def load_bundle(cfg) -> Bundle:
         raise ChatbotError(f"{_rel(cfg, path)} was trained with a smaller vocabulary than its tokenizer; {_remedy(kind)}")
     val = obj.get("val_loss")
     return Bundle(model, tok, persona, path, int(obj.get("step") or 0), kind, float(val) if val is not None else None)
+
+
+def _check_memory(cfg, path: Path) -> None:
+    """An artifact is read whole into memory: refuse in one line, before reading, when it cannot fit."""
+    try:
+        import psutil
+    except ImportError:  # optional (installed with the [base] extra); without it the load is simply attempted
+        return
+    need, free = path.stat().st_size, psutil.virtual_memory().available
+    if need * 1.1 > free:
+        raise ChatbotError(f"{_rel(cfg, path)} needs about {need / 2**30:.1f} GiB of memory to load but only "
+                           f"{free / 2**30:.1f} GiB is free; close other programs, or publish with paths.yaml "
+                           "publish.dtype: bfloat16")
+
+
+def _is_container(path: Path) -> bool:
+    from .hf_artifact import looks_like_container
+
+    try:
+        with open(path, "rb") as fh:
+            return looks_like_container(fh.read(16))
+    except OSError:
+        return False
+
+
+def _container_bundle(cfg, path: Path, kind: str, buf, device: torch.device) -> Bundle:
+    """A pretrained-base artifact (merged, or adapter-only on top of the local base)."""
+    from .loading_base import from_container
+
+    model, tok, doc = from_container(cfg, buf, _rel(cfg, path), device)
+    del buf  # a merged model's parameters keep the buffer alive; an adapter's does not need it
+    val = doc.get("val_loss")
+    return Bundle(model, tok, _check_persona(doc.get("persona") or DEFAULT_PERSONA), path,
+                  int(doc.get("step") or 0), kind, float(val) if isinstance(val, (int, float)) else None,
+                  base=doc.get("base"), weights=str(doc.get("weights")))
+
+
+def _base_checkpoint_bundle(cfg, path: Path, ckpt: dict, device: torch.device) -> Bundle:
+    """A checkpoint of a base run: the local base + the checkpoint's adapter, persona from data/processed."""
+    from .loading_base import from_checkpoint
+
+    model, tok = from_checkpoint(cfg, ckpt, _rel(cfg, path), device)
+    val = ckpt.get("val_loss")
+    val = val.item() if torch.is_tensor(val) else val
+    return Bundle(model, tok, _processed_persona(cfg), path, int(ckpt.get("step") or 0), "checkpoint",
+                  float(val) if isinstance(val, (int, float)) else None, base=ckpt.get("base"), weights="checkpoint")
 
 
 def build_model(cfg, path: Path, obj: dict, device: torch.device) -> Transformer:
@@ -148,14 +216,17 @@ def _processed_side(cfg, path: Path, ckpt: dict) -> tuple[Tokenizer, dict]:
     if want and hashlib.sha256(raw).hexdigest() != want:
         raise ChatbotError(f"{_rel(cfg, tok_path)} is not the tokenizer {_rel(cfg, path)} was trained with "
                            "(preprocess ran again since); retrain with `python -m chatbot.ops train`")
-    tok = load_tokenizer(str(tok_path))
+    return load_tokenizer(str(tok_path)), _processed_persona(cfg)
+
+
+def _processed_persona(cfg) -> dict:
     persona = DEFAULT_PERSONA
     stats_path = cfg.processed_dir / "stats.json"
     try:
         persona = json.loads(stats_path.read_text(encoding="utf-8")).get("persona") or DEFAULT_PERSONA
     except (OSError, ValueError, AttributeError):
         pass  # persona only picks default speakers; gen.yaml can set them explicitly
-    return tok, _check_persona(persona)
+    return _check_persona(persona)
 
 
 def _artifact_side(cfg, path: Path, art: dict) -> tuple[Tokenizer, dict]:

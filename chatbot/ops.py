@@ -80,12 +80,14 @@ def publish(
     encrypt: bool = typer.Option(False, "--encrypt", help="Write artifacts/model_latest.enc (needs CHATBOT_MODEL_KEY)."),
     format: str = typer.Option("pt", "--format", help="pt (our artifact) or hf (Hugging Face folder)."),
     dry: bool = typer.Option(False, "--dry", help="Show what would be written; write nothing."),
+    adapter_only: bool = typer.Option(False, "--adapter-only",
+                                      help="Pretrained-base runs: write only the LoRA adapter (loads on top of the base)."),
     config_dir: Path = ConfigDir,
 ) -> None:
     """Write a self-contained model artifact (optionally encrypted) from the best checkpoint."""
     cfg = _config(config_dir)
     from .publish import publish as run
-    run(cfg, encrypt=encrypt, fmt=format, dry=dry)
+    run(cfg, encrypt=encrypt, fmt=format, dry=dry, adapter_only=adapter_only)
 
 
 @app.command()

@@ -181,10 +181,10 @@ def _processed(cfg, ckpt_hash: str, source: Path) -> tuple[str, dict]:
     return tok_json, clean_persona(cfg, stats.get("persona", {"target": "room", "self": None, "speakers": {}}))
 
 
-def build_artifact(cfg, source: Path | None = None) -> tuple[dict, Path]:
+def build_artifact(cfg, source: Path | None = None, ckpt: dict | None = None) -> tuple[dict, Path]:
     """(artifact dict, source path): the checkpoint minus optimizer state, cast, plus tokenizer and persona."""
     source = source or find_source(cfg)
-    ckpt = load_checkpoint(cfg, source)
+    ckpt = ckpt if ckpt is not None else load_checkpoint(cfg, source)
     args = _model_args(cfg, source, ckpt["model_args"])
     state = {_strip_prefix(k): v for k, v in ckpt["model"].items()}
     _check_state(cfg, source, args, state)
@@ -238,13 +238,18 @@ def _mb(n: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------------- publish
-def publish(cfg, encrypt: bool, fmt: str, dry: bool) -> None:
-    """Write artifacts/model_latest.pt (or .enc with ``encrypt``) + model_info.json, or artifacts/hf/."""
+def publish(cfg, encrypt: bool, fmt: str, dry: bool, adapter_only: bool = False) -> None:
+    """Write artifacts/model_latest.pt (or .enc with ``encrypt``) + model_info.json, or artifacts/hf/.
+
+    A run fine-tuned from a pretrained base (its checkpoint has a ``base`` block) goes to publish_base.py.
+    """
     if fmt not in ("pt", "hf"):
         raise ChatbotError(f"--format {fmt[:20]!r} is not supported; use pt or hf")
     if encrypt and fmt == "hf":
         raise ChatbotError("--encrypt applies to the pt format only (a Hugging Face folder is plain files); "
                            "drop --encrypt or use --format pt")
+    if adapter_only and fmt == "hf":
+        raise ChatbotError("--adapter-only writes our artifact format; drop --format hf (which always merges)")
     key = None
     if encrypt:
         from .security import model_key
@@ -254,7 +259,17 @@ def publish(cfg, encrypt: bool, fmt: str, dry: bool) -> None:
         from .hf_export import check_available
 
         check_available()
-    artifact, source = build_artifact(cfg)
+    source = find_source(cfg)
+    ckpt = load_checkpoint(cfg, source)
+    if ckpt.get("base") is not None:
+        from .publish_base import publish_base
+
+        return publish_base(cfg, ckpt, source, key=key, fmt=fmt, dry=dry, adapter_only=adapter_only)
+    if adapter_only:
+        raise ChatbotError(f"--adapter-only applies to runs fine-tuned from a pretrained base (train.yaml model.base); "
+                           f"{_rel(cfg, source)} was trained from scratch: publish without --adapter-only")
+    artifact, source = build_artifact(cfg, source, ckpt)
+    del ckpt
     out_dir = cfg.path(cfg.paths.artifacts)
     n_params, n_bytes = count_parameters(artifact["model"]), _state_bytes(artifact["model"])
     summary = (f"{n_params / 1e6:.2f}M parameters, {cfg.paths.publish.dtype}, step {artifact['step']}, "
@@ -305,9 +320,20 @@ def publish(cfg, encrypt: bool, fmt: str, dry: bool) -> None:
 def load_artifact(path: str | Path, key: str | None) -> dict:
     """Load model_latest.pt, or an encrypted .enc (needs ``key``), fully in memory with weights_only=True.
 
-    Decryption happens in memory only. Returns the artifact dict after checking ``format`` and the keys.
+    Decryption happens in memory only. Returns the artifact dict after checking ``format`` and the keys. The
+    artifact of a pretrained-base run (another format, see hf_artifact.py) is refused with one line.
     """
-    from .crypto import DecryptError, is_encrypted, open_decrypted
+    what, obj = read_artifact(path, key)
+    if what == "container":
+        raise ChatbotError(f"{Path(path).name} is the artifact of a run fine-tuned from a pretrained base "
+                           "(format chatbot-artifact-hf-1); load it with reply / chat / smoke / bridge")
+    return obj
+
+
+def read_artifact(path: str | Path, key: str | None) -> tuple[str, object]:
+    """("torch", checked artifact dict) or ("container", plaintext buffer of a pretrained-base artifact)."""
+    from .crypto import DecryptError, MemoryReader, decrypt_to_bytes, is_encrypted
+    from .hf_artifact import looks_like_container
 
     path = Path(path)
     if not path.is_file():
@@ -320,8 +346,16 @@ def load_artifact(path: str | Path, key: str | None) -> dict:
         if not key:
             raise ChatbotError(f"{path.name} is encrypted; set CHATBOT_MODEL_KEY in .env to the key it was "
                                "published with")
-        src = open_decrypted(path, key)
+        buf = decrypt_to_bytes(path, key)
+        if looks_like_container(bytes(buf[:16])):
+            return "container", buf
+        src = MemoryReader(buf)
     else:
+        with open(path, "rb") as fh:
+            if looks_like_container(fh.read(16)):
+                from .loading_base import read_plain
+
+                return "container", read_plain(path)
         src = path
     try:
         obj = torch.load(src, map_location="cpu", weights_only=True)
@@ -340,7 +374,7 @@ def load_artifact(path: str | Path, key: str | None) -> dict:
     if missing or not isinstance(obj["model"], dict) or not isinstance(obj["tokenizer_json"], str):
         raise ChatbotError(f"{path.name} is incomplete (missing {missing[0] if missing else 'model/tokenizer'}); "
                            "publish it again with `python -m chatbot.ops publish`")
-    return obj
+    return "torch", obj
 
 
 def model_from_artifact(artifact: dict) -> Transformer:

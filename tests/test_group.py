@@ -333,3 +333,25 @@ def test_serve_message_names_map_to_speaker_slots() -> None:
     plan = make_plan(PERSONA5, "S1", "S2")
     assert to_history(msgs, plan) == [("user", "안녕"), ("S3", "나도"), ("bot", "반가워"), ("S4", "뭐해"),
                                       ("S3", "또 나")]
+
+
+def test_base_model_speak_probability_is_the_bot_prefix_probability(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from chatbot.base.layout import BaseLayout
+    from chatbot.generate import load_responder
+
+    from helpers_base_infer import logits_of, make_base_run
+
+    run = make_base_run(tmp_path, gen={"sampling": {"max_new_tokens": 4}})
+    r = load_responder(run["cfg"])
+    history = [("user", "오늘 뭐해?"), ("S3", "나는 집"), ("user", "너는?")]  # S3: a third person as text "S3: "
+    prompt = r.prompt_ids(history)
+    layout = BaseLayout(run["tokenizer"])
+    k = len(layout.prefix(r.bot_speaker))
+    assert r.speak_tokens() == k > 1 and prompt[-k:] == layout.prefix(r.bot_speaker)
+    assert "S3: " in layout.decode(prompt)
+    logp = torch.log_softmax(logits_of(run["model"], torch.tensor([prompt]))[0].float(), dim=-1)
+    want = float(torch.exp(sum(logp[len(prompt) - k - 1 + j, prompt[len(prompt) - k + j]] for j in range(k))))
+    out = r.reply(history)
+    assert out.speak_prob == pytest.approx(want, rel=1e-3, abs=1e-7)

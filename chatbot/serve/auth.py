@@ -65,5 +65,5 @@ def api_key_command() -> None:
     line = hash_password(key)
     print("# your API key (shown only now; give it to your apps, keep it secret):", file=sys.stderr)
     print(f"#   {key}", file=sys.stderr)
-    print(f"# put this line into .env (`>> .env`), then restart serve:", file=sys.stderr)
+    print("# put this line into .env (`>> .env`), then restart serve:", file=sys.stderr)
     print(f"{ENV_NAME}='{line}'")
