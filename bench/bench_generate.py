@@ -52,7 +52,9 @@ def model_args(name: str, context: int, new: int) -> ModelArgs:
     """
     cfg = load_config(REPO / "configs")
     if name == "default":
-        m = cfg.train.model
+        from chatbot.autosize import resolve
+
+        m = resolve(cfg.train, 180_000, "cpu")[0].model  # what model.size: auto trains for a 10,000-turn room
         return ModelArgs(vocab_size=cfg.paths.processed.preprocess.vocab_size, block_size=context + new,
                          n_layer=m.n_layer, n_head=m.n_head, n_kv_head=m.n_kv_head, n_embd=m.n_embd,
                          ffn_hidden=m.ffn_hidden, multiple_of=m.multiple_of, bias=m.bias,

@@ -45,6 +45,8 @@ from chatbot.train import cpu_threads, pick_device, pick_dtype  # noqa: E402
 from chatbot.train_report import _GPU_PEAK_BF16, measure_matmul_peak  # noqa: E402
 
 TINY = {"block_size": 64, "n_layer": 2, "n_head": 2, "n_kv_head": 1, "n_embd": 64, "multiple_of": 32}
+# "default" = the shape configs/train.yaml shipped before model.size: auto (6 × 384), kept for comparable figures
+DEFAULT = {"n_layer": 6, "n_head": 6, "n_kv_head": 2, "n_embd": 384}
 
 
 def synth_processed(out: Path, vocab: int, n_tokens: int, target_frac: float = 0.8, seed: int = 0) -> None:
@@ -78,8 +80,8 @@ def make_project(root: Path, model: dict | None, steps: int, compile_: bool) -> 
     shutil.copytree(REPO / "configs", root / "configs")
     path = root / "configs" / "train.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if model:
-        data["model"].update(model)
+    data["model"].update(model or DEFAULT)
+    data["optimization"].update(learning_rate=6e-4, min_lr=6e-5, warmup_steps=10, lr_decay_steps=5000)
     data["runtime"]["compile"] = compile_
     data["optimization"]["max_steps"] = steps
     data["logging"].update({"log_interval": 1, "eval_interval": 10**6, "save_interval": 10**6, "eval_iters": 1,

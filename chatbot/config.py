@@ -198,20 +198,23 @@ class ModelConfig:
     """LLaMA-style decoder. block_size: context length in tokens. n_kv_head: key/value heads (GQA; 0 = n_head).
     bias: linear biases (HF attention_bias/mlp_bias). tie_embeddings: share input and output embeddings.
     ffn_hidden: SwiGLU hidden size (0 = LLaMA rule: 8/3·n_embd rounded up to multiple_of).
+    size: "auto" = n_layer / n_head / n_kv_head / n_embd left at 0 are picked from the training token count and
+    the device (chatbot/autosize.py, docs/MODEL_SIZE.md); a non-zero value always wins. "custom" = all explicit.
     base: "" = train from scratch with the keys above. Else fine-tune a pretrained model: a Hugging Face model id
     ("Qwen/Qwen2.5-1.5B-Instruct") or a local folder with config.json + *.safetensors + tokenizer files; the
     architecture keys above are then ignored (block_size still bounds the training window).
     base_revision: commit hash, branch or tag of a hub id ("" = the default branch).
     """
 
+    size: Literal["auto", "custom"] = "auto"
     base: str = ""
     base_revision: str = ""
 
     block_size: int = field(default=256, metadata=_range(8))
-    n_layer: int = field(default=6, metadata=_range(1))
-    n_head: int = field(default=6, metadata=_range(1))
+    n_layer: int = field(default=0, metadata=_range(0))
+    n_head: int = field(default=0, metadata=_range(0))
     n_kv_head: int = field(default=0, metadata=_range(0))
-    n_embd: int = field(default=384, metadata=_range(8))
+    n_embd: int = field(default=0, metadata=_range(0))
     ffn_hidden: int = field(default=0, metadata=_range(0))
     multiple_of: int = field(default=64, metadata=_range(1))
     dropout: float = field(default=0.0, metadata=_range(0, 1))
@@ -246,17 +249,21 @@ class AdapterConfig:
 @dataclass
 class OptimizationConfig:
     """batch_size: micro-batch (windows). grad_accum_steps: micro-batches per optimizer step.
-    max_steps: optimizer steps to run. lr_schedule: cosine|linear|constant; decays over lr_decay_steps to min_lr.
+    max_steps: optimizer steps to run (0 = auto: about an hour on a 2-core CPU, 5000 on a GPU, at most 10 passes
+    over the data; chatbot/autosize.py). learning_rate: peak rate (0 = auto: the auto size's rate).
+    min_lr: final rate (0 with an auto learning_rate = a tenth of it). warmup_steps: linear warm-up (0 = auto:
+    5 % of max_steps, at most 200). lr_schedule: cosine|linear|constant; decays over lr_decay_steps
+    (0 = max_steps) to min_lr.
     """
 
     batch_size: int = field(default=16, metadata=_range(1))
     grad_accum_steps: int = field(default=2, metadata=_range(1))
-    max_steps: int = field(default=5000, metadata=_range(0))
-    learning_rate: float = field(default=6e-4, metadata=_range(0, lo_open=True))
-    min_lr: float = field(default=6e-5, metadata=_range(0))
-    warmup_steps: int = field(default=200, metadata=_range(0))
+    max_steps: int = field(default=0, metadata=_range(0))
+    learning_rate: float = field(default=0.0, metadata=_range(0))
+    min_lr: float = field(default=0.0, metadata=_range(0))
+    warmup_steps: int = field(default=0, metadata=_range(0))
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    lr_decay_steps: int = field(default=5000, metadata=_range(1))
+    lr_decay_steps: int = field(default=0, metadata=_range(0))
     weight_decay: float = field(default=0.1, metadata=_range(0))
     beta1: float = field(default=0.9, metadata=_range(0, 1))
     beta2: float = field(default=0.95, metadata=_range(0, 1))
@@ -272,12 +279,17 @@ class ObjectiveConfig:
 
 @dataclass
 class LoggingConfig:
-    """Intervals are in optimizer steps. eval_iters: validation batches per eval (0 = whole val split)."""
+    """Intervals are in optimizer steps. eval_interval: 0 = auto (a tenth of max_steps). eval_iters: validation
+    batches per eval (0 = whole val split). save_interval: 0 = eval_interval.
+    eval_replies: validation replies generated and scored (chrF, distinct-2, top-5 share; chatbot/eval) at each
+    evaluation and logged to metrics.jsonl (0 = off; each costs about a reply's latency).
+    """
 
     log_interval: int = field(default=10, metadata=_range(1))
-    eval_interval: int = field(default=250, metadata=_range(1))
-    eval_iters: int = field(default=50, metadata=_range(0))
-    save_interval: int = field(default=250, metadata=_range(1))
+    eval_interval: int = field(default=0, metadata=_range(0))
+    eval_iters: int = field(default=10, metadata=_range(0))
+    save_interval: int = field(default=0, metadata=_range(0))
+    eval_replies: int = field(default=0, metadata=_range(0))
     keep_last_n_snapshots: int = field(default=3, metadata=_range(0))
     sample_prompts: list[str] = field(default_factory=lambda: ["안녕 뭐해?", "오늘 저녁 뭐 먹을까"])
 
@@ -338,6 +350,19 @@ class SmokeConfig:
 
     prompts: list[str] = field(default_factory=lambda: ["안녕 뭐해?", "오늘 저녁 뭐 먹을까?", "주말에 뭐 할 거야?"])
     max_latency_s: float = field(default=20.0, metadata=_range(0, lo_open=True))
+
+
+@dataclass
+class EvalConfig:
+    """The eval verb. items: validation turns of the bot speaker answered by the model and the retrieval bot
+    (chosen with sampling.seed; --limit overrides). add_k: add-k smoothing of the unigram/bigram baselines (0 = the
+    best of a small grid on the validation split: the strongest baseline). retrieval_context_turns: context turns
+    the retrieval bot compares.
+    """
+
+    items: int = field(default=200, metadata=_range(0))
+    add_k: float = field(default=0.0, metadata=_range(0))
+    retrieval_context_turns: int = field(default=2, metadata=_range(1))
 
 
 @dataclass
@@ -466,6 +491,7 @@ class GenConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     bridge: BridgeConfig = field(default_factory=BridgeConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 

@@ -592,7 +592,10 @@ class Responder:
         return [encode_turn(self.tok, self.ids, role, text) for role, text in merged]
 
     def prompt_ids(self, history: list[tuple[str, str]]) -> list[int]:
-        turns = self.encode_history(history)
+        return self.prompt_from_turns(self.encode_history(history))
+
+    def prompt_from_turns(self, turns: list) -> list[int]:
+        """The prompt for already-encoded turns (as :meth:`encode_history` returns them), cut to the budget."""
         budget = context_budget(self.block_size, self.gen)
         if self.base is not None:
             return self.base.prompt(turns, self.bot_speaker, budget)
@@ -634,6 +637,18 @@ class Responder:
         pre = self.pre_decision(history, policy, senders)
         if pre is not None and not pre.speak:  # no model run at all
             return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", silent=True, decision=pre.reason)
+        seed = seed if seed is not None else (sampling or self.gen.sampling).seed + len(history)
+        return self.reply_to_turns(self.encode_history(history), seed=seed, on_text=on_text, t0=t0,
+                                   sampling=sampling, cancel=cancel, pre=pre)
+
+    def reply_to_turns(self, turns: list[list[int]], *, seed: int, on_text=None, t0: float | None = None,
+                       sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None,
+                       pre: Decision | None = Decision(True, "always")) -> Reply:
+        """The bot's next turn after turns that are already encoded as :meth:`encode_history` encodes them (oldest
+        first): ``eval`` feeds the processed validation turns through here, the same decode path as ``reply``.
+        ``pre`` = the reply_policy decision made without the model (default: speak); None = the model's
+        probability decides (``reply_policy: model``). The speak probability is read either way."""
+        t0 = time.perf_counter() if t0 is None else t0
         decided: list[Decision] = []
 
         def decide(prob: float) -> bool:
@@ -641,11 +656,11 @@ class Responder:
             decided.append(Decision(d.speak, d.reason, prob))
             return d.speak
 
-        prompt = self.prompt_ids(history)
+        prompt = self.prompt_from_turns(turns)
         s = sampling or self.gen.sampling
         device = next(self.model.parameters()).device
         gen = torch.Generator(device=device)
-        gen.manual_seed(seed if seed is not None else s.seed + len(history))
+        gen.manual_seed(seed)
         stream = TextStream(self.token_bytes, self.gen.max_chars, on_text)
         with self.lock:
             t_gen = time.perf_counter()

@@ -118,6 +118,20 @@ def smoke(config_dir: Path = ConfigDir) -> None:
     raise typer.Exit(run(cfg))
 
 
+@app.command("eval")
+def eval_(
+    source: str = typer.Option("", "--source", help="best, latest, artifact or a model file path "
+                               "(default: gen.yaml model_preference)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Reply items (default gen.yaml eval.items; 0 = loss only)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    config_dir: Path = ConfigDir,
+) -> None:
+    """Score the model on the held-out chats against unigram/bigram and retrieval baselines (password required)."""
+    cfg = _config(config_dir)
+    from .eval import eval_command
+    eval_command(cfg, source=source, limit=limit, as_json=json_out)
+
+
 @app.command()
 def bridge(
     dry: bool = typer.Option(False, "--dry", help="Receive and generate, but send nothing (default)."),

@@ -2,7 +2,10 @@
 
 A short scripted conversation (``gen.smoke.prompts``) runs through the same Responder that ``chat`` and the
 bridge use. It fails (exit 1, one line why) when a reply is empty, leaks special or placeholder tokens, is not
-valid UTF-8, repeats the previous reply verbatim, or takes longer than ``smoke.max_latency_s``. Replies use the
+valid UTF-8, repeats the previous reply verbatim, or takes longer than ``smoke.max_latency_s`` — and when the
+replies as a whole have collapsed (chatbot.eval.metrics.collapse_reasons: near-identical answers to different
+messages, three or more — and most — opening with the same word, or a mean length under 3 characters), the
+"same answer to everything" failure that passes every per-reply check. Replies use the
 configured seed (plus the turn number), so the same model always gives the same transcript.
 
 Then a group-room script (:data:`GROUP_SCRIPT`): five invented people chat, twice calling the bot by name (the
@@ -17,6 +20,7 @@ import re
 import sys
 
 from .errors import ChatbotError
+from .eval.metrics import collapse_reasons
 from .generate import load_responder
 
 _LEAK = re.compile(r"<\u2060?\|[^|<>\s]{1,24}\|>")  # <|eot|>, <|spk:S1|>, <|photo|> ... (or escaped forms)
@@ -106,7 +110,7 @@ def smoke(cfg) -> int:
     history: list[tuple[str, str]] = []
     previous: str | None = None
     failure: str | None = None
-    confidences, latencies = [], []
+    confidences, latencies, texts = [], [], []
     for i, prompt in enumerate(sm.prompts, 1):
         history.append(("user", prompt))
         r = responder.reply(history, policy="always")  # reply quality; the group script checks reply_policy
@@ -122,8 +126,13 @@ def smoke(cfg) -> int:
         if r.text:
             history.append(("bot", r.text))
         previous = r.text
+        texts.append(r.text)
         confidences.append(r.confidence)
         latencies.append(r.latency_s)
+    if failure is None and len(texts) >= 2:
+        collapsed = collapse_reasons(texts)
+        if collapsed:
+            failure = "the replies collapsed: " + "; ".join(collapsed)
     group_failure = group_smoke(responder, cfg.gen, labels)
     failure = failure or group_failure
     if failure:

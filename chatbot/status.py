@@ -143,7 +143,8 @@ def _training(cfg, rep: Report, have_data: bool) -> bool:
             elif rec.get("kind") == "eval":
                 last_eval = rec
     step = int(last_train["step"]) if last_train else None
-    parts = [f"step {step if step is not None else '?'} / {max_steps}"]
+    max_steps = int((last_train or {}).get("max_steps") or max_steps)  # the resolved value under size: auto
+    parts = [f"step {step if step is not None else '?'} / {max_steps or 'auto'}"]
     if last_train:
         parts.append(f"train loss {last_train['loss']:.3f}")
     if last_eval:
@@ -197,6 +198,25 @@ def _policy(cfg, rep: Report) -> None:
                 f"every message in a group room); reply_policy addressed fits a group room better")
 
 
+def _eval(cfg, rep: Report, trained: bool) -> None:
+    """The last ``eval`` figures (eval.json in the run folder), flagged when the checkpoints are newer."""
+    path = cfg.run_dir / "eval.json"
+    if not path.is_file():
+        if trained:
+            rep.add("Eval         not run yet (python -m chatbot.ops eval: loss and replies vs baselines)")
+        return
+    from .eval.runner import summary_line
+
+    try:
+        line = summary_line(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        rep.add("Eval         eval.json is unreadable; run python -m chatbot.ops eval again")
+        return
+    newer = any(p.is_file() and p.stat().st_mtime > path.stat().st_mtime
+                for p in (cfg.run_dir / "best.pt", cfg.run_dir / "latest.pt"))
+    rep.add(f"Eval         {line}" + ("; training has moved on since" if newer else ""))
+
+
 def _env(cfg, rep: Report) -> None:
     missing = []
     if not (cfg.secret("CHATBOT_PASSWORD") or cfg.secret("CHATBOT_PASSWORD_HASH")):
@@ -221,6 +241,7 @@ def build_report(cfg) -> Report:
     have_data = _processed(cfg, rep, have_exports)
     trained = _training(cfg, rep, have_data)
     _model(cfg, rep, trained)
+    _eval(cfg, rep, trained)
     _policy(cfg, rep)
     _env(cfg, rep)
     rep.suggest("python -m chatbot.ops chat")

@@ -210,6 +210,7 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
     """
     d = env_dist()
     device = pick_device(cfg.train.runtime.device, d)
+    cfg = _auto_size(cfg, device, d)
     threads = torch.get_num_threads()
     init_process_group(d, device)
     try:
@@ -226,6 +227,21 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
     finally:
         torch.set_num_threads(threads)
         destroy_process_group()
+
+
+def _auto_size(cfg: Config, device: torch.device, d: Dist) -> Config:
+    """``model.size: auto`` and the other 0 = auto keys, filled in from the training token count (autosize.py)."""
+    from dataclasses import replace
+
+    from .autosize import describe, resolve, train_tokens
+
+    n_train = train_tokens(cfg.processed_dir)
+    if n_train is None:
+        return cfg  # no data yet: _train reports that with its own message
+    tc, chosen = resolve(cfg.train, n_train, device.type, cfg.run_dir, write=d.master)
+    if chosen is not None:
+        _say(d, describe(chosen, tc))
+    return replace(cfg, train=tc)
 
 
 def cpu_threads(tc: TrainConfig, d: Dist, n_embd: int | None = None) -> int:
@@ -464,6 +480,13 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
             **({"base": base.info} if base is not None else {}),
         })
 
+    probe = None
+    if lg.eval_replies > 0 and d.master and val_split.n_windows and base is None:  # our Transformer only
+        from .eval.runner import TrainingProbe
+
+        probe = TrainingProbe(cfg.processed_dir, stats, tok, cfg.gen, cfg.paths.processed.preprocess.pii,
+                              lg.eval_replies)
+
     # ---- the loop
     raw.train()
     oom_announced = False
@@ -551,8 +574,8 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
             next_eval = lg.eval_interval - st.step % lg.eval_interval
             _say(d, progress_line(st.step, o.max_steps, st.train_loss, st.val_loss, lr, tok_s, mfu,
                                   next_eval * (step_time or 0.0)))
-            rec = {"kind": "train", "step": st.step, "loss": st.train_loss, "lr": lr, "tokens_per_s": tok_s,
-                   "mfu": mfu, "tokens_seen": st.tokens_seen, "time": time.time()}
+            rec = {"kind": "train", "step": st.step, "max_steps": o.max_steps, "loss": st.train_loss, "lr": lr,
+                   "tokens_per_s": tok_s, "mfu": mfu, "tokens_seen": st.tokens_seen, "time": time.time()}
             if d.master:
                 append_metrics(metrics_path, rec)
                 st.records.append(rec)
@@ -580,9 +603,20 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
                     write_loss_svg(svg_path, st.records, f"{tc.run_name}: loss")
                     print(f"eval step {st.step}: val loss {v:.4f}" + (" (best so far → best.pt)" if improved else
                           f" (best {st.best_val_loss:.4f})"), flush=True)
-                    sampler_fn = sample_replies if base is None else train_base.sample_replies
-                    for prompt, reply in sampler_fn(raw, tok, stats.get("persona"), lg.sample_prompts, device):
+                    if base is None:
+                        samples = sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device,
+                                                 gen=cfg.gen)
+                    else:
+                        samples = train_base.sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device)
+                    for prompt, reply in samples:
                         print(f"  sample: {prompt} → {reply}", flush=True)
+                    if probe is not None:
+                        figures = probe(raw, st.step)
+                        if figures:
+                            append_metrics(metrics_path, {"kind": "eval_replies", "step": st.step, **figures})
+                            print(f"  replies: chrF {figures['reply_chrf']}, distinct-2 "
+                                  f"{figures['reply_distinct_2']}, top-5 share {figures['reply_top5_share']} "
+                                  f"({figures['reply_items']} validation turns)", flush=True)
             stop = any_rank(signals.requested or stop_file.exists(), device)
             t_log += time.perf_counter() - t_eval  # eval time is not training throughput
 

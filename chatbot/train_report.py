@@ -170,28 +170,24 @@ def progress_line(step: int, max_steps: int, loss: float, val_loss: float | None
 
 
 # -------------------------------------------------------------------------------------------- sample replies
-def persona_speakers(persona: dict | None) -> tuple[str, str]:
-    """(user, bot) pseudonyms: the bot speaks as the trained persona (or the most active speaker)."""
-    persona = persona if isinstance(persona, dict) else {}
-    counts = persona.get("speakers") if isinstance(persona.get("speakers"), dict) else {}
-    ranked = sorted(counts, key=lambda s: -counts[s] if isinstance(counts[s], (int, float)) else 0)
-    target = persona.get("target")
-    bot = target if isinstance(target, str) and target != "room" else (ranked[0] if ranked else "S1")
-    me = persona.get("self")
-    if isinstance(me, str) and me != bot:
-        return me, bot
-    return next((s for s in ranked if s != bot), "S0"), bot
+def persona_speakers(persona: dict | None, gen=None) -> tuple[str, str]:
+    """(user, bot) pseudonyms, chosen exactly as ``chat`` chooses them (chatbot.generate.resolve_speakers: the
+    trained persona, else the most active speaker who is not the exporter)."""
+    from .config import GenConfig
+    from .generate import resolve_speakers
+
+    return resolve_speakers(persona if isinstance(persona, dict) else {}, gen or GenConfig())
 
 
 @torch.no_grad()
 def sample_replies(model, tok, persona: dict | None, prompts: list[str], device: torch.device,
-                   max_new_tokens: int = 32) -> list[tuple[str, str]]:
+                   max_new_tokens: int = 32, gen=None) -> list[tuple[str, str]]:
     """Greedy replies (KV cache) to each prompt as one user turn; stops at ``<|eot|>`` or a speaker token."""
     from .data.tokenizer import decode, encode_text, special_id
 
     if not prompts:
         return []
-    user, bot = persona_speakers(persona)
+    user, bot = persona_speakers(persona, gen)
     eot = special_id(tok, EOT)
     stop = {eot} | {i for t in SPEAKER_TOKENS if (i := tok.token_to_id(t)) is not None}
     was_training = model.training
