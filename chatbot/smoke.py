@@ -111,9 +111,11 @@ def smoke(cfg) -> int:
     previous: str | None = None
     failure: str | None = None
     confidences, latencies, texts = [], [], []
+    group = getattr(responder, "plan", None) is not None
     for i, prompt in enumerate(sm.prompts, 1):
         history.append(("user", prompt))
-        r = responder.reply(history, policy="always")  # reply quality; the group script checks reply_policy
+        # reply quality; the group script checks reply_policy (a stand-in without speaker slots knows no policy)
+        r = responder.reply(history, **({"policy": "always"} if group else {}))
         print(f"{labels.user_label}: {prompt}")
         print(f"{labels.bot_label}: {r.text}")
         print(f"    [{r.latency_s:.2f} s, first token {r.first_token_s:.3f} s, {r.n_tokens} tokens, "
@@ -133,7 +135,7 @@ def smoke(cfg) -> int:
         collapsed = collapse_reasons(texts)
         if collapsed:
             failure = "the replies collapsed: " + "; ".join(collapsed)
-    group_failure = group_smoke(responder, cfg.gen, labels)
+    group_failure = group_smoke(responder, cfg.gen, labels) if group else None
     failure = failure or group_failure
     if failure:
         print(f"smoke failed: {failure}", file=sys.stderr, flush=True)
