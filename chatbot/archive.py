@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .errors import ChatbotError, LockedError
-from .fsio import atomic_write_json, fsync_dir
+from .fsio import PRIVATE_DIR_MODE, atomic_write_json, fsync_dir, make_private, private_mkdir
 from .lock import active_lock
 
 KEEP = {".gitkeep"}
@@ -91,11 +91,13 @@ def archive(cfg, dry: bool = False, tag: str = "", include_raw: bool = False) ->
     if dry:
         print(f"dry run: {len(moves)} item(s) would move into {_rel(cfg, dest).as_posix()}; nothing was changed")
         return
-    dest.mkdir(parents=True)
+    private_mkdir(dest.parent)
+    dest.mkdir(mode=PRIVATE_DIR_MODE)  # (a new name: an existing archive folder is never reused)
+    make_private(dest, PRIVATE_DIR_MODE)
     done = []
     for src, dst in moves:
         _check_locks(cfg.path(cfg.paths.checkpoints))  # a trainer may have started meanwhile
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(dst.parent)
         shutil.move(str(src), str(dst))  # a rename on one filesystem; copy-then-remove across filesystems
         fsync_dir(src.parent)
         done.append({"from": _rel(cfg, src).as_posix(), "to": _rel(cfg, dst).as_posix()})

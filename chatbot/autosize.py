@@ -19,7 +19,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .fsio import atomic_write_json
+from .fsio import atomic_write_json, private_mkdir
 
 # name: (n_layer, n_head, n_kv_head, n_embd, learning rate)
 PRESETS = {
@@ -103,7 +103,7 @@ def resolve(tc, train_tokens: int, device_type: str, run_dir: Path | None = None
     every = lg.eval_interval or max(1, steps // 10)
     lg = dataclasses.replace(lg, eval_interval=every, save_interval=lg.save_interval or every)
     if saved is not None and write and needs and not saved.is_file():
-        saved.parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(saved.parent)  # the run folder: 0700 whatever the umask
         atomic_write_json(saved, p)
     return dataclasses.replace(tc, model=m, optimization=o, logging=lg), (p if needs else None)
 

@@ -86,7 +86,12 @@ class RawConfig:
 
 @dataclass
 class PiiConfig:
-    """Which classes of personal data are replaced by typed placeholder tokens (each on by default)."""
+    """Which classes of personal data are replaced by typed placeholder tokens (each on by default; the exact
+    rules are in chatbot/data/pii.py).
+
+    address: Korean street / lot addresses (``서울시 강남구 테헤란로 123``, ``… 101동 1203호``) → ``<|address|>``.
+    A model trained before this class existed gets addresses unmasked at reply time, as it saw them in training.
+    """
 
     phone: bool = True
     email: bool = True
@@ -95,6 +100,7 @@ class PiiConfig:
     card: bool = True
     account: bool = True
     mention: bool = True
+    address: bool = True
 
 
 @dataclass
@@ -547,6 +553,20 @@ def _resolve_vars(value: str, env: dict[str, str], where: str) -> str:
     return _VAR.sub(sub, value)
 
 
+def _shown(value: Any, source: str | None) -> str:
+    """``value`` for an error message, or — when it came from a ``${VAR}`` substitution, which may be a secret
+    (a key, a password, a bridge secret in the wrong place) — only where it came from."""
+    if source is None:
+        return repr(value)
+    names = ", ".join(f"${{{m.group(1)}}}" for m in _VAR.finditer(source)) or "a ${VAR} substitution"
+    return f"the value of {names} (not shown)"
+
+
+def _substitution(value: Any) -> str | None:
+    """The raw text when ``value`` is a string that uses ``${VAR}``, else None."""
+    return value if isinstance(value, str) and _VAR.search(value) else None
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
@@ -556,7 +576,9 @@ def _type_name(tp: Any) -> str:
     return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
 
 
-def _convert(value: Any, tp: Any, where: str, env: dict[str, str]) -> Any:
+def _convert(value: Any, tp: Any, where: str, env: dict[str, str], source: str | None = None) -> Any:
+    """``value`` checked and converted to ``tp``. ``source``: the raw ``${VAR}`` text the value came from (then
+    error messages name the variable and never print the value)."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if value is None:
@@ -564,43 +586,48 @@ def _convert(value: Any, tp: Any, where: str, env: dict[str, str]) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping of keys, got {type(value).__name__}")
         return _build(tp, value, where, env)
+    source = source or _substitution(value)
     if isinstance(value, str) and tp is not str and "${" in value:
-        value = yaml.safe_load(_resolve_vars(value, env, where))
+        resolved = _resolve_vars(value, env, where)
+        try:
+            value = yaml.safe_load(resolved)
+        except yaml.YAMLError:
+            value = resolved  # not YAML: the type check below reports it (without the value)
     if origin is Literal:
         if isinstance(value, str):
             value = _resolve_vars(value, env, where)
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: {value!r} is not allowed; expected {_type_name(tp)}")
+            raise ConfigError(f"{where}: {_shown(value, source)} is not allowed; expected {_type_name(tp)}")
         return value
     if origin is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__}")
         (item,) = typing.get_args(tp)
-        return [_convert(v, item, f"{where}[{i}]", env) for i, v in enumerate(value)]
+        return [_convert(v, item, f"{where}[{i}]", env, source) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _convert(value, args[0], where, env)
+        return _convert(value, args[0], where, env, source)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: expected true/false, got {_shown(value, source)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, float) and value.is_integer():
                 return int(value)
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_shown(value, source)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {_shown(value, source)}")
         return float(value)
     if tp is str:
         if value is None:
             return ""
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_shown(value, source)}")
         return _resolve_vars(str(value), env, where)
     raise ConfigError(f"{where}: unsupported type {tp}")  # pragma: no cover - schema bug
 
@@ -623,7 +650,8 @@ def _build(cls: type, data: dict, where: str, env: dict[str, str]) -> Any:
                 hi is not None and converted > hi
             ):
                 bound = f"{'>' if lo_open else '>='} {lo}" if hi is None else f"between {lo} and {hi}"
-                raise ConfigError(f"{dotted}: {converted!r} is out of range (must be {bound})")
+                raise ConfigError(f"{dotted}: {_shown(converted, _substitution(value))} is out of range "
+                                  f"(must be {bound})")
         check = fields[key].metadata.get("check")
         problem = check(converted) if check is not None else None
         if problem:

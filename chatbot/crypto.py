@@ -20,9 +20,11 @@ a wrong key fail fast with a clear message (and commits the file to the key); th
 associated data of every chunk. Every chunk but the last holds exactly ``chunk size`` plaintext bytes; the last
 holds 0 .. chunk size - 1, so the chunk count and the plaintext length follow from the file size alone.
 
-Memory: encrypting holds one chunk; decrypting fills one preallocated buffer of the exact plaintext size
-(``decrypt_into`` writes straight into it), which :func:`open_decrypted` exposes as a seekable reader that
-``torch.load`` reads from without another copy. Nothing here ever writes plaintext to disk.
+Memory: encrypting holds one chunk; decrypting first authenticates the last chunk (so the length that the
+file's size implies is proven before anything is allocated by it: a padded or sparse multi-GiB file is refused
+using one chunk of memory), then fills one buffer of the exact plaintext size (``decrypt_into`` writes straight
+into it), which :func:`open_decrypted` exposes as a seekable reader that ``torch.load`` reads from without another
+copy. Nothing here ever writes plaintext to disk.
 """
 
 from __future__ import annotations
@@ -255,27 +257,51 @@ def _layout(body_len: int, chunk: int) -> tuple[int, int]:
 
 
 def _decrypt_stream(fh: BinaryIO, total_len: int, key: str) -> bytearray:
+    """Decrypt the seekable ``fh`` (``total_len`` bytes long) into one buffer of the exact plaintext size.
+
+    The chunk count and the plaintext length follow from the file length, which anyone can change (pad a file to
+    1 GiB, or make it a sparse 64 GiB file), so nothing is allocated by that length before it is authenticated:
+    the *last* chunk is read and authenticated first. Its nonce holds its counter and the "last" flag, so only the
+    real last chunk of a file of exactly this length passes; a padded, extended or cut file fails there, having
+    used one chunk of memory. Only then is the plaintext buffer allocated and the other chunks decrypted in order.
+    """
     _check_key(key)
     header = fh.read(HEADER_BYTES)
     aead, prefix, chunk, n_chunks, plain_len = _parse_header(header, key, total_len)
-    out = bytearray(plain_len)
-    view = memoryview(out)
-    cbuf = bytearray(chunk + TAG_BYTES)
+    last = n_chunks - 1
+    if last > _MAX_COUNTER:
+        raise DecryptError(_TAMPERED.format("truncated or extended"))
+    last_plain = plain_len - last * chunk
+    cbuf = bytearray(min(chunk, plain_len) + TAG_BYTES)  # one chunk (the header bounds the chunk size)
     cview = memoryview(cbuf)
+    tail = bytearray(last_plain)
     try:
-        for i in range(n_chunks):
-            last = i == n_chunks - 1
-            size = (plain_len - i * chunk if last else chunk) + TAG_BYTES
-            _read_exact(fh, cview[:size])
-            try:
-                aead.decrypt_into(_nonce(prefix, i, last), cview[:size], header,
-                                  view[i * chunk:i * chunk + size - TAG_BYTES])
-            except InvalidTag:
-                raise DecryptError(_TAMPERED.format(f"chunk {i + 1} of {n_chunks} fails authentication")) from None
-        if fh.read(1):
-            raise DecryptError(_TAMPERED.format("file changed while reading"))
+        fh.seek(HEADER_BYTES + last * (chunk + TAG_BYTES))
+        _read_exact(fh, cview[:last_plain + TAG_BYTES])
+        try:
+            aead.decrypt_into(_nonce(prefix, last, True), cview[:last_plain + TAG_BYTES], header, tail)
+        except InvalidTag:
+            raise DecryptError(_TAMPERED.format("truncated or extended, or its last chunk fails authentication")) \
+                from None
+        out = bytearray(plain_len)  # the length is authentic now
+        view = memoryview(out)
+        try:
+            view[last * chunk:] = tail
+            fh.seek(HEADER_BYTES)
+            for i in range(last):
+                _read_exact(fh, cview[:chunk + TAG_BYTES])
+                try:
+                    aead.decrypt_into(_nonce(prefix, i, False), cview[:chunk + TAG_BYTES], header,
+                                      view[i * chunk:(i + 1) * chunk])
+                except InvalidTag:
+                    raise DecryptError(_TAMPERED.format(f"chunk {i + 1} of {n_chunks} fails authentication")) \
+                        from None
+            fh.seek(HEADER_BYTES + last * (chunk + TAG_BYTES) + last_plain + TAG_BYTES)
+            if fh.read(1):
+                raise DecryptError(_TAMPERED.format("file changed while reading"))
+        finally:
+            view.release()
     finally:
-        view.release()
         cview.release()
     return out
 

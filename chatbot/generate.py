@@ -20,6 +20,7 @@ in hand-shaped models.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import math
 import re
 import threading
@@ -38,7 +39,8 @@ from .data.tokenizer import encode_marked, iter_token_bytes, special_id
 from .errors import ChatbotError
 from .model import Transformer
 from .speakers import Decision, make_plan, model_decide, pre_decide
-from .tokens import BOS, EOT, PAD, PLACEHOLDER_TOKENS, SPECIAL_TOKENS, SPEAKER_TOKENS, speaker_token, unescape_text
+from .tokens import (BOS, EOT, LATER_TOKENS, PAD, PII_TOKENS, PLACEHOLDER_TOKENS, SPEAKER_TOKENS, SPECIAL_TOKENS,
+                     speaker_token, unescape_text)
 
 _PSEUDONYM = re.compile(r"S\d+")
 
@@ -63,14 +65,27 @@ class TokenIds:
             eot=special_id(tok, EOT),
             pad=special_id(tok, PAD),
             speakers=speakers,
-            placeholders=frozenset(special_id(tok, t) for t in PLACEHOLDER_TOKENS),
-            special=frozenset(special_id(tok, t) for t in SPECIAL_TOKENS),
+            placeholders=frozenset(_present_ids(tok, PLACEHOLDER_TOKENS)),
+            special=frozenset(_present_ids(tok, SPECIAL_TOKENS)),
         )
 
     @property
     def turn_starts(self) -> frozenset[int]:
         """Tokens that begin somebody's turn or a new session: the model is done with its own turn."""
         return frozenset([self.bos, *self.speakers.values()])
+
+
+def _present_ids(tok: Tokenizer, tokens) -> list[int]:
+    """Ids of ``tokens``; one of ``LATER_TOKENS`` that an older tokenizer lacks is skipped, any other must exist."""
+    return [special_id(tok, t) for t in tokens if t not in LATER_TOKENS or tok.token_to_id(t) is not None]
+
+
+def pii_for_tokenizer(pii: PiiConfig | None, tok: Tokenizer) -> PiiConfig:
+    """The masking settings minus the classes whose placeholder token ``tok`` lacks (a model trained before the
+    class existed saw that text unmasked, so it gets it unmasked)."""
+    pii = pii or PiiConfig()
+    off = {cls: False for cls, token in PII_TOKENS.items() if token in LATER_TOKENS and tok.token_to_id(token) is None}
+    return dataclasses.replace(pii, **off) if off else pii
 
 
 # ------------------------------------------------------------------------------------------------- speakers
@@ -526,8 +541,9 @@ class Responder:
 
     def __init__(self, bundle, gen: GenConfig, pii: PiiConfig | None = None):
         self.bundle, self.gen = bundle, gen
-        self.masker = PiiMasker(pii)
         self.model, self.tok = bundle.model, bundle.tokenizer
+        # a pretrained base reads placeholders as text; our own tokenizer may predate a placeholder class
+        self.masker = PiiMasker(pii if is_hf_model(self.model) else pii_for_tokenizer(pii, self.tok))
         self.user_speaker, self.bot_speaker = resolve_speakers(bundle.persona, gen)
         self.plan = make_plan(bundle.persona, self.user_speaker, self.bot_speaker)
         self.lock = threading.Lock()

@@ -27,7 +27,7 @@ import torch
 
 from .data.tokenizer import load_tokenizer, special_id
 from .errors import ChatbotError
-from .fsio import fsync_dir
+from .fsio import fsync_dir, make_private, private_mkdir, private_open
 from .model import ModelArgs
 from .tokens import BOS, EOT, PAD, speaker_token
 
@@ -135,6 +135,7 @@ def export_hf(cfg, artifact: dict, target: Path) -> None:
             _write(tmp / name, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
         _write(tmp / "tokenizer.json", artifact["tokenizer_json"].encode("utf-8"))
         save_file(hf_state(artifact), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        make_private(tmp / "model.safetensors")  # safetensors creates it with the umask's mode
         _fsync(tmp / "model.safetensors")
 
     _swap_in(target, fill)
@@ -181,7 +182,7 @@ def export_base_hf(plan, target: Path) -> None:
         tensors = plan.merged_tensors()
         weight_map, total = {}, 0
         for shard, fname in zip(shards, names):
-            with open(tmp / fname, "wb") as fh:
+            with private_open(tmp / fname, "wb") as fh:
                 writer = ContainerWriter(fh, shard, {"format": "pt"})
                 for entry in shard:
                     name, t = next(tensors)
@@ -203,7 +204,7 @@ def export_base_hf(plan, target: Path) -> None:
 def _swap_in(target: Path, fill) -> None:
     """``fill(tmp)`` writes the folder's files into a temp folder next to ``target``, which then replaces it."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    private_mkdir(target.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=str(target.parent)))
     old = None
     try:
@@ -224,7 +225,7 @@ def _swap_in(target: Path, fill) -> None:
 
 
 def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
+    with private_open(path, "wb") as fh:
         fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())

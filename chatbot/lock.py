@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import portable
 from .errors import LockedError
+from .fsio import PRIVATE_FILE_MODE, make_private, private_mkdir
 
 LOCK_NAME = "run.lock"
 
@@ -65,11 +66,11 @@ class RunLock:
         self._held = False
 
     def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_mkdir(self.path.parent)  # the run folder is often created here first: 0700, not umask-default
         payload = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
         for _ in range(3):
             try:
-                fd = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(str(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_FILE_MODE)
             except FileExistsError:
                 info = read_lock(self.path.parent)
                 if info is not None and info.alive:
@@ -81,6 +82,7 @@ class RunLock:
                     os.unlink(self.path)
                 self.took_over_stale = True
                 continue
+            make_private(self.path)
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(payload)
                 fh.flush()

@@ -36,11 +36,15 @@ MEDIA_TOKENS = {
     for kind in ("photo", "video", "emoticon", "file", "audio", "call", "poll", "location", "contact",
                  "payment", "search", "media", "deleted", "system")
 }
-# masked personal data
-PII_TOKENS = {cls: f"<|{cls}|>" for cls in ("phone", "email", "url", "rrn", "card", "account", "mention")}
+# masked personal data (new classes are appended at the end: the order fixes the ids of a new tokenizer)
+PII_TOKENS = {cls: f"<|{cls}|>" for cls in ("phone", "email", "url", "rrn", "card", "account", "mention", "address")}
 
 SPECIAL_TOKENS: list[str] = [PAD, BOS, EOT, *SPEAKER_TOKENS, *MEDIA_TOKENS.values(), *PII_TOKENS.values()]
 PLACEHOLDER_TOKENS = frozenset([*MEDIA_TOKENS.values(), *PII_TOKENS.values()])
+# Tokens added after the first release: a tokenizer trained before (old processed data, checkpoints, artifacts)
+# lacks them and still loads; the text they stand for then reaches such a model as it did when it was trained.
+LATER_TOKENS = frozenset({PII_TOKENS["address"]})
+REQUIRED_TOKENS: list[str] = [t for t in SPECIAL_TOKENS if t not in LATER_TOKENS]
 
 # "<|" followed by a zero-width joiner-free variant: we break the marker with U+2060 WORD JOINER so the text
 # still reads the same but can never match a special token.

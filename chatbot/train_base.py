@@ -87,6 +87,10 @@ def open_base(cfg: Config, stats: dict, device: torch.device, dtype: torch.dtype
     if int(stats["vocab_size"]) > vocab:
         raise ChatbotError(f"the processed data has {stats['vocab_size']} token ids but the base's embedding has "
                            f"{vocab}; run `python -m chatbot.ops preprocess --force`")
+    max_pos = getattr(text_cfg, "max_position_embeddings", None)
+    if max_pos and tc.model.block_size > int(max_pos):
+        raise ChatbotError(f"train.yaml model.block_size {tc.model.block_size} is longer than the base's context "
+                           f"({max_pos} tokens); lower model.block_size")
     info = {"id": tc.model.base, "revision": tc.model.base_revision, "weight_hash": base_weight_hash(folder),
             "tokenizer_hash": t_hash, "adapter": adapter_record(tc)}
     pad = tok.pad_token_id if tok.pad_token_id is not None else layout.eos_id

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ChatbotError
-from .fsio import atomic_open, atomic_torch_save, fsync_dir
+from .fsio import atomic_open, atomic_torch_save, fsync_dir, private_mkdir
 from .model import ModelArgs
 
 FORMAT = "chatbot-ckpt-1"
@@ -105,7 +105,7 @@ def save_checkpoint(ck: dict, path: Path, also: tuple[Path, ...] = ()) -> None:
 
 def link_or_copy(src: Path, dst: Path) -> None:
     """Atomically make ``dst`` hold ``src``'s bytes: a hard link when the file system allows, else a copy."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    private_mkdir(dst.parent)
     tmp = dst.with_name(f".{dst.name}.link.tmp")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
@@ -191,6 +191,8 @@ def config_changes(old: dict | None, new: dict, prefix: str = "") -> list[str]:
         dotted = f"{prefix}{key}"
         if key == "model":
             continue  # checked (and refused) by check_compatible
+        if key not in old:
+            continue  # a key added by a newer version: the checkpoint ran with its default
         before = old.get(key)
         if isinstance(value, dict):
             out += config_changes(before, value, dotted + ".")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from .fsio import atomic_write_text
+from .fsio import atomic_write_text, private_open
 from .tokens import BOS, EOT, SPEAKER_TOKENS, speaker_token
 
 
@@ -40,7 +40,7 @@ def load_metrics(path: Path, upto_step: int) -> list[dict]:
 
 
 def append_metrics(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as fh:
+    with private_open(path, "a", encoding="utf-8") as fh:
         fh.write(json.dumps(record) + "\n")
         fh.flush()
 

@@ -14,7 +14,7 @@ from chatbot.config import load_config
 from helpers_base import make_base
 from helpers_gen import PASSWORD, make_project
 
-KEY = "test-model-key-" + "y" * 20  # invented
+KEY = "bq4-Tz7w-Nc2x-Rj8v-Ym5k-Gd3p"  # invented (not guessable by pattern: guessable keys are refused)
 PERSONA = {"target": "room", "self": "S2", "speakers": {"S1": 40, "S2": 30}}
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 

@@ -18,7 +18,7 @@ from chatbot.data.tokenizer import tokenizer_hash, train_tokenizer
 from chatbot.model import ModelArgs, Transformer
 
 FAKE_REAL_NAME = "가나다라마바사"  # invented; must never appear in any published file
-KEY = "test-model-key-" + "x" * 20  # an invented test key (≥ 20 characters)
+KEY = "tq7-Vx2m-Lr9s-Pk4w-Hn8c-Bz3d"  # an invented test key (≥ 20 characters, not guessable by pattern)
 TORCH_ZIP_MAGIC = b"PK\x03\x04"
 
 _TEXTS = [

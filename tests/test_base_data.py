@@ -13,9 +13,11 @@ from chatbot.base import tokenizer_hash
 from chatbot.base.layout import BaseLayout
 from chatbot.config import PreprocessConfig
 from chatbot.data.preprocess import BaseTokenizer, build, check_outputs
+from chatbot.errors import ChatbotError
 from chatbot.records import Kind
 from helpers_base import make_tokenizer
 from helpers_preprocess import chat_room, rec
+from test_preprocess_runs import exports  # noqa: F401  (fixture: a stand-in manifest of two invented rooms)
 
 # two invented sessions a day apart; A talks most (S1), B second (S2)
 ROOM = [
@@ -88,3 +90,25 @@ def test_big_vocabulary_is_written_as_uint32(tmp_path: Path) -> None:
     assert stats["dtype"] == "uint32" and stats["vocab_size"] > 65_536
     ids, _ = read(tmp_path, "train", "uint32")
     assert ids == BaseLayout(tok).encode_session(SESSIONS[0])[0]
+
+
+def test_preprocess_entry_point_follows_model_base(exports, tmp_path: Path, capsys) -> None:
+    from chatbot.data import preprocess as pp
+    from helpers_base import cached_base
+
+    cfg, _state = exports
+    cfg.train.model.base = str(tmp_path / "missing")
+    with pytest.raises(ChatbotError, match="model.base folder .* does not exist"):
+        pp.preprocess(cfg)
+    assert not (cfg.processed_dir / "stats.json").exists()
+    cfg.train.model.base = str(cached_base("llama"))
+    pp.preprocess(cfg)
+    stats = json.loads((cfg.processed_dir / "stats.json").read_text(encoding="utf-8"))
+    assert stats["base"]["id"] == cfg.train.model.base and stats["base"]["layout"] == "base-1"
+    assert pp.stale_reason(cfg) is None
+    cfg.train.model.base_revision = "other"
+    assert pp.stale_reason(cfg) == "exports or settings changed"
+    cfg.train.model.base, cfg.train.model.base_revision = "", ""
+    assert pp.stale_reason(cfg) == "exports or settings changed"
+    pp.preprocess(cfg)
+    assert "base" not in json.loads((cfg.processed_dir / "stats.json").read_text(encoding="utf-8"))

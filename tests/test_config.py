@@ -80,6 +80,31 @@ def test_env_vars_resolve_from_environment_then_dotenv(project: Path, monkeypatc
     assert load_config(project / "configs").train.optimization.max_steps == 42
 
 
+SECRET = "s3cr3t-Value:with [yaml] {chars}"  # invented
+
+
+@pytest.mark.parametrize(
+    "name, mutate, secret",
+    [
+        ("gen.yaml", lambda d: d["bridge"].update(workers="${CHATBOT_TEST_VALUE}"), SECRET),  # int
+        ("gen.yaml", lambda d: d["sampling"].update(top_p="${CHATBOT_TEST_VALUE}"), SECRET),  # float
+        ("gen.yaml", lambda d: d["sampling"].update(top_p="${CHATBOT_TEST_VALUE}"), "98765"),  # range
+        ("paths.yaml", lambda d: d["raw"].update(move_files="${CHATBOT_TEST_VALUE}"), SECRET),  # bool
+        ("train.yaml", lambda d: d["runtime"].update(dtype="${CHATBOT_TEST_VALUE}"), SECRET),  # one of a list
+        ("paths.yaml", lambda d: d["raw"].update(root_globs="${CHATBOT_TEST_VALUE}"), "[x, {s3cr3t: 1}]"),  # item
+        ("gen.yaml", lambda d: d["sampling"].update(top_p="0.${CHATBOT_TEST_VALUE}"), SECRET),  # part of it
+    ],
+)
+def test_values_from_env_substitutions_are_never_printed(project, monkeypatch, name, mutate, secret) -> None:
+    monkeypatch.setenv("CHATBOT_TEST_VALUE", secret)
+    edit(project, name, mutate)
+    with pytest.raises(ConfigError) as err:
+        load_config(project / "configs")
+    message = str(err.value)
+    assert "${CHATBOT_TEST_VALUE}" in message and "(not shown)" in message, message
+    assert "s3cr3t" not in message and "98765" not in message and "\n" not in message
+
+
 def test_secret_reads_env_then_dotenv(project: Path, monkeypatch) -> None:
     (project / ".env").write_text("CHATBOT_MODEL_KEY=abc\nEMPTY=\n", encoding="utf-8")
     cfg = load_config(project / "configs")

@@ -154,3 +154,41 @@ def test_random_fuzz_of_a_larger_blob():
             continue
         with pytest.raises(DecryptError):
             decrypt_bytes(bytes(b), KEY)
+
+
+@pytest.mark.parametrize("padded_to", [200 << 20, 64 << 30])
+def test_a_padded_or_sparse_huge_file_is_refused_in_constant_memory(tmp_path, padded_to):
+    """The file length is not trusted before it is authenticated: no allocation by it (a sparse 64 GiB file)."""
+    import tracemalloc
+
+    path = tmp_path / "m.enc"
+    path.write_bytes(_enc(os.urandom(5 * CS + 7)))
+    step = CS + crypto.TAG_BYTES  # a length whose chunk layout is plausible, so only authentication can tell
+    padded_to = crypto.HEADER_BYTES + (padded_to // step) * step + crypto.TAG_BYTES + 9
+    with open(path, "r+b") as fh:
+        fh.truncate(padded_to)  # sparse: takes no disk space
+    tracemalloc.start()
+    try:
+        with pytest.raises(DecryptError, match="tampered") as err:
+            crypto.decrypt_to_bytes(path, KEY)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert "\n" not in str(err.value)
+    assert peak < 4 << 20, f"{peak / 2**20:.0f} MiB allocated"
+    # the same file cut back to its real length opens again
+    with open(path, "r+b") as fh:
+        fh.truncate(crypto.HEADER_BYTES + 5 * CS + 7 + 6 * crypto.TAG_BYTES)
+    assert len(crypto.decrypt_to_bytes(path, KEY)) == 5 * CS + 7
+
+
+# written by the release before the last-chunk-first reader (same format, version 1): must still open
+FORMAT1_FILE = bytes.fromhex(
+    "43484154454e43000101010a08014e90416e98789cc6c5e71590827c022d0698bf2dbc023100000010f7128450f7b20f87e4"
+    "fc529c7d90af9368e3781ff43a38be9c87c65e3ce9fcd949ff271ac1b6deeb55117387f5721b9f2bf3eec880f0bc4c4f59a6"
+    "85e0c255a11078912ce5e4fed2717a8557aa08121645aa27d3669a4e351e101f10b1d0"
+)
+
+
+def test_files_written_by_the_previous_release_still_open():
+    assert decrypt_bytes(FORMAT1_FILE, KEY) == b"written by format 1 (issue 11)"

@@ -16,7 +16,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "e2e-test-password"
-MODEL_KEY = "e2e-model-key-0123456789abcdef"
+MODEL_KEY = "e2e-Wq8r-Zt3y-Mk6p-Lv2n-Hs9d"  # invented
 
 # An invented two-person chat: short, repetitive, so a tiny model learns to answer with real text in seconds.
 LINES = [

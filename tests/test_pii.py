@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from chatbot.config import PiiConfig
@@ -44,6 +46,30 @@ POSITIVE = [
     ("url", "kko.to/AbCd12 눌러", "AbCd12"),
     ("mention", "@박서진 내일 몇 시에 봐?", "박서진"),
     ("mention", "@모르는사람 안녕", "모르는사람"),
+    # issue 11: forms the first rules missed (all invented)
+    ("phone", "번호 (010)2345-6789 로", "2345-6789"),
+    ("phone", "010 - 2345 - 6789 이야", "2345"),
+    ("phone", "010_2345_6789", "2345_6789"),
+    ("phone", "010/2345/6789", "2345/6789"),
+    ("phone", "(02)765-4321 사무실", "765-4321"),
+    ("url", "http://예시.com/경로 들어가봐", "예시"),
+    ("url", "한글도메인.한국/경로 여기", "한글도메인"),
+    ("url", "shop.example.store/item 에서 샀어", "example.store"),
+    ("url", "www.예시.kr 가봐", "예시"),
+    ("url", "예시.com 이야", "예시"),
+    ("url", "https://ko.example.org/wiki/서울 참고", "서울"),
+    ("email", "메일 name (at) example.com 으로", "example.com"),
+    ("email", "sun.moon[at]example.co.kr", "example.co.kr"),
+    ("email", "구글은 name@gmail 이야", "name@gmail"),
+    ("email", "abc(골뱅이)example.com", "example.com"),
+    ("account", "3333011234567 로 보내", "3333011234567"),
+    ("account", "1002 345 678901 우리", "678901"),
+    ("account", "1000 2345 6789 토스", "2345 6789"),
+    ("address", "서울시 강남구 테헤란로 123 으로 와", "테헤란로"),
+    ("address", "경기도 성남시 분당구 판교역로 235, 101동 1203호", "1203호"),
+    ("address", "부산광역시 해운대구 우동 1234-5", "우동"),
+    ("address", "강남구 역삼로7길 12 (역삼동)", "역삼로"),
+    ("address", "우리 집 101동 1203호야", "1203호"),
 ]
 
 NEGATIVE = [
@@ -79,6 +105,34 @@ def test_each_class_is_masked(cls, text, secret):
     assert M[cls] in masked, masked
     assert secret not in masked
     assert counts[cls] >= 1
+
+
+ORDINARY = Path(__file__).parent / "fixtures" / "pii" / "ordinary_ko.txt"
+
+
+def ordinary_lines() -> list[str]:
+    lines = ORDINARY.read_text(encoding="utf-8").splitlines()
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def test_ordinary_sentences_pass_through_unchanged():
+    """The false-positive corpus (times, prices, scores, dates, versions, counts, file names, places): 0 %."""
+    masker = PiiMasker(names=["박서진"])
+    lines = ordinary_lines()
+    changed = [(line, masker.mask(line)) for line in lines if masker.mask(line) != line]
+    assert len(lines) >= 100
+    assert changed == [], f"false-positive rate {len(changed)}/{len(lines)}: {changed[:5]}"
+
+
+def test_an_address_keeps_the_words_around_it():
+    masked, counts = mask_pii("주소는 서울시 강남구 테헤란로 123, 3층 이에요. 와요!")
+    assert masked == f"주소는 {M['address']}, 이에요. 와요!" or masked == f"주소는 {M['address']} 이에요. 와요!"
+    assert counts["address"] == 1
+
+
+def test_url_keeps_korean_glued_after_an_ascii_link():
+    assert mask_pii("https://example.com/path에서 봐")[0] == M["url"] + "에서 봐"
+    assert mask_pii("네이버는naver.com 이야")[0] == f"네이버는{M['url']} 이야"
 
 
 @pytest.mark.parametrize("text", NEGATIVE)
@@ -140,3 +194,30 @@ def test_typed_marker_characters_cannot_be_forged():
 
     forged = placeholder_marker("url") + " 가짜"
     assert clean_text(forged) == "url 가짜"
+
+
+def test_a_tokenizer_from_before_the_address_class_still_loads_and_encodes():
+    """Processed data, checkpoints and artifacts made before <|address|> existed keep working: their tokenizer
+    loads, and reply-time masking leaves addresses as text for them (as their model saw them in training)."""
+    from tokenizers import pre_tokenizers, trainers
+
+    from chatbot.data.tokenizer import encode_marked, load_tokenizer, new_tokenizer, train_tokenizer
+    from chatbot.generate import TokenIds, pii_for_tokenizer
+    from chatbot.tokens import LATER_TOKENS, MEDIA_TOKENS, PII_TOKENS, REQUIRED_TOKENS
+
+    old = new_tokenizer()
+    old.train_from_iterator(["서울시 강남구 테헤란로 123 오늘 뭐해"] * 5, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=list(REQUIRED_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False))
+    tok = load_tokenizer(old.to_str(), is_json=True)
+    assert all(tok.token_to_id(t) is None for t in LATER_TOKENS)
+    ids = TokenIds.from_tokenizer(tok)
+    assert len(ids.placeholders) == len(MEDIA_TOKENS) + len(PII_TOKENS) - len(LATER_TOKENS)
+    cfg = pii_for_tokenizer(PiiConfig(), tok)
+    assert cfg.address is False and cfg.phone is True
+    text = "서울시 강남구 테헤란로 123 010-2345-6789"
+    masked = PiiMasker(cfg).mask(text)
+    assert M["phone"] in masked and M["address"] not in masked
+    assert encode_marked(tok, masked)  # no "tokenizer lacks special token" error
+    new = load_tokenizer(train_tokenizer(["가나다"] * 5, 300).to_str(), is_json=True)
+    assert pii_for_tokenizer(PiiConfig(), new).address is True

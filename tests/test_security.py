@@ -24,6 +24,9 @@ def gate(project, monkeypatch):
         raise AssertionError("no prompt expected")
 
     monkeypatch.setattr(security.getpass, "getpass", prompt_fails)
+    # cheap hashes for the plumbing tests (test_new_hashes_use_the_real_cost checks the real parameters)
+    monkeypatch.setattr(security, "HASH_N", 2**10)
+    monkeypatch.setattr(security, "HASH_FLOOR_MEM", 128 * 2**10 * 8)
     return project, slept
 
 
@@ -116,9 +119,9 @@ def test_hash_password_command_line_works_in_dotenv(gate, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert PASSWORD not in out and PASSWORD not in err
     (line,) = out.strip().splitlines()
-    assert line.startswith("CHATBOT_PASSWORD_HASH='scrypt$32768$8$1$")
+    assert line.startswith(f"CHATBOT_PASSWORD_HASH='scrypt${security.HASH_N}$8$1$")
     cfg = _cfg(root, line + "\n")  # python-dotenv must keep the $ fields literally
-    assert cfg.secret("CHATBOT_PASSWORD_HASH").startswith("scrypt$32768$")
+    assert cfg.secret("CHATBOT_PASSWORD_HASH").startswith(f"scrypt${security.HASH_N}$")
     monkeypatch.setenv("CHATBOT_ACCESS_PASSWORD", PASSWORD)
     security.require_password(cfg)
     # two hashes of one password differ (fresh salt)
@@ -153,6 +156,63 @@ def test_model_key_hygiene(project, monkeypatch):
         security.model_key(cfg)
     assert short not in str(err.value) and "secrets.token_urlsafe(32)" in str(err.value)
     monkeypatch.delenv("CHATBOT_MODEL_KEY")
-    good = "A" * 19 + "b"
+    good = "Tq7vX2mLr9sPk4wHn8cB"  # 20 characters, invented
     (project / ".env").write_text(f"CHATBOT_MODEL_KEY={good}\n", encoding="utf-8")
     assert security.model_key(load_config(project / "configs")) == good
+
+
+@pytest.mark.parametrize("weak", [
+    "a" * 32,                        # one repeated character
+    "abcabcabcabcabcabcabcabc",      # a repeated pattern
+    "Password1234567890!!",          # common word + digit run + repeats
+    "p4ssw0rd-2024-p4ssw0rd!",       # digit-for-letter swaps
+    "qwertyuiop-asdfghjkl-1234",     # keyboard rows
+    "iloveyou-iloveyou-xyz",
+    "chatbot-model-key-0123456789",
+])
+def test_guessable_model_keys_are_refused_without_echo(project, monkeypatch, weak):
+    assert len(weak) >= security.MIN_MODEL_KEY_CHARS
+    monkeypatch.setenv("CHATBOT_MODEL_KEY", weak)
+    with pytest.raises(ChatbotError, match="too easy to guess") as err:
+        security.model_key(load_config(project / "configs"))
+    assert weak not in str(err.value) and "secrets.token_urlsafe(32)" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_random_keys_are_never_refused():
+    import secrets
+
+    for _ in range(100):
+        assert security.weak_key_reason(secrets.token_urlsafe(32)) is None
+        assert security.weak_key_reason(secrets.token_urlsafe(15)) is None  # exactly 20 characters
+        assert security.weak_key_reason(secrets.token_hex(10)) is None
+
+
+def test_new_hashes_use_the_real_cost_and_weak_stored_hashes_are_refused(project, monkeypatch):
+    """No monkeypatching here: the default parameters themselves (N = 2**17, r = 8, p = 1 → 128 MiB)."""
+    line = security.hash_password(PASSWORD)
+    n, r, p, salt, digest = security.parse_password_hash(line)
+    assert (n, r, p) == (2**17, 8, 1) and len(salt) >= 16 and len(digest) >= 32
+    assert security.verify_password_hash(PASSWORD, line)  # the 128 MiB fit within scrypt's memory limit
+    assert security.parse_password_hash(security.hash_password(PASSWORD, n=2**15))[0] == 2**15  # the floor
+    weak = security.hash_password(PASSWORD, n=2**12)  # 4 MiB: below the floor
+    (project / ".env").write_text(f"CHATBOT_PASSWORD_HASH='{weak}'\n", encoding="utf-8")
+    monkeypatch.setenv("CHATBOT_ACCESS_PASSWORD", PASSWORD)
+    with pytest.raises(ChatbotError, match="too weak") as err:
+        security.require_password(load_config(project / "configs"))
+    message = str(err.value)
+    assert "hash-password" in message and weak.split("$")[-1] not in message and "\n" not in message
+
+
+def test_short_passwords_draw_a_warning(gate, monkeypatch, capsys):
+    root, _ = gate
+    monkeypatch.setenv("CHATBOT_ACCESS_PASSWORD", "abc1234")
+    security.require_password(_cfg(root, "CHATBOT_PASSWORD=abc1234\n"))
+    err = capsys.readouterr().err
+    assert "shorter than 8 characters" in err and "abc1234" not in err
+    monkeypatch.setattr(security.sys, "stdin", io.StringIO("abc1234\n"))
+    security.hash_password_command()
+    captured = capsys.readouterr()
+    assert "shorter than 8 characters" in captured.err and "CHATBOT_PASSWORD_HASH=" in captured.out
+    monkeypatch.setenv("CHATBOT_ACCESS_PASSWORD", PASSWORD)
+    security.require_password(_cfg(root, f"CHATBOT_PASSWORD={PASSWORD}\n"))
+    assert "shorter" not in capsys.readouterr().err

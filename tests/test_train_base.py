@@ -128,12 +128,15 @@ def test_processed_data_of_another_kind_is_refused(tmp_path):
     other = reload(cfg, {"model": {"base": str(cached_base("llama"))}})
     with pytest.raises(ChatbotError, match="processed data was made for base"):
         train(other)
+    too_long = reload(cfg, {"model": {"base": cfg.train.model.base, "block_size": 4096}})
+    with pytest.raises(ChatbotError, match="block_size 4096 is longer than the base's context"):
+        train(too_long)
     assert not cfg.run_dir.exists()
 
 
 def test_two_stage_recipe_from_yaml_and_a_full_fine_tune(tmp_path, capsys):
     stage1 = make_base_project(tmp_path, {"run_name": "stage1", "objective": {"loss_mode": "all"},
-                                          "optimization": {"max_steps": 4}})
+                                          "optimization": {"max_steps": 2}, "logging": {"eval_interval": 2}})
     assert train(stage1) == EXIT_DONE
     s1 = load_ckpt(stage1.run_dir / "best.pt")
     stage2 = reload(stage1, {"run_name": "stage2", "init_from": "checkpoints/stage1/best.pt",
@@ -160,7 +163,7 @@ def test_two_stage_recipe_from_yaml_and_a_full_fine_tune(tmp_path, capsys):
 def test_gradient_checkpointing_gives_the_same_training(tmp_path, base):
     from helpers_train import make_project
 
-    over = {"optimization": {"max_steps": 2}, "model": {"dropout": 0.0}}
+    over = {"optimization": {"max_steps": 1}, "model": {"dropout": 0.0}, "logging": {"eval_interval": 100}}
     results = []
     for gc in (False, True):
         o = {**over, "runtime": {"gradient_checkpointing": gc}}

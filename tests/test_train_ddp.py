@@ -97,3 +97,17 @@ def test_interrupt_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
     assert ck["step"] == 3 and ck["world_size"] == 2
     assert len(ck["rng"]["per_rank"]) == 2
     assert not (cfg.run_dir / "run.lock").exists()
+
+
+def test_lora_on_a_pretrained_base_under_two_ranks_matches_one_process(tmp_path):
+    from helpers_base import make_base_project
+
+    no_dropout = {"adapter": {"dropout": 0.0}}
+    ddp = make_base_project(tmp_path / "ddp", {**DDP, **no_dropout})
+    assert run_ddp(ddp) == [0, 0]
+    single = make_base_project(tmp_path / "single", {**SINGLE, **no_dropout})
+    assert train(single) == EXIT_DONE
+    a, b = load_ckpt(ddp.run_dir / "latest.pt"), load_ckpt(single.run_dir / "latest.pt")
+    assert a["world_size"] == 2 and a["step"] == b["step"] == 4 and a["base"] == b["base"]
+    assert a["model"].keys() == b["model"].keys() and all("lora_" in k for k in a["model"])
+    assert_close_models(a, b)

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..fsio import atomic_write_json, atomic_write_text
+from ..fsio import atomic_write_json, atomic_write_text, private_mkdir
 from ..speakers import RoomSpeakers, is_slot
 
 FORMAT = "chatbot-bridge-room-2"
@@ -105,9 +105,7 @@ class MemoryStore:
         self.archive = archive
         self.dedupe_window_s = dedupe_window_s
         self.cache_rooms = cache_rooms
-        if not self.root.exists():
-            self.root.mkdir(parents=True, mode=0o700)  # private chat text: owner only (files are 0600 already)
-        self.rooms_dir.mkdir(parents=True, exist_ok=True)
+        private_mkdir(self.rooms_dir)  # private chat text, and room folders: owner only (files are 0600 already)
         for stale in self.rooms_dir.glob(".*.tmp"):  # temp files of a writer killed mid-save (one bridge per folder)
             with contextlib.suppress(OSError):
                 stale.unlink()

@@ -1,20 +1,34 @@
-"""Personal-data masking: phone numbers, e-mails, URLs, 주민등록번호, card and bank-account numbers, @mentions and
-speakers' names in message text become typed placeholder markers (``placeholder_marker("phone")`` → ``<|phone|>``).
+"""Personal-data masking: phone numbers, e-mails, URLs, 주민등록번호, card and bank-account numbers, street
+addresses, @mentions and speakers' names in message text become typed placeholder markers
+(``placeholder_marker("phone")`` → ``<|phone|>``).
 
-One compiled :class:`PiiMasker` per run masks each message in a few passes, each behind a cheap pre-check (no digit →
-no number pass; no ``@`` → no e-mail or mention pass), so masking stays cheap at millions of messages. The rules aim to catch
-what people actually type in Korean chats while leaving ordinary numbers, times, dates and prices alone:
+One compiled :class:`PiiMasker` per run masks each message in a few passes, each behind a cheap pre-check (no ``@``
+→ no e-mail pass; fewer than 7 digits → no number pass; no road/동 followed by a number → no address pass), so
+masking stays cheap at millions of messages (``bench/bench_pii.py``). The rules aim to catch what people actually
+type in Korean chats while leaving ordinary numbers, times, dates and prices alone:
 
-``url``      ``http(s)://…``, ``www.…`` and bare domains with a common TLD (``naver.me/abc``, ``example.co.kr``);
-             the URL stops at whitespace or the first non-ASCII character (Korean glued after a link survives).
-``email``    ASCII ``local@domain.tld`` (Korean text glued in front is fine: ``메일은abc@x.com``).
+``url``      ``http(s)://…`` and ``www.…`` (Korean / IDN hosts too: ``http://예시.com/경로``), and bare hosts whose
+             TLD is a real one — every TLD of the Public Suffix List, shipped as ``chatbot/data/tlds.txt``
+             (``shop.example.store/item``, ``한글도메인.한국/경로``, ``example.co.kr``). A bare ``name.tld`` with no
+             path and no sub-domain counts only when its TLD is no everyday word or file extension (``Mr.Kim``,
+             ``main.py``, ``자료.zip`` stay). An ASCII link stops at whitespace or the first non-ASCII character
+             that does not follow ``/ = & # ? + _ -`` (Korean glued after a link survives: ``…/path에서``).
+``email``    ``local@domain.tld``, also without the TLD (``name@gmail``) and spelled out
+             (``name (at) example.com``, ``name[at]…``, ``name(골뱅이)…``, ``(dot)``, fullwidth ``＠``).
 ``rrn``      ``YYMMDD-GNNNNNN`` (dash or space optional; month/day must be a valid date; ``-1******`` partial too).
 ``card``     16 digits in four groups of four (``-`` or space), Amex 4-6-5, or 15–16 digits in a row that pass Luhn.
-``phone``    Korean mobiles (``010-1234-5678``, ``01012345678``, ``+82 10 …``), landlines / VoIP
-             (``02-123-4567``, ``031-…``, ``070-…``) and ``1588-1234``-style company numbers.
+``phone``    Korean mobiles (``010-1234-5678``, ``01012345678``, ``(010)1234-5678``, ``010 - 1234 - 5678``,
+             ``010_1234_5678``, ``010/1234/5678``, ``+82 10 …``), landlines / VoIP (``02-123-4567``, ``(02)…``,
+             ``031-…``, ``070-…``) and ``1588-1234``-style company numbers.
 ``account``  three or four dash-separated digit groups with 10–14 digits in total (``110-123-456789``,
-             ``3333-01-1234567``) that are not a date; or 10–14 digits (single spaces or dashes allowed
-             between them) right after a bank word (``국민``, ``카뱅``, ``계좌``, ``입금`` …).
+             ``3333-01-1234567``) that are not a date; 10–14 digits (single spaces or dashes allowed between
+             them) right after a bank word (``국민``, ``카뱅``, ``계좌``, ``입금`` …); or, without a bank word, the
+             shape of a well-known account (카카오뱅크 ``3333011234567``, 토스뱅크 ``1000…``, 우리 ``1002…``,
+             신한 ``110…``) whose digits are not a round amount.
+``address``  Korean road / lot addresses: a province or metropolitan city (``서울시``, ``경기도``) or a 시·군·구,
+             then a road (``…로``, ``…길``) or 동/리/가 and a number, with 동/층/호 details
+             (``서울시 강남구 테헤란로 123``, ``경기도 성남시 분당구 판교역로 235, 101동 1203호``), and an apartment
+             unit on its own (``101동 1203호``).
 ``mention``  ``@`` followed by a known name (longest first) or any other word; plus *in-text* occurrences of a
              speaker's name (names of two characters or more, Latin letters case-insensitive; a three-syllable
              Korean name also masks its given name, e.g. ``민준아``; a given name that is a common word such as
@@ -22,9 +36,11 @@ what people actually type in Korean chats while leaving ordinary numbers, times,
              ``First Last`` name on their own). Names count as ``name`` in the statistics and share
              ``<|mention|>``.
 
-Never masked: ``15,000원``, ``3시 30분``, ``10:30``, ``2024-01-15``, ``2024.1.15``, ``1234``, ``12.99``, versions,
-six-digit codes, amounts without separators below 10 digits. Over-masking is possible for 10+-digit numbers after a
-bank word and for names that are common words; under-masking for numbers written in words or with odd spacing.
+Never masked (``tests/fixtures/pii/ordinary_ko.txt`` holds 125 such sentences; the tests require 0 changed):
+``15,000원``, ``3시 30분``, ``10:30``, ``2024-01-15``, ``2024.1.15``, ``3-2로``, ``1234``, ``12.99``, versions,
+six-digit codes, amounts without separators below 10 digits, ``2호선``, ``3층``. Over-masking is possible for
+10+-digit numbers after a bank word, for names that are common words and for Korean words glued in front of an
+IDN link; under-masking for numbers written in words or with odd spacing, and for addresses without a number.
 """
 
 from __future__ import annotations
@@ -32,37 +48,116 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
+from pathlib import Path
 from typing import Iterable
 
 from ..config import PiiConfig
 from .tokenizer import placeholder_marker
 
-PII_CLASSES = ("url", "email", "rrn", "card", "phone", "account", "mention")
+PII_CLASSES = ("url", "email", "rrn", "card", "phone", "account", "mention", "address")
 
-_TLDS = ("com|net|org|kr|io|me|ly|be|gl|co|app|dev|ai|jp|us|info|biz|xyz|site|shop|tv|link|page|gg|to|so|im|"
-         "cc|in|edu|gov|ac|go|or|ne|re|sh|cn|uk|de|fr")
-_URL = (
-    r"(?:https?://|www\.)[!-~]+"
-    r"|(?<![A-Za-z0-9@._%+-])(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+(?:" + _TLDS + r")"
-    r"(?![A-Za-z0-9-])(?:[/?#][!-~]*)?"
-)
-_EMAIL = r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![A-Za-z0-9-])"
+# ------------------------------------------------------------------------------------------------------- URLs
+def _load_tlds() -> list[str]:
+    """Every public TLD (chatbot/data/tlds.txt: the ICANN section of the Public Suffix List, MPL 2.0)."""
+    lines = (Path(__file__).with_name("tlds.txt")).read_text(encoding="utf-8").splitlines()
+    return [t.strip().lower() for t in lines if t.strip() and not t.startswith("#")]
+
+
+_ALL_TLDS = _load_tlds()
+# TLDs that are also everyday words, names or file extensions ("Mr.Kim", "main.py", "자료.zip", "hello.world"):
+# a bare ``name.tld`` with one of them — no scheme, no sub-domain, no path — is left alone. With a path or a
+# sub-domain (``naver.me/abc``, ``shop.example.store/item``) every TLD of the list counts.
+_STANDALONE_GENERIC = {"com", "net", "org", "edu", "gov", "mil", "int", "info", "biz", "xyz", "site", "shop",
+                       "store", "online", "tech", "blog", "club", "page", "link", "app", "dev", "web", "website"}
+_AMBIGUOUS_CC = {"ai", "am", "as", "at", "be", "by", "cc", "do", "id", "in", "is", "it", "md", "me", "mm", "ml",
+                 "ms", "my", "no", "pl", "ps", "py", "rs", "sh", "so", "to", "us", "ws"}
+
+
+def _standalone(tld: str) -> bool:
+    """May ``name.tld`` alone (one dot, no path) count as a link?"""
+    tld = tld.lower()
+    if not tld.isascii():
+        return True  # 한국, 닷컴: no everyday word in Latin text
+    return (len(tld) == 2 and tld not in _AMBIGUOUS_CC) or tld in _STANDALONE_GENERIC
+
+
+# a path: ASCII up to whitespace; a run of non-ASCII characters only right after / = & # ? + _ - (``/경로``,
+# ``?q=서울``), so Korean glued after a link (``…/path에서``) stays text
+_PATH = r"(?:[/?#](?:[!-~]|(?<=[/=&#?+_-])[^\s!-~]+)*)?"
+# non-ASCII host labels (IDN, ``예시.com``, ``한글도메인.한국``): letters/digits other than ASCII, and hyphens
+_ULABEL = r"[^\W_A-Za-z0-9](?:[^\W_A-Za-z]|-)*"
+_ALABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+
+
+def _url_pattern(trie) -> str:
+    ascii_tlds = trie(t for t in _ALL_TLDS if t.isascii())
+    any_tlds = trie(_ALL_TLDS)
+    return (
+        # scheme or www.: ASCII to the next whitespace; a non-ASCII run after / = & # ? + _ . : - or before a dot
+        r"(?P<url_scheme>(?:https?://|www\.)(?:[!-~]|(?<=[/=&#?+_.:-])[^\s!-~]+|[^\s!-~]+(?=\.))+)"
+        # a bare ASCII host with a real TLD
+        r"|(?P<url_bare>(?<![A-Za-z0-9@._%+-])(?:" + _ALABEL + r"\.)+(?:" + ascii_tlds + r")(?![A-Za-z0-9-])"
+        + _PATH + ")"
+        # a bare host with non-ASCII labels (IDN) and a real TLD, Latin or not
+        r"|(?P<url_idn>(?<![\w@.%+-])(?:" + _ULABEL + r"\.)+(?:" + any_tlds + r")(?![\w-])" + _PATH + ")"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- e-mail
+_AT = r"(?:@|＠|[ ]?[(\[{<][ ]?(?i:at|골뱅이)[ ]?[)\]}>][ ]?)"  # name@x, name (at) x, name[at]x, name(골뱅이)x
+_DOT = r"(?:\.|[ ]?[(\[{<][ ]?(?i:dot|점)[ ]?[)\]}>][ ]?)"
+# local@domain; the domain's first label has a letter, the TLD may be missing (``name@gmail``)
+_EMAIL = (r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+" + _AT + r"(?=[A-Za-z0-9-]*[A-Za-z])[A-Za-z0-9-]+(?:" + _DOT
+          + r"[A-Za-z0-9-]+)*(?![A-Za-z0-9-])")
+_EMAIL_HINT = r"[@＠]|[(\[{<] ?(?i:at|골뱅이) ?[)\]}>]"
+
+# --------------------------------------------------------------------------------------------------- numbers
 _RRN = r"(?<![\d-])\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])[ ]?-?[ ]?[1-8](?:\d{6}|\*{6})(?![\d*])"
 _CARD = (r"(?<![\d-])(?:\d{4}(?P<cs>[ -])\d{4}(?P=cs)\d{4}(?P=cs)\d{4}|\d{4}(?P<as>[ -])\d{6}(?P=as)\d{5})(?![\d-])"
          r"|(?<!\d)\d{15,16}(?!\d)")
+# phone separators: - . / _ with a space on either side, or one space (``010 - 1234 - 5678``, ``010_1234_5678``)
+_SEP = r"(?:[ ]?[-./_][ ]?|[ ])"
 _PHONE = (
     r"(?<![\d+])(?:"
-    r"(?:(?:\+82|\(\+?82\))[ .-]?0?|0)1[016789][ .-]?\d{3,4}[ .-]?\d{4}"
-    r"|(?:\+82[ .-]?)?0(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70|50\d)(?:[ .-]|\))?\d{3,4}[ .-]?\d{4}"
-    r"|1(?:5[4-9]|6\d|8\d)\d-\d{4}"
+    r"(?:(?:\+82|\(\+?82\))[ .-]?0?|\(?0)1[016789]\)?" + _SEP + r"?\d{3,4}" + _SEP + r"?\d{4}"
+    r"|(?:\+82[ .-]?)?\(?0(?:2|3[1-3]|4[1-4]|5[1-5]|6[1-4]|70|50\d)\)?" + _SEP + r"?\d{3,4}" + _SEP + r"?\d{4}"
+    r"|1(?:5[4-9]|6\d|8\d)\d[ ]?-[ ]?\d{4}"
     r")(?![\d])"
 )
 _BANK_WORDS = ("계좌|은행|뱅크|국민|신한|우리|하나|농협|기업|카뱅|케뱅|토스|새마을|우체국|신협|수협|씨티|SC|산업|"
                "부산|대구|경남|광주|전북|제주|입금|송금|이체")
-# account: dash-separated groups, or a bank word, up to 12 non-digit characters, then 10-14 digits optionally
-# separated by single spaces or dashes (only the number is replaced)
+# account: dash-separated groups; or a bank word, up to 12 non-digit characters, then 10-14 digits optionally
+# separated by single spaces or dashes (only the number is replaced); or, without a bank word, the shape of a
+# well-known account (카카오뱅크 3333-XX-XXXXXXX, 토스뱅크 1000-XXXX-XXXX, 우리 1002-XXX-XXXXXX,
+# 신한 110-XXX-XXXXXX) written with spaces or nothing between the groups
 _ACCOUNT = (r"(?<![\d-])\d{2,6}(?:-\d{2,7}){2,3}(?![\d-])"
-            r"|(?:" + _BANK_WORDS + r")[^\d\n]{0,12}?(?<![\d-])\d(?:[ -]?\d){9,13}(?![\d-])")
+            r"|(?:" + _BANK_WORDS + r")[^\d\n]{0,12}?(?<![\d-])\d(?:[ -]?\d){9,13}(?![\d-])"
+            r"|(?P<account_shape>(?<![\d-])(?:33(?:33|55|88)[ ]?\d{2}[ ]?\d{7}|1002[ ]?\d{3}[ ]?\d{6}"
+            r"|1000[ ]?\d{4}[ ]?\d{4}|110[ ]?\d{3}[ ]?\d{6})(?![\d-]))")
+
+# -------------------------------------------------------------------------------------------------- addresses
+# Korean road (도로명) and lot (지번) addresses: a province / metropolitan city (서울시, 경기도, 부산광역시) or a
+# 시·군·구 name, up to two more 시·군·구, then a road (…로, …대로, …길, …번길) or a 동/리/가 and a building or lot
+# number, then optionally 동 / 호 / 층 details and a bracketed 동 name. Not after a bare 시·군·구 word that is an
+# everyday word (친구, 입구, 역시: a one-syllable stem only for 중·동·서·남·북구); the number must not be a count,
+# time or amount (``3시``, ``2개``, ``5명``).
+_PROVINCE = ("서울|부산|대구|인천|광주|대전|울산|세종|경기|강원|충북|충남|전북|전남|경북|경남|제주|"
+             "충청북|충청남|전라북|전라남|경상북|경상남")
+_ADDR_UNIT = r"(?:[가-힣]{2,5}|[중동서남북])(?:시|군|구)"
+_ADDR_ROAD = r"[가-힣A-Za-z0-9]{0,14}[가-힣A-Za-z0-9](?:대로|(?<!으)로|길)(?:[ ]?\d{1,4}번?(?:길|가))?"
+_ADDR_LOT = r"[가-힣0-9]{1,10}(?:동|리|가)"
+_ADDR_NUM = (r"\d{1,5}(?:-\d{1,5})?(?:번지)?(?![\d]|[.,]\d|[ ]?(?:시|분|초|개|명|원|번|일|월|년|회|차|살|세|km|%|등|위|"
+             r"점|배|마리|권|잔|병|장|대|kg|g\b))")
+_ADDR_DETAIL = r"(?:,?[ ]?\d{1,4}동|,?[ ]?\d{1,3}층|,?[ ]?\d{1,5}호(?!선)|[ ]?\([가-힣0-9, ]{1,20}\))*"
+_ADDRESS = (
+    r"(?<![가-힣])(?:(?:" + _PROVINCE + r")(?:특별자치시|특별자치도|특별시|광역시|도|시)?(?:[ ]" + _ADDR_UNIT + r"){0,2}"
+    r"|" + _ADDR_UNIT + r"(?:[ ]" + _ADDR_UNIT + r")?)"
+    r"[ ](?:" + _ADDR_ROAD + r"|" + _ADDR_LOT + r")[ ]?" + _ADDR_NUM + _ADDR_DETAIL
+    # an apartment unit on its own: 101동 1203호
+    + r"|(?<![\d가-힣])\d{1,4}동[ ]?\d{1,5}호(?!선)"
+)
+_ADDRESS_HINT = r"(?:로|길|동|리|가)[ ]?\d|\d동[ ]?\d"
+
 _GENERIC_MENTION = r"(?<![A-Za-z0-9._%+-])@[^\s@]{1,20}"
 
 _SURNAMES = set("김이박최정강조윤장임한오서신권황안송류유전홍고문양손배백허남심노하곽성차주우구민진나지엄채원천방공현함변"
@@ -98,6 +193,9 @@ def _trie_regex(words: Iterable[str]) -> str:
         return body
 
     return build(trie)
+
+
+_URL = _url_pattern(_trie_regex)
 
 
 def name_variants(name: str) -> tuple[set[str], set[str]]:
@@ -158,13 +256,19 @@ class PiiMasker:
                 vocative |= v
             vocative -= always
         mention_names = sorted(always | vocative, key=len, reverse=True)
-        # Separate passes, each behind a cheap pre-check, in this order: e-mail, URL, numbers (one alternation:
-        # leftmost match wins, ties in the order rrn, card, phone, account), @mentions, names in text.
+        # Separate passes, each behind a cheap pre-check, in this order: e-mail, URL, address, numbers (one
+        # alternation: leftmost match wins, ties in the order rrn, card, phone, account), @mentions, names in text.
         # Earlier passes turn their match into a marker, so later passes never see it.
         self._email = re.compile(f"(?P<email>{_EMAIL})") if enabled["email"] else None
+        self._email_hint = re.compile(_EMAIL_HINT).search
         self._url = re.compile(f"(?P<url>{_URL})", re.IGNORECASE) if enabled["url"] else None
-        self._url_hint = re.compile(r"://|[A-Za-z0-9]\.[A-Za-z]").search
+        self._url_hint = re.compile(r"://|[^\W_]\.[^\W\d_]").search
+        self._address = re.compile(f"(?P<address>{_ADDRESS})") if enabled["address"] else None
+        self._address_hint = re.compile(_ADDRESS_HINT).search
         self._digit = re.compile(r"\d").search
+        # every number class needs 7+ digits (1588-1234, 950505-2******, 02-123-4567): most messages with a digit
+        # ("3시", "15,000원") skip the number pass
+        self._seven_digits = re.compile(r"\d(?:\D*\d){6}").search
         numbers = [f"(?P<{c}>{rx})" for c, rx in (("rrn", _RRN), ("card", _CARD), ("phone", _PHONE),
                                                   ("account", _ACCOUNT)) if enabled[c]]
         self._numbers = re.compile("|".join(numbers)) if numbers else None
@@ -194,13 +298,24 @@ class PiiMasker:
             tail = text[len(trimmed):]
             if not trimmed:
                 return text
+            if m.group("url_scheme") is None and not _bare_host_is_link(trimmed):
+                return text
             self.counts["url"] += 1
             return self.markers["url"] + tail
+        if kind == "address":
+            trimmed = text.rstrip(", ")
+            self.counts["address"] += 1
+            return self.markers["address"] + text[len(trimmed):]
         if kind == "card":
             digits = re.sub(r"\D", "", text)
             if len(digits) in (15, 16) and text.isdigit() and not _luhn_ok(digits):
                 return text
         if kind == "account":
+            if m.group("account_shape") is not None:
+                if len(set(text[4:]) - {" "}) < 4:
+                    return text  # 100000000000 is an amount, not a 토스뱅크 account
+                self.counts["account"] += 1
+                return self.markers["account"]
             if text[0].isdigit():
                 digits = text.replace("-", "")
                 groups = text.split("-")
@@ -230,17 +345,25 @@ class PiiMasker:
         self.counts[kind] += 1
         return self.markers[kind]
 
+    def _maybe_spelled_at(self, text: str) -> bool:
+        """``name (at) example.com`` / ``name(골뱅이)…`` / fullwidth ＠ (substring tests first: most text has none)."""
+        return ("at" in text or "AT" in text or "At" in text or "＠" in text or "골뱅이" in text) \
+            and self._email_hint(text) is not None
+
     def mask(self, text: str) -> str:
-        """Passes in this order, each behind a cheap pre-check: e-mail, URL, numbers (one alternation: leftmost
-        match wins, ties in the order rrn, card, phone, account), @mentions, names, Latin-letter names. A pass
+        """Passes in this order, each behind a cheap pre-check: e-mail, URL, address, numbers (one alternation:
+        leftmost match wins, ties in the order rrn, card, phone, account), @mentions, names, Latin-letter names. A pass
         turns its matches into markers, so later passes never see them."""
         sub = self._sub
-        if self._email is not None and "@" in text:
+        if self._email is not None and ("@" in text or self._maybe_spelled_at(text)):
             text = self._email.sub(sub, text)
         if self._url is not None and "." in text and self._url_hint(text):
             text = self._url.sub(sub, text)
-        if self._numbers is not None and self._digit(text):
-            text = self._numbers.sub(sub, text)
+        if self._digit(text):
+            if self._address is not None and self._address_hint(text):
+                text = self._address.sub(sub, text)
+            if self._numbers is not None and self._seven_digits(text):
+                text = self._numbers.sub(sub, text)
         if self._mention is not None and "@" in text:
             text = self._mention.sub(sub, text)
         if self._names is not None:
@@ -248,6 +371,16 @@ class PiiMasker:
         if self._names_latin is not None and self._latin_hint(text):
             text = self._names_latin.sub(sub, text)
         return text
+
+
+def _bare_host_is_link(text: str) -> bool:
+    """A bare ``host.tld[/path]`` is a link when it has a path or a sub-domain, or when its TLD is no everyday
+    word or file extension (``Mr.Kim``, ``main.py`` and ``자료.zip`` stay text; ``kko.to/x`` and ``example.store``
+    with a path or sub-domain do not)."""
+    host = re.split(r"[/?#]", text, maxsplit=1)
+    if len(host) > 1 or host[0].count(".") > 1:
+        return True
+    return _standalone(host[0].rsplit(".", 1)[-1])
 
 
 def _luhn_ok(digits: str) -> bool:

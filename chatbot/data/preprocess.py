@@ -99,7 +99,7 @@ import numpy as np
 
 from ..config import Config, PreprocessConfig, config_hash, to_dict
 from ..errors import ChatbotError
-from ..fsio import atomic_write_json, fsync_dir, read_json, sha256_file
+from ..fsio import atomic_write_json, fsync_dir, private_mkdir, read_json, sha256_file
 from ..portable import pool_start_method, try_lock
 from ..records import Record
 from ..tokens import BOS, EOT, MAX_SPEAKERS, MEDIA_TOKENS, PII_TOKENS, speaker_token
@@ -136,7 +136,7 @@ def preprocess(cfg: Config, force: bool = False) -> None:
     rooms, files, inputs_hash, input_id = _manifest_rooms(cfg)
     fingerprint = _fingerprint(pcfg, cfg.paths.raw.self_name, input_id, _base_ref(cfg))
     base = _open_base(cfg)  # before any work: a missing base / library is one line
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_mkdir(out_dir)
     with _exclusive(out_dir):
         recover(out_dir)
         if not force:
@@ -284,7 +284,7 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
     t0 = time.perf_counter()
     clock = _Phases()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    private_mkdir(out_dir)
     if not isinstance(rooms, list):
         rooms = list(rooms)
     messages_in = sum(len(r) for r in rooms)

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from ..errors import ChatbotError
-from ..tokens import SPECIAL_TOKENS
+from ..tokens import REQUIRED_TOKENS, SPECIAL_TOKENS
 
 _MARK_OPEN, _MARK_CLOSE = "\ue000", "\ue001"
 _MARKER_RE = re.compile(f"{_MARK_OPEN}([a-z_]+){_MARK_CLOSE}")
@@ -57,13 +57,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
 
 
 def load_tokenizer(path_or_json: str, *, is_json: bool = False) -> Tokenizer:
-    """Load from a tokenizer.json path (or its JSON text) and check every special token is present."""
+    """Load from a tokenizer.json path (or its JSON text) and check every special token is present (those of
+    ``LATER_TOKENS`` may be missing from a tokenizer trained before they existed)."""
     try:
         tok = Tokenizer.from_str(path_or_json) if is_json else Tokenizer.from_file(str(path_or_json))
     except Exception:
         what = "the tokenizer in the model file" if is_json else str(path_or_json)
         raise ChatbotError(f"{what} is not a valid tokenizer.json; re-run `python -m chatbot.ops preprocess`") from None
-    missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+    missing = [t for t in REQUIRED_TOKENS if tok.token_to_id(t) is None]
     if missing:
         raise ChatbotError(f"tokenizer lacks special token {missing[0]}; re-run `python -m chatbot.ops preprocess`")
     tok.encode_special_tokens = True

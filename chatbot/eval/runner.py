@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ..data.dataset import Split, open_split, read_stats
 from ..data.tokenizer import load_tokenizer
 from ..errors import ChatbotError
-from ..fsio import atomic_write_json
+from ..fsio import atomic_write_json, private_mkdir
 from ..generate import Responder, clean_text
 from ..loading import Bundle, load_bundle
 from . import baselines, items as items_mod
@@ -279,7 +279,7 @@ def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> 
     }
     result["verdict"] = verdict(result)
     result["seconds"] = round(time.perf_counter() - started, 2)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    private_mkdir(cfg.run_dir)  # 0700 whatever the umask
     atomic_write_json(cfg.run_dir / "eval.json", result)
     return result
 

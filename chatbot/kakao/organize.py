@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChatbotError, FormatError
-from ..fsio import atomic_open, atomic_write_json, fsync_dir, read_json, sha256_file
+from ..fsio import (PRIVATE_DIR_MODE, atomic_open, atomic_write_json, fsync_dir, make_private, private_mkdir, read_json,
+                    sha256_file)
 from ..portable import cut_bytes, name_key, safe_name
 from ..records import SYSTEM_KINDS, Kind, Record
 from .merge import merge_timelines, norm_text
@@ -359,7 +360,8 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temp file + fsync + rename (a crash never leaves a partial copy)."""
     with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
-    shutil.copystat(src, dst)
+    st = src.stat()  # the times only: the copy stays 0600 (copystat would give it the source's 0644)
+    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _target(folder: Path, name: str, sha: str, taken: set[str]) -> Path:
@@ -540,7 +542,7 @@ def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Pat
     so the organized folder and the manifest stay as they were before the run."""
     made_files: list[Path] = []
     made_dirs: list[Path] = []
-    organized.parent.mkdir(parents=True, exist_ok=True)
+    private_mkdir(organized.parent)
     try:
         for src, sha, dst in copies:
             if dst.exists() and sha256_file(dst) == sha:
@@ -548,7 +550,8 @@ def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Pat
             for d in reversed([dst.parent, *dst.parent.parents]):
                 if d == organized or organized in d.parents:
                     if not d.exists():
-                        d.mkdir()
+                        d.mkdir(mode=PRIVATE_DIR_MODE)  # room names: not even listable by others
+                        make_private(d, PRIVATE_DIR_MODE)
                         made_dirs.append(d)
             existed = dst.exists()
             _copy_atomic(src, dst)

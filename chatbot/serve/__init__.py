@@ -126,10 +126,11 @@ def _memory_lock(cfg, memory: bool) -> Iterator[None]:
         yield
         return
     from ..errors import LockedError
+    from ..fsio import private_mkdir
     from ..lock import RunLock
 
     folder = cfg.path(cfg.paths.bridge_memory) / MEMORY_SUBDIR
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_mkdir(folder)  # 0700 for every folder it creates (data/, data/bridge/ too), whatever the umask
     try:
         lock = RunLock(folder).acquire()
     except LockedError:
