@@ -481,11 +481,12 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
         })
 
     probe = None
-    if lg.eval_replies > 0 and d.master and val_split.n_windows and base is None:  # our Transformer only
+    if lg.eval_replies > 0 and d.master and val_split.n_windows:
         from .eval.runner import TrainingProbe
 
-        probe = TrainingProbe(cfg.processed_dir, stats, tok, cfg.gen, cfg.paths.processed.preprocess.pii,
-                              lg.eval_replies)
+        probe = TrainingProbe(cfg.processed_dir, stats, tok if base is None else base.tokenizer, cfg.gen,
+                              cfg.paths.processed.preprocess.pii, lg.eval_replies,
+                              cfg.paths.processed.preprocess.context_turns)
 
     # ---- the loop
     raw.train()
@@ -611,7 +612,7 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
                     for prompt, reply in samples:
                         print(f"  sample: {prompt} → {reply}", flush=True)
                     if probe is not None:
-                        figures = probe(raw, st.step)
+                        figures = probe(raw if base is None else raw.causal_lm, st.step)
                         if figures:
                             append_metrics(metrics_path, {"kind": "eval_replies", "step": st.step, **figures})
                             print(f"  replies: chrF {figures['reply_chrf']}, distinct-2 "

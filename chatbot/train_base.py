@@ -117,6 +117,11 @@ class LossModel(nn.Module):
             h = h[select] if select.dtype == torch.bool else h.reshape(-1, h.size(-1)).index_select(0, select)
         return self._head(h)
 
+    @property
+    def causal_lm(self) -> Any:
+        """The transformers model (LoRA layers active, unmerged): what the Responder decodes with (eval probe)."""
+        return self._causal
+
     def num_params(self, exclude_embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.net.parameters())
         if exclude_embeddings:

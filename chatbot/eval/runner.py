@@ -8,6 +8,11 @@
    ``reply``/``chat`` use (same prompt layout, sampling and post-processing); a retrieval bot answers the same
    items; metrics compare both with the real replies (chatbot/eval/metrics.py).
 
+A run fine-tuned from a pretrained base (``model.base``) goes through the same code: its processed data holds the
+base tokenizer's ids in the text turn layout of chatbot/base/layout.py, which :func:`read_sessions` (via
+chatbot/eval/items.py) turns into the same :class:`~chatbot.eval.items.Turn` lists, and the Responder builds its
+prompts in that layout; only the loss forward differs (:func:`_scored_logits`).
+
 Only figures are written (``eval.json`` in the run folder, the table, ``--json``): never reply text, which is the
 room's private chat.
 """
@@ -30,7 +35,7 @@ from ..data.dataset import Split, open_split, read_stats
 from ..data.tokenizer import load_tokenizer
 from ..errors import ChatbotError
 from ..fsio import atomic_write_json, private_mkdir
-from ..generate import Responder, clean_text
+from ..generate import Responder, block_size_of, clean_text, is_hf_model
 from ..loading import Bundle, load_bundle
 from . import baselines, items as items_mod
 from .metrics import collapse_reasons, reply_metrics
@@ -56,8 +61,21 @@ def source_config(cfg, source: str):
     return dataclasses.replace(cfg, gen=dataclasses.replace(cfg.gen, model_preference=pref))
 
 
-def _check_tokenizer(cfg, bundle: Bundle) -> None:
+def _check_tokenizer(cfg, bundle: Bundle, stats: dict) -> None:
     """The processed data must be in the model's tokens (an artifact may come from an older preprocess)."""
+    processed_base = stats.get("base")
+    if bundle.is_base or processed_base:
+        from ..base import tokenizer_hash
+
+        if not bundle.is_base:
+            raise ChatbotError(f"{cfg.processed_dir.name}/ was preprocessed for a pretrained base but "
+                               f"{bundle.source.name} is a from-scratch model; evaluate a checkpoint of the current "
+                               "data (--source best) or preprocess again")
+        if not processed_base or processed_base.get("tokenizer_hash") != tokenizer_hash(bundle.tokenizer):
+            raise ChatbotError(f"{bundle.source.name} was fine-tuned with another tokenizer than "
+                               f"{cfg.processed_dir.name}/ holds (preprocess ran again since, or for another base); "
+                               "evaluate a checkpoint of the current data (--source best) or retrain")
+        return
     processed = load_tokenizer(str(cfg.processed_dir / "tokenizer.json"))
     if processed.get_vocab(with_added_tokens=True) != bundle.tokenizer.get_vocab(with_added_tokens=True):
         raise ChatbotError(f"{bundle.source.name} was trained with another tokenizer than {cfg.processed_dir.name}/ "
@@ -66,10 +84,23 @@ def _check_tokenizer(cfg, bundle: Bundle) -> None:
 
 
 # ------------------------------------------------------------------------------------------------- the loss
+def _scored_logits(model, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Logits of the positions ``w`` marks (row-major), without projecting the others onto the vocabulary."""
+    if not is_hf_model(model):
+        return model(x, select=w.reshape(-1).nonzero().squeeze(1).to(x.device))
+    rows = []  # a transformers model: logits_to_keep takes one index list, so one row per forward
+    for r in range(x.shape[0]):
+        pos = w[r].nonzero().squeeze(1)
+        if len(pos):
+            rows.append(model(input_ids=x[r:r + 1], use_cache=False, logits_to_keep=pos.to(x.device)).logits[0])
+    return torch.cat(rows)
+
+
 @torch.inference_mode()
-def model_loss(model, split: Split, pad_id: int, batch: int = 8) -> tuple[float, int]:
-    """(mean nats per target token, target tokens) over the whole split, each target scored once."""
-    T = model.args.block_size
+def model_loss(model, split: Split, pad_id: int, batch: int = 8, block_size: int | None = None) -> tuple[float, int]:
+    """(mean nats per target token, target tokens) over the whole split, each target scored once, in windows of
+    ``block_size`` tokens (default: the model's own)."""
+    T = block_size or model.args.block_size
     stride = max(1, T // 2)
     n = split.n_tokens
     if n < 2:
@@ -97,10 +128,10 @@ def model_loss(model, split: Split, pad_id: int, batch: int = 8) -> tuple[float,
             w[r, first:end - s] = mask[s + first + 1:end + 1]
         if not bool(w.any()):
             continue
-        idx = w.reshape(-1).nonzero().squeeze(1)
-        logits = model(x.to(device), select=idx.to(device))
-        total += float(F.cross_entropy(logits.float(), y.reshape(-1)[idx].to(device), reduction="sum"))
-        count += len(idx)
+        logits = _scored_logits(model, x.to(device), w)
+        target = y.reshape(-1)[w.reshape(-1)]
+        total += float(F.cross_entropy(logits.float(), target.to(device), reduction="sum"))
+        count += len(target)
     return (total / count if count else float("nan")), count
 
 
@@ -116,6 +147,27 @@ def _text(responder: Responder, ids: list[int]) -> str:
     return clean_text(raw.decode("utf-8", errors="ignore"), responder.gen.max_chars)
 
 
+def read_sessions(responder: Responder, split: Split) -> list[list[items_mod.Turn]]:
+    """The split's sessions of turns, in the layout of the model the Responder wraps."""
+    if responder.base is None:
+        spk = {tid: name for name, tid in responder.ids.speakers.items()}
+        return items_mod.sessions(split.tokens, split.mask, responder.ids.bos, responder.ids.eot, spk)
+    from ..data.conversation import pseudonym
+    from ..tokens import MAX_SPEAKERS
+
+    layout = responder.base.layout
+    prefixes = {pseudonym(i): layout.prefix(pseudonym(i)) for i in range(MAX_SPEAKERS + 1)}
+    return items_mod.base_sessions(split.tokens, split.mask, layout.bos_id, layout.eos_id, prefixes)
+
+
+def max_context(responder: Responder, pcfg) -> int | None:
+    """Turns of context per item: a base tokenizer without bos leaves no session boundary in the processed data,
+    so the context is bounded by what a training window holds (``context_turns`` before its target turn)."""
+    if responder.base is None or responder.base.layout.bos_id is not None:
+        return None
+    return pcfg.context_turns
+
+
 def _context_text(responder: Responder, context: list[items_mod.Turn], turns: int) -> str:
     return "\n".join(_text(responder, t.text_ids) for t in context[-turns:])
 
@@ -124,7 +176,8 @@ def generate_replies(responder: Responder, chosen: list[items_mod.Item], seed: i
     """(texts, latencies) of the model's replies to ``chosen``; item i uses seed + i."""
     texts, latencies = [], []
     for i, item in enumerate(chosen):
-        r = responder.reply_to_turns([t.ids for t in item.context], seed=seed + i)
+        pairs = responder.base is not None
+        r = responder.reply_to_turns([t.encoded(pairs) for t in item.context], seed=seed + i)
         texts.append(r.text)
         latencies.append(r.latency_s)
         if progress is not None:
@@ -133,16 +186,17 @@ def generate_replies(responder: Responder, chosen: list[items_mod.Item], seed: i
 
 
 def reply_eval(responder: Responder, val_sessions, train_sessions, n: int, seed: int, context_turns: int,
-               progress=None) -> dict:
+               progress=None, max_context: int | None = None) -> dict:
     """Reply figures of the model, the retrieval bot and the real replies on ``n`` validation items."""
     bot = responder.bot_speaker
-    pool = items_mod.reply_items(val_sessions, bot)
+    pool = items_mod.reply_items(val_sessions, bot, max_context=max_context)
     chosen = items_mod.pick(pool, n, seed)
     if not chosen:
         return {"items": 0, "pool": len(pool), "bot_speaker": bot}
     refs = [_text(responder, it.reply.text_ids) for it in chosen]
     texts, latencies = generate_replies(responder, chosen, seed, progress)
-    train_items = items_mod.reply_items(train_sessions, bot) or items_mod.reply_items(train_sessions, None)
+    train_items = (items_mod.reply_items(train_sessions, bot, max_context=max_context)
+                   or items_mod.reply_items(train_sessions, None, max_context=max_context))
     t0 = time.perf_counter()
     retrieval = baselines.RetrievalBot([_context_text(responder, it.context, context_turns) for it in train_items],
                                        [_text(responder, it.reply.text_ids) for it in train_items])
@@ -164,8 +218,9 @@ class TrainingProbe:
     """The cheap subset the trainer runs at each evaluation (``logging.eval_replies``): the model's replies to a
     fixed handful of validation turns, scored against the real ones (no baselines)."""
 
-    def __init__(self, processed_dir: Path, stats: dict, tok, gen, pii, n: int):
+    def __init__(self, processed_dir: Path, stats: dict, tok, gen, pii, n: int, context_turns: int | None = None):
         self.stats, self.tok, self.gen, self.pii, self.n = stats, tok, gen, pii, n
+        self.context_turns = context_turns
         self.processed_dir = processed_dir
         self.items: list | None = None
 
@@ -177,10 +232,10 @@ class TrainingProbe:
             responder = Responder(bundle, self.gen, self.pii)  # fresh: the decoder copies the current weights
             if self.items is None:
                 val = open_split(self.processed_dir, "val", self.stats["dtype"], int(self.stats["vocab_size"]))
-                spk = {tid: name for name, tid in responder.ids.speakers.items()}
-                sess = items_mod.sessions(val.tokens, val.mask, responder.ids.bos, responder.ids.eot, spk)
-                self.items = items_mod.pick(items_mod.reply_items(sess, responder.bot_speaker), self.n,
-                                            self.gen.sampling.seed)
+                bound = self.context_turns if responder.base is not None and responder.base.layout.bos_id is None \
+                    else None
+                pool = items_mod.reply_items(read_sessions(responder, val), responder.bot_speaker, max_context=bound)
+                self.items = items_mod.pick(pool, self.n, self.gen.sampling.seed)
             if not self.items:
                 return {}
             texts, latencies = generate_replies(responder, self.items, self.gen.sampling.seed)
@@ -216,9 +271,11 @@ def _small_model_threads(model) -> int | None:
     wake-ups, and on a busy 2-core machine two threads made eval 5× slower. None = leave torch's setting."""
     import os
 
-    a = model.args
     if os.environ.get("OMP_NUM_THREADS") or next(model.parameters()).device.type != "cpu":
         return None
+    if is_hf_model(model):  # a pretrained base is never that small (the tests' tiny ones do not care)
+        return None
+    a = model.args
     return 1 if 8 * a.block_size * a.n_embd <= (1 << 18) else None
 
 
@@ -236,13 +293,11 @@ def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> 
     stats = read_stats(cfg.processed_dir)
     scfg = source_config(cfg, source) if source else cfg
     bundle = load_bundle(scfg)
-    _check_tokenizer(cfg, bundle)
+    _check_tokenizer(cfg, bundle, stats)
     if (n_threads := _small_model_threads(bundle.model)) is not None:
         torch.set_num_threads(n_threads)
-    responder = Responder(bundle, cfg.gen, cfg.paths.processed.preprocess.pii)
-    if responder.base is not None:
-        raise ChatbotError(f"{bundle.source.name} is fine-tuned from a pretrained base; eval scores from-scratch "
-                           "models only for now (its turn layout differs)")
+    pcfg = cfg.paths.processed.preprocess
+    responder = Responder(bundle, cfg.gen, pcfg.pii)
     vocab = int(stats["vocab_size"])
     train_split = open_split(cfg.processed_dir, "train", stats["dtype"], vocab)
     val_split = open_split(cfg.processed_dir, "val", stats["dtype"], vocab)
@@ -252,23 +307,20 @@ def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> 
     ev = cfg.gen.eval
     n = ev.items if limit is None else limit
     t0 = time.perf_counter()
-    nats, n_target = model_loss(bundle.model, val_split, responder.ids.pad)
+    block = loss_block_size(cfg, bundle.model)
+    nats, n_target = model_loss(bundle.model, val_split, _pad_id(responder), block_size=block)
     loss_s = time.perf_counter() - t0
-    V = max(vocab, bundle.model.args.vocab_size)
+    V = max(vocab, _model_vocab(bundle.model))
     uni = baselines.unigram(train_split.tokens, train_split.mask, val_split.tokens, val_split.mask, V, ev.add_k)
     bi = baselines.bigram(train_split.tokens, train_split.mask, val_split.tokens, val_split.mask, V, ev.add_k)
-    spk = {tid: name for name, tid in responder.ids.speakers.items()}
-    val_sessions = items_mod.sessions(val_split.tokens, val_split.mask, responder.ids.bos, responder.ids.eot, spk)
-    train_sessions = items_mod.sessions(train_split.tokens, train_split.mask, responder.ids.bos, responder.ids.eot,
-                                        spk)
-    replies = reply_eval(responder, val_sessions, train_sessions, n, cfg.gen.sampling.seed,
-                         ev.retrieval_context_turns, progress)
+    replies = reply_eval(responder, read_sessions(responder, val_split), read_sessions(responder, train_split), n,
+                         cfg.gen.sampling.seed, ev.retrieval_context_turns, progress, max_context(responder, pcfg))
     result = {
         "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "model": {"source": bundle.source.name, "kind": bundle.kind, "step": bundle.step,
                   "parameters": sum(p.numel() for p in bundle.model.parameters()),
-                  "block_size": bundle.model.args.block_size},
+                  "block_size": block, **model_origin(bundle)},
         "data": {"val_tokens": val_split.n_tokens, "val_target_tokens": n_target, "train_tokens": train_split.n_tokens,
                  "tokenizer_hash": stats["tokenizer_hash"]},
         "loss": {"model": _loss_entry(nats, seconds=round(loss_s, 3)),
@@ -282,6 +334,41 @@ def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> 
     private_mkdir(cfg.run_dir)  # 0700 whatever the umask
     atomic_write_json(cfg.run_dir / "eval.json", result)
     return result
+
+
+def loss_block_size(cfg, model) -> int:
+    """Window of the loss: our model's block size; for a pretrained base the run's ``model.block_size`` (what its
+    training windows and validation loss used), within the base's context length."""
+    if not is_hf_model(model):
+        return model.args.block_size
+    return max(2, min(cfg.train.model.block_size, block_size_of(model)))
+
+
+def _pad_id(responder: Responder) -> int:
+    if responder.base is None:
+        return responder.ids.pad
+    pad = getattr(responder.tok, "pad_token_id", None)  # only fills the tail of the last window (never scored)
+    return responder.base.eot if pad is None else int(pad)
+
+
+def _model_vocab(model) -> int:
+    return int(model.get_output_embeddings().weight.shape[0]) if is_hf_model(model) else model.args.vocab_size
+
+
+def model_origin(bundle: Bundle) -> dict:
+    """``origin``: scratch | base; for a base also its id/revision, the adapter kind and how the weights came."""
+    if not bundle.is_base:
+        return {"origin": "scratch"}
+    b = bundle.base or {}
+    adapter = b.get("adapter") if isinstance(b.get("adapter"), dict) else {}
+    return {"origin": "base", "base": {"id": _public_id(str(b.get("id", ""))), "revision": b.get("revision") or "",
+                                       "adapter": adapter.get("kind"), "weights": bundle.weights}}
+
+
+def _public_id(base_id: str) -> str:
+    """A hub id as is; a local folder by its name only (its path may name the user)."""
+    p = Path(base_id)
+    return p.name if p.is_absolute() or base_id.startswith((".", "~")) or "\\" in base_id else base_id
 
 
 def verdict(r: dict) -> dict:
@@ -304,13 +391,19 @@ def summary_line(r: dict) -> str:
         parts.append(f"chrF {rep['model']['chrf']} vs retrieval {rep['retrieval']['chrf']}")
         if rep["model"]["collapse"]:
             parts.append("COLLAPSED: " + "; ".join(rep["model"]["collapse"]))
-    return f"{r['model']['source']} step {r['model']['step']}: " + ", ".join(parts)
+    return f"{r['model']['source']}{_origin_note(r)} step {r['model']['step']}: " + ", ".join(parts)
+
+
+def _origin_note(r: dict) -> str:
+    """`` (base NAME, lora)`` for a model fine-tuned from a pretrained base, else nothing."""
+    b = r["model"].get("base")
+    return f" (base {b['id']}, {b['adapter']})" if r["model"].get("origin") == "base" and b else ""
 
 
 def print_table(r: dict, out=None) -> None:
     loss, rep, v = r["loss"], r["replies"], r["verdict"]
     w = (out or sys.stdout).write
-    w(f"eval: {r['model']['source']} (step {r['model']['step']}, {r['model']['parameters']:,} parameters) on "
+    w(f"eval: {r['model']['source']}{_origin_note(r)} (step {r['model']['step']}, {r['model']['parameters']:,} parameters) on "
       f"{r['data']['val_target_tokens']:,} validation target tokens, {r['seconds']:.1f} s\n\n")
     w(f"{'loss per target token':<24}{'nats':>8}{'ppl':>10}\n")
     for name in ("model", "bigram", "unigram"):
