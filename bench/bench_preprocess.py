@@ -1,6 +1,11 @@
-"""Preprocess throughput and peak memory on a generated room of ≥ 100 MB (target: < 60 s, < 2 GB on 2 cores).
+"""Preprocess throughput and peak memory on generated chat of ≥ 100 MB (target: < 60 s, < 2 GB on 2 cores).
 
-    python bench/bench_preprocess.py [--mb 100] [--keep DIR]
+    python bench/bench_preprocess.py [--mb 100] [--rooms 1] [--repo DIR] [--keep DIR]
+
+``--rooms N`` splits the ``--mb`` megabytes into N rooms (one export each, own title, some speakers shared):
+preprocess holds one room at a time, so its peak RSS should follow the largest room, not the corpus — compare
+``--mb 100 --rooms 5`` with ``--mb 300 --rooms 15`` (same 20 MB rooms, three times the corpus). ``--repo`` runs
+organize and preprocess from another checkout (e.g. the version before a change) on the same generated data.
 
 1. Writes a synthetic Windows-Korean KakaoTalk export (six invented speakers; message words drawn from the XPersona
    dialogues in ../shared/data when present, plus random syllables for a long tail; photos, emoticons, bursts,
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -40,7 +46,7 @@ def _words() -> list[str]:
     return [w for d in data for pair in d["dialogue"] for u in pair for w in u.split()]
 
 
-def write_export(path: Path, megabytes: float, seed: int = 1) -> int:
+def write_export(path: Path, megabytes: float, seed: int = 1, title: str = "벤치마크방") -> int:
     """A Windows-Korean export of about ``megabytes`` MB; returns the number of messages."""
     rng = random.Random(seed)
     words = _words()
@@ -49,7 +55,7 @@ def write_export(path: Path, megabytes: float, seed: int = 1) -> int:
     day = None
     n = size = 0
     with open(path, "w", encoding="utf-8", newline="") as fh:
-        head = "벤치마크방 님과 카카오톡 대화\r\n저장한 날짜 : 2024-06-01 12:00:00\r\n\r\n"
+        head = f"{title} 님과 카카오톡 대화\r\n저장한 날짜 : 2024-06-01 12:00:00\r\n\r\n"
         fh.write(head)
         size += len(head.encode())
         buf: list[str] = []
@@ -90,14 +96,14 @@ def write_export(path: Path, megabytes: float, seed: int = 1) -> int:
     return n
 
 
-def _child(code: str, workspace: Path) -> tuple[float, float, float, str]:
+def _child(code: str, workspace: Path, repo: Path = REPO) -> tuple[float, float, float, str]:
     """Run python code in a fresh process; (wall s, its own peak RSS MB, its largest worker's peak RSS MB, output)."""
     code += ("; import resource; s, c = resource.getrusage(resource.RUSAGE_SELF), "
              "resource.getrusage(resource.RUSAGE_CHILDREN); "
              "print('PEAK_RSS_KB', s.ru_maxrss, c.ru_maxrss, s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime)")
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code, str(workspace / "configs")], capture_output=True, text=True,
-                          cwd=REPO)
+                          cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)})
     wall = time.perf_counter() - t0
     if proc.returncode:
         sys.exit(f"child failed:\n{proc.stdout}\n{proc.stderr}")
@@ -112,25 +118,32 @@ def _child(code: str, workspace: Path) -> tuple[float, float, float, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=100.0, help="size of the generated export in MB (default 100)")
+    ap.add_argument("--rooms", type=int, default=1, help="split the chat into this many rooms (default 1)")
+    ap.add_argument("--repo", type=Path, default=REPO, help="run the stages from this checkout (default: this one)")
     ap.add_argument("--keep", type=Path, help="keep the workspace in this folder")
     args = ap.parse_args()
+    repo = args.repo.resolve()
     ws = Path(tempfile.mkdtemp(prefix="bench_preprocess_")) if args.keep is None else args.keep
     try:
-        shutil.copytree(REPO / "configs", ws / "configs", dirs_exist_ok=True)
+        shutil.copytree(repo / "configs", ws / "configs", dirs_exist_ok=True)  # the config keys of that version
         inbox = ws / "data" / "raw" / "inbox"
         inbox.mkdir(parents=True, exist_ok=True)
-        export = inbox / "KakaoTalk_20240601_1200_00_000_group.txt"
         t0 = time.perf_counter()
-        n = write_export(export, args.mb)
-        raw_mb = export.stat().st_size / 1e6
-        print(f"generated {raw_mb:.1f} MB export, {n:,} messages, in {time.perf_counter() - t0:.1f}s")
+        n = 0
+        raw_mb = 0.0
+        for k in range(args.rooms):
+            export = inbox / f"KakaoTalk_20240601_1200_00_{k:03d}_group.txt"
+            n += write_export(export, args.mb / args.rooms, seed=1 + k, title=f"벤치마크방 {k}" if k else "벤치마크방")
+            raw_mb += export.stat().st_size / 1e6
+        print(f"generated {raw_mb:.1f} MB in {args.rooms} room(s) of {raw_mb / args.rooms:.1f} MB, {n:,} messages, "
+              f"in {time.perf_counter() - t0:.1f}s; running {repo}")
 
         org_s, _, _, org_out = _child("import sys; from chatbot.config import load_config; "
-                               "from chatbot.kakao.organize import organize; organize(load_config(sys.argv[1]))", ws)
+                               "from chatbot.kakao.organize import organize; organize(load_config(sys.argv[1]))", ws, repo)
         print(f"organize: {org_s:.1f}s ({org_out.strip().splitlines()[-1]})")
         pre_s, rss_mb, worker_mb, out = _child("import sys; from chatbot.config import load_config; "
                                     "from chatbot.data.preprocess import preprocess; preprocess(load_config(sys.argv[1]))",
-                                    ws)
+                                    ws, repo)
         print(out.strip())
         stats = json.loads((ws / "data" / "processed" / "stats.json").read_text(encoding="utf-8"))
         print(f"preprocess (parse + merge + filters + PII + tokenizer training + encoding + writes): {pre_s:.1f}s "

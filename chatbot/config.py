@@ -68,9 +68,13 @@ class RawConfig:
     inbox: folder where users drop new exports (``.txt``, ``.csv``, ``.zip``).
     root_globs: file-name patterns also collected from the project root (never README, configs, code).
     organized: where organize files each export, one folder per room.
-    manifest: JSON manifest written by organize, one entry per source file.
+    manifest: JSON manifest written by organize, one entry per export (a file, or one member of a zip).
     move_files: move exports out of the inbox/root instead of copying (default false: never lose a file).
     self_name: the name given to the exporter's own messages when an old mobile export wrote 회원님/you/You.
+    zip_max_member_mb: a ``.txt``/``.csv`` inside a zip that expands to more than this many MiB is refused
+        (zip bomb guard; declared sizes are checked first and the expanded bytes are counted while reading).
+    zip_max_ratio: ... and so is one that expands more than this many times its compressed size (members under
+        1 MiB are exempt; real chat text compresses 3-10 times).
     """
 
     inbox: str = "data/raw/inbox"
@@ -82,6 +86,8 @@ class RawConfig:
     manifest: str = "data/raw/manifest.json"
     move_files: bool = False
     self_name: str = "나"
+    zip_max_member_mb: float = field(default=1024.0, metadata=_range(1))
+    zip_max_ratio: float = field(default=100.0, metadata=_range(2))
 
 
 @dataclass

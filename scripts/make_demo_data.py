@@ -1,6 +1,6 @@
 """Regenerate the shipped demo room in data/demo/ from the MIT-licensed XPersona Korean dialogues.
 
-    python scripts/make_demo_data.py [--source ../shared/data/xpersona_ko] [--out data/demo]
+    python scripts/make_demo_data.py [--source tests/fixtures/xpersona_ko] [--out data/demo]
 
 A two-person room: "나" (the exporter) and an invented friend "콩떡". Each XPersona dialogue becomes one evening's
 chat (one session); the first speaker of every utterance pair is "나", the second "콩떡". The room is written as
@@ -31,6 +31,9 @@ SELF, FRIEND = "나", "콩떡"
 N_DIALOGUES = 95
 RANGES = {"windows": (0, 50), "android": (35, 80), "csv": (65, 95)}
 START = datetime(2023, 1, 2)
+# the 95 dialogues used, shipped with their MIT licence (tests/fixtures/xpersona_ko/README.md); the full XPersona
+# file works too (only the first N_DIALOGUES dialogues are read)
+SOURCE = REPO / "tests" / "fixtures" / "xpersona_ko"
 WEEKDAYS = "월화수목금토일"
 
 
@@ -124,7 +127,7 @@ def zipped(name: str, data: bytes) -> bytes:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--source", type=Path, default=REPO.parent / "shared" / "data" / "xpersona_ko")
+    ap.add_argument("--source", type=Path, default=SOURCE)
     ap.add_argument("--out", type=Path, default=REPO / "data" / "demo")
     args = ap.parse_args()
     days = build_timeline(load_dialogues(args.source))

@@ -201,7 +201,7 @@ def test_demo_room_and_a_group_room_end_to_end(project, capsys):
     out = cfg.processed_dir
     stats = _readable(out)
     demo_messages = sum(len(day) for day in _load_demo_script().build_timeline(
-        _load_demo_script().load_dialogues(REPO.parent / "shared" / "data" / "xpersona_ko")))
+        _load_demo_script().load_dialogues(REPO / "tests" / "fixtures" / "xpersona_ko")))
     assert stats["rooms"] == 2 and stats["files"] == 4
     assert stats["messages"]["in"] == demo_messages + 24  # the three demo exports overlap: merged, no duplicates
     assert stats["speakers"] == 5 and stats["persona"]["self"] is not None

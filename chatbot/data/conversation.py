@@ -20,7 +20,9 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
 
 from ..config import PreprocessConfig
 from ..records import MEDIA_KINDS, SYSTEM_KINDS, Kind, Record
@@ -123,18 +125,33 @@ def rank_speakers(rooms: Iterable[Sequence[Record]], max_speakers: int) -> dict[
     Counted before any filtering, so changing a filter setting never renames a speaker. Ranks past
     ``max_speakers`` map to 0 ("S0"). Records with an empty speaker are not people and get no pseudonym.
     """
-    counts: Counter = Counter()
-    first: dict[str, tuple[datetime, int]] = {}
+    counts = SpeakerCounts()
     for room_index, records in enumerate(rooms):
+        counts.add(room_index, records)
+    return counts.ranking(max_speakers)
+
+
+class SpeakerCounts:
+    """:func:`rank_speakers` one room at a time (preprocess holds only one room's records in memory)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.first: dict[str, tuple[datetime, int]] = {}
+
+    def add(self, room_index: int, records: Sequence[Record]) -> None:
         people = [r for r in records if r.kind not in SYSTEM_KINDS and r.speaker]
-        counts.update(r.speaker for r in people)
+        self.counts.update(r.speaker for r in people)
         # the earliest message of each speaker in this room (later assignments win, so walk newest first)
         earliest = {r.speaker: r.timestamp for r in sorted(people, key=lambda r: r.timestamp, reverse=True)}
+        first = self.first
         for name, ts in earliest.items():
             if name not in first or (ts, room_index) < first[name]:
                 first[name] = (ts, room_index)
-    order = sorted(counts, key=lambda n: (-counts[n], first[n], n))
-    return {name: (rank if rank <= max_speakers else OVERFLOW_SPEAKER) for rank, name in enumerate(order, 1)}
+
+    def ranking(self, max_speakers: int) -> dict[str, int]:
+        counts, first = self.counts, self.first
+        order = sorted(counts, key=lambda n: (-counts[n], first[n], n))
+        return {name: (rank if rank <= max_speakers else OVERFLOW_SPEAKER) for rank, name in enumerate(order, 1)}
 
 
 def filter_records(
@@ -273,24 +290,36 @@ def split_sessions(sessions: list[Session], val_fraction: float,
     still gets a validation split.
     """
     ordered = sorted(sessions, key=lambda s: (s.start, s.room))
-    if val_fraction <= 0 or not ordered:
-        return ordered, []
     flags = [True] * len(ordered) if useful is None else [bool(useful(s)) for s in ordered]
-    positions = [i for i, f in enumerate(flags) if f]
+    k, t = split_point(flags, val_fraction, lambda i: len(ordered[i].turns))
+    if t is None:
+        return ordered[:k], ordered[k:]
+    room, turns = ordered[k].room, ordered[k].turns
+    return ordered[:k] + [Session(room, turns[:t])], [Session(room, turns[t:])] + ordered[k + 1 :]
+
+
+def split_point(flags: Sequence[bool], val_fraction: float, n_turns: Callable[[int], int]) -> tuple[int, int | None]:
+    """Where :func:`split_sessions` cuts sessions sorted by time: ``(k, None)`` — train is the first ``k``
+    sessions, validation the rest; ``(k, t)`` — session ``k`` (the only useful one) is cut before its turn ``t``:
+    train = the first ``k`` sessions + its turns ``[:t]``, validation = its turns ``[t:]`` + the sessions after it.
+
+    ``flags[i]``: the i-th session in time order is useful; ``n_turns(i)``: its number of turns. Works on plain
+    arrays, so preprocess can split sessions whose turns are not in memory."""
+    n = len(flags)
+    if val_fraction <= 0 or n == 0:
+        return n, None
+    positions = np.flatnonzero(np.asarray(flags, dtype=bool))
     u = len(positions)
     if u >= 2:
         k = min(u - 1, max(1, round(val_fraction * u)))
-        cut = positions[u - k]
-        return ordered[:cut], ordered[cut:]
+        return int(positions[u - k]), None
     if u == 0:
-        return ordered, []
-    at = positions[0]
-    turns = ordered[at].turns
-    if len(turns) < 2:
-        return ordered, []
-    cut = min(len(turns) - 1, max(1, round(len(turns) * (1 - val_fraction))))
-    room = ordered[at].room
-    return ordered[:at] + [Session(room, turns[:cut])], [Session(room, turns[cut:])] + ordered[at + 1 :]
+        return n, None
+    at = int(positions[0])
+    turns = n_turns(at)
+    if turns < 2:
+        return n, None
+    return at, min(turns - 1, max(1, round(turns * (1 - val_fraction))))
 
 
 def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
@@ -318,6 +347,7 @@ def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
 
 __all__ = [
     "DROP_REASONS", "Message", "Turn", "Session", "SYSTEM_SPEAKER", "OVERFLOW_SPEAKER", "pseudonym", "clean_text",
-    "text_length", "has_signal", "rank_speakers", "filter_records", "build_sessions", "is_target", "split_sessions",
+    "text_length", "has_signal", "rank_speakers", "SpeakerCounts", "filter_records", "build_sessions", "is_target",
+    "split_sessions", "split_point",
     "resolve_target",
 ]

@@ -76,6 +76,13 @@ an even sample of ≤ TOKENIZER_SAMPLE_CHARS characters of the train split; enco
 (exactly the tokenizer's ids, several times faster) in worker processes for big corpora (forked on Linux,
 spawned on Windows/macOS — the same bytes either way); token, mask and
 start files are streamed chunk by chunk from numpy arrays. See bench/bench_preprocess.py.
+
+Memory: a constant plus a small multiple of the largest room, whatever the number of rooms. Rooms are read one at
+a time, twice (pass 1: speaker ranking and names to mask; pass 2: filter, mask, sessions — the room read last is
+kept between the passes, so a one-room corpus is parsed once); each room's sessions go to a private spill file
+(``.sessions.spill.*.tmp`` in the output folder, removed when the build ends) and only a few facts per session stay
+in memory. The split, the tokenizer sample and the encoder read sessions back one at a time; chunks are made
+lazily and at most two per worker wait for encoding. Per-corpus memory left: 37 bytes per session (typed arrays).
 """
 
 from __future__ import annotations
@@ -84,16 +91,19 @@ import contextlib
 import gc
 import hashlib
 import json
+import marshal
 import os
 import re
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
+from array import array
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from itertools import chain, repeat
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -150,9 +160,9 @@ def preprocess(cfg: Config, force: bool = False) -> None:
         else:
             _log(f"building {out_dir} (--force)")
         with _no_gc():
-            loaded = [load_room(cfg, room) for room in rooms]
-            build(loaded, pcfg, out_dir, self_name=cfg.paths.raw.self_name, fingerprint=fingerprint,
-                  inputs={"rooms": len(rooms), "files": files, "inputs_hash": inputs_hash}, base=base)
+            _build(_RoomLoader(cfg, rooms), len(rooms), pcfg, out_dir, self_name=cfg.paths.raw.self_name,
+                   fingerprint=fingerprint, inputs={"rooms": len(rooms), "files": files, "inputs_hash": inputs_hash},
+                   base=base)
 
 
 def stale_reason(cfg: Config) -> str | None:
@@ -195,6 +205,27 @@ def load_room(cfg: Config, room) -> list[Record]:
 
     got = room_records(cfg, room)
     return got if isinstance(got, list) else list(got)
+
+
+class _RoomLoader:
+    """``load(i, last)`` for :func:`_build`: room ``i``'s merged timeline, parsed from its exports. Only the room
+    parsed last is kept (for the next call, which the second pass makes first), so at most one room is held by
+    the loader and a one-room corpus is parsed once. ``last``: the caller will not ask for this room again."""
+
+    def __init__(self, cfg: Config, rooms: list) -> None:
+        self.cfg, self.rooms = cfg, rooms
+        self.kept: tuple[int, list[Record]] | None = None
+
+    def __call__(self, i: int, last: bool) -> list[Record]:
+        kept, self.kept = self.kept, None
+        if kept is not None and kept[0] == i:
+            records = kept[1]
+        else:
+            del kept  # free the previous room before parsing the next one
+            records = load_room(self.cfg, self.rooms[i])
+        if not last:
+            self.kept = (i, records)
+        return records
 
 
 def _fingerprint(pcfg: PreprocessConfig, self_name: str, input_id: str, base: dict | None = None) -> str:
@@ -262,8 +293,18 @@ def build(
     ``rooms`` is consumed: each entry of the list is replaced by ``[]`` once that room's sessions are built, so
     the records can be freed early (pass a list nobody else holds on to).
     """
+    if not isinstance(rooms, list):
+        rooms = list(rooms)
+
+    def load(i: int, last: bool) -> list[Record]:
+        records = rooms[i]
+        if last:
+            rooms[i] = []  # release the records as we go
+        return records
+
     with _no_gc():
-        return _build(rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint, inputs=inputs, base=base)
+        return _build(load, len(rooms), pcfg, out_dir, self_name=self_name, fingerprint=fingerprint, inputs=inputs,
+                      base=base)
 
 
 @contextlib.contextmanager
@@ -279,16 +320,39 @@ def _no_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprint: str, inputs: dict | None,
-           base: BaseTokenizer | None = None) -> dict:
+def _build(load, n_rooms: int, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprint: str,
+           inputs: dict | None, base: BaseTokenizer | None = None) -> dict:
+    """The build, holding at most one room's records and sessions at a time (plus small per-session facts).
+
+    Pass 1 reads every room for the speaker ranking and the names to mask; pass 2 reads each room again (the one
+    read last first: it is still in memory), filters and masks it, cuts it into sessions and writes them to a
+    private spill file in ``out_dir``; the split, the tokenizer sample and the encoding then read the sessions
+    back from the spill one at a time. ``load(i, last)`` returns room ``i``'s records (see :class:`_RoomLoader`).
+    Peak memory is a constant plus a small multiple of the largest room, whatever the number of rooms.
+    """
+    private_mkdir(Path(out_dir))
+    with _Spill(Path(out_dir)) as spill:
+        return _build_spilled(spill, load, n_rooms, pcfg, out_dir, self_name=self_name, fingerprint=fingerprint,
+                              inputs=inputs, base=base)
+
+
+def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, out_dir, *, self_name: str,
+                   fingerprint: str, inputs: dict | None, base: BaseTokenizer | None) -> dict:
     t0 = time.perf_counter()
     clock = _Phases()
     out_dir = Path(out_dir)
     private_mkdir(out_dir)
-    if not isinstance(rooms, list):
-        rooms = list(rooms)
-    messages_in = sum(len(r) for r in rooms)
-    speakers = conv.rank_speakers(rooms, min(pcfg.max_speakers, MAX_SPEAKERS))
+    ranking = conv.SpeakerCounts()
+    names: set[str] = set()
+    messages_in = 0
+    for i in range(n_rooms):
+        records = load(i, False)
+        messages_in += len(records)
+        ranking.add(i, records)
+        names.update(r.speaker for r in records if r.is_system and r.speaker)
+        del records
+    speakers = ranking.ranking(min(pcfg.max_speakers, MAX_SPEAKERS))
+    del ranking
     if not speakers:
         raise ChatbotError("the exports hold no messages from any person; check that organize found your chats")
     try:
@@ -301,32 +365,32 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
         raise ChatbotError(
             "processed.preprocess.target in paths.yaml names no speaker of your exports; write the name exactly "
             "as the export shows it, or use `room`") from None
-    names = set(speakers)
-    for records in rooms:
-        names.update(r.speaker for r in records if r.is_system and r.speaker)
+    names.update(speakers)
     masker = PiiMasker(pcfg.pii, names)
     del names
 
     dropped: Counter = Counter()
     kept_by_speaker: Counter = Counter()
-    sessions: list[conv.Session] = []
-    for i in range(len(rooms)):
-        records = sorted(rooms[i], key=lambda r: r.timestamp)
-        rooms[i] = []  # release the records as we go
+
+    def useful(session: conv.Session) -> bool:
+        return any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(session.turns))
+
+    for i in ([n_rooms - 1, *range(n_rooms - 1)] if n_rooms else []):  # the room still in memory first
+        records = sorted(load(i, True), key=lambda r: r.timestamp)
         msgs = conv.filter_records(records, pcfg, speakers, masker, dropped)
         del records
         kept_by_speaker.update(m.speaker for m in msgs)
-        sessions.extend(conv.build_sessions(msgs, pcfg, room=i))
+        for session in conv.build_sessions(msgs, pcfg, room=i):
+            spill.add(session, useful(session))
         del msgs
+    spill.finish()
     kept = sum(kept_by_speaker.values())
     assert kept + sum(dropped.values()) == messages_in
-    if not sessions:
+    if not spill.sessions:
         raise ChatbotError("no messages are left after filtering; check processed.preprocess filters in paths.yaml")
     clock("sessions")
-    train, val = conv.split_sessions(
-        sessions, pcfg.val_fraction,
-        useful=lambda s: any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(s.turns)))
-    del sessions
+    train, val = spill.split(pcfg.val_fraction)
+    n_turns = spill.total_turns
 
     layout = None
     if base is None:
@@ -346,7 +410,6 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
     try:
         temps["tokenizer.json"] = _write_temp(out_dir, "tokenizer.json", tok_json.encode("utf-8"))
         results = {}
-        n_turns = sum(len(s.turns) for part in (train, val) for s in part)
         if layout is not None:
             for name, split in (("train", train), ("val", val)):
                 results[name] = _encode_split_base(name, split, layout, target, pcfg, dtype, out_dir)
@@ -397,7 +460,7 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
             "config_hash": config_hash(public_cfg),
             "inputs_hash": inputs.get("inputs_hash", ""),
             "persona": persona,
-            "rooms": inputs.get("rooms", len(rooms)),
+            "rooms": inputs.get("rooms", n_rooms),
             "files": inputs.get("files", 0),
             "speakers": len(speakers),
             "messages": {"in": messages_in, "kept": kept,
@@ -432,6 +495,99 @@ def _build(rooms, pcfg: PreprocessConfig, out_dir, *, self_name: str, fingerprin
 
 def stats_tok_hash(tok_json: str) -> str:
     return hashlib.sha256(tok_json.encode("utf-8")).hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------ session spill
+_EPOCH = datetime(1, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class _Spill:
+    """Sessions written to a private temp file in the output folder while the rooms are read, and read back one
+    session at a time, so no more than one room's sessions are ever in memory. Per session only a row of typed
+    arrays stays in memory (start, room, useful, offset, size, turns: 37 bytes). The turns are ``marshal``-ed
+    plain ints and strings (fast, and loading it runs nothing); the file lives only during the build (recover()
+    removes one a killed build left behind)."""
+
+    NAME = "sessions.spill"
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out = _TempOut(out_dir, self.NAME)
+        self.reader: IO[bytes] | None = None
+        self.start, self.room, self.useful = array("q"), array("i"), array("b")
+        self.offset, self.size, self.turns_of = array("q"), array("q"), array("q")
+        self.pos = 0
+
+    def __enter__(self) -> "_Spill":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for fh in (self.out.fh, self.reader):
+            if fh is not None:
+                fh.close()
+        self.out.path.unlink(missing_ok=True)
+
+    @property
+    def sessions(self) -> int:
+        return len(self.offset)
+
+    @property
+    def total_turns(self) -> int:
+        return int(sum(self.turns_of))
+
+    def add(self, session: conv.Session, useful: bool) -> None:
+        blob = marshal.dumps([(t.speaker, t.length, t.text) for t in session.turns])
+        self.out.fh.write(blob)
+        self.start.append((session.start - _EPOCH) // _MICROSECOND)
+        self.room.append(session.room)
+        self.useful.append(useful)
+        self.offset.append(self.pos)
+        self.size.append(len(blob))
+        self.turns_of.append(len(session.turns))
+        self.pos += len(blob)
+
+    def finish(self) -> None:
+        self.out.fh.flush()
+        self.reader = open(self.out.path, "rb")
+
+    def split(self, val_fraction: float) -> tuple["_SpilledSplit", "_SpilledSplit"]:
+        """(train, val) exactly as conversation.split_sessions would cut these sessions (sorted by start, then
+        room; a stable sort, so ties keep the order the sessions were added in within a room)."""
+        order = np.lexsort((np.frombuffer(self.room, dtype=np.int32), np.frombuffer(self.start, dtype=np.int64)))
+        flags = np.frombuffer(self.useful, dtype=np.int8)[order].astype(bool)
+        k, t = conv.split_point(flags, val_fraction, lambda i: self.turns_of[int(order[i])])
+        if t is None:
+            return _SpilledSplit(self, order[:k]), _SpilledSplit(self, order[k:])
+        at = int(order[k])
+        return _SpilledSplit(self, order[:k], tail=(at, 0, t)), _SpilledSplit(self, order[k + 1:], head=(at, t, None))
+
+    def session(self, i: int, lo: int = 0, hi: int | None = None) -> conv.Session:
+        """Session ``i`` (its turns ``lo:hi``). Turn times are not spilled (nothing after the split needs them)."""
+        assert self.reader is not None
+        self.reader.seek(self.offset[i])
+        rows = marshal.loads(self.reader.read(self.size[i]))
+        if (lo, hi) != (0, None):
+            rows = rows[lo:hi]
+        return conv.Session(self.room[i], [conv.Turn(spk, text, n, None, None) for spk, n, text in rows])
+
+
+class _SpilledSplit:
+    """One split's sessions in order — ``head`` (a session's later turns), the sessions ``order``, ``tail`` (a
+    session's first turns) — read from the spill on every iteration; ``len`` needs no reading."""
+
+    def __init__(self, spill: _Spill, order: np.ndarray, head: tuple | None = None, tail: tuple | None = None):
+        self.spill, self.order, self.head, self.tail = spill, order, head, tail
+
+    def __len__(self) -> int:
+        return len(self.order) + (self.head is not None) + (self.tail is not None)
+
+    def __iter__(self) -> Iterator[conv.Session]:
+        if self.head is not None:
+            yield self.spill.session(*self.head)
+        for i in self.order:
+            yield self.spill.session(int(i))
+        if self.tail is not None:
+            yield self.spill.session(*self.tail)
 
 
 class _Phases:
@@ -656,8 +812,9 @@ class _Chunk:
     sess_first: np.ndarray  # int: split-wide index of the first turn of the turn's session
 
 
-def _plan(sessions: Sequence[conv.Session], target: int | None, pcfg: PreprocessConfig) -> list[_Chunk]:
-    chunks: list[_Chunk] = []
+def _plan(sessions: Iterable[conv.Session], target: int | None, pcfg: PreprocessConfig) -> Iterator[_Chunk]:
+    """Chunks of whole sessions, made lazily (one chunk's texts in memory at a time)."""
+    chunks: list[_Chunk] = []  # 0 or 1 chunk waiting to be yielded
     texts: list[str] = []
     spk: list[int] = []
     first: list[bool] = []
@@ -682,9 +839,31 @@ def _plan(sessions: Sequence[conv.Session], target: int | None, pcfg: Preprocess
             n += 1
         if len(texts) >= CHUNK_TURNS:
             cut()
+            yield chunks.pop()
     if texts:
         cut()
-    return chunks
+        yield chunks.pop()
+
+
+class _Windows:
+    """A split's window starts, written chunk by chunk: every ``sample_stride``-th eligible target turn of the
+    split (numbered split-wide) gives a window starting ``context_turns`` turns before it, but not before its
+    session's first turn (a session never spans two chunks, so both are in the same chunk)."""
+
+    def __init__(self, pcfg: PreprocessConfig, out: _TempOut) -> None:
+        self.stride, self.context, self.out = pcfg.sample_stride, pcfg.context_turns, out
+        self.turns = self.targets = self.windows = 0  # so far in the split
+
+    def add(self, chunk: _Chunk, turn_offsets: np.ndarray) -> None:
+        """``turn_offsets``: split-wide token offset of each of the chunk's turns (its BOS for a first turn)."""
+        eligible = np.flatnonzero(chunk.elig)
+        picked = eligible[(self.targets + np.arange(eligible.size)) % self.stride == 0]
+        start_turn = np.maximum(chunk.sess_first[picked] - self.turns, picked - self.context)
+        starts = np.unique(turn_offsets[start_turn]).astype(np.uint64)
+        self.out.write(starts)
+        self.windows += int(starts.size)
+        self.targets += int(eligible.size)
+        self.turns += len(chunk.first)
 
 
 def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chunks, target: int | None,
@@ -701,10 +880,18 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chun
                        dtype=np.int64)
     outs = {kind: _TempOut(out_dir, f"{split}{kind}") for kind in (".bin", "_loss_mask.bin", "_starts.bin")}
     try:
-        chunks = _plan(sessions, target, pcfg)
-        turn_starts: list[np.ndarray] = []  # token offset of each turn's block (its BOS for a session's first turn)
-        offset = 0
-        for chunk, (lens, flat) in zip(chunks, encode_chunks([c.texts for c in chunks])):
+        waiting: deque[_Chunk] = deque()  # chunks handed to the encoder, in order, until their ids come back
+
+        def texts_of_chunks() -> Iterator[list[str]]:
+            for c in _plan(sessions, target, pcfg):
+                waiting.append(c)
+                yield c.texts
+
+        offset = 0  # tokens written so far
+        windows = _Windows(pcfg, outs["_starts.bin"])
+        for lens, flat in encode_chunks(texts_of_chunks()):
+            chunk = waiting.popleft()
+            chunk.texts = []  # release as we go
             lens = lens.astype(np.int64, copy=False)
             n_body = int(flat.size)
             f, s, e = chunk.first, chunk.spk, chunk.elig
@@ -729,21 +916,10 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chun
             outs[".bin"].write(toks.astype(dtype))
             outs["_loss_mask.bin"].write(mask)
             res.target_tokens += int(mask.sum(dtype=np.int64))
-            turn_starts.append(starts + offset)
+            windows.add(chunk, starts + offset)
             offset += int(ends[-1])
-            chunk.texts = []  # release as we go
         res.tokens = offset
-        res.turns = sum(len(c.first) for c in chunks)
-        if res.turns:
-            offs = np.concatenate(turn_starts)
-            eligible = np.flatnonzero(np.concatenate([c.elig for c in chunks]))
-            res.target_turns = int(eligible.size)
-            picked = eligible[:: pcfg.sample_stride]
-            first_turn = np.concatenate([c.sess_first for c in chunks])[picked]
-            start_turn = np.maximum(first_turn, picked - pcfg.context_turns)
-            window_starts = np.unique(offs[start_turn]).astype(np.uint64)
-            outs["_starts.bin"].write(window_starts)
-            res.windows = int(window_starts.size)
+        res.turns, res.target_turns, res.windows = windows.turns, windows.targets, windows.windows
         for kind, out in outs.items():
             res.files[f"{split}{kind}"] = out.close()
     except BaseException:
@@ -770,10 +946,9 @@ def _encode_split_base(split: str, sessions: Sequence[conv.Session], layout, tar
     eos = [layout.eos_id]
     outs = {kind: _TempOut(out_dir, f"{split}{kind}") for kind in (".bin", "_loss_mask.bin", "_starts.bin")}
     try:
-        chunks = _plan(sessions, target, pcfg)
-        turn_starts: list[np.ndarray] = []
         offset = 0
-        for chunk in chunks:
+        windows = _Windows(pcfg, outs["_starts.bin"])
+        for chunk in _plan(sessions, target, pcfg):
             bodies = layout.enc_batch([render(t) for t in chunk.texts])
             pres = [(start if f else []) + prefixes[sp] for f, sp in zip(chunk.first.tolist(), chunk.spk.tolist())]
             pre_len = np.fromiter(map(len, pres), dtype=np.int64, count=len(pres))
@@ -787,21 +962,11 @@ def _encode_split_base(split: str, sessions: Sequence[conv.Session], layout, tar
             outs["_loss_mask.bin"].write(mask)
             res.target_tokens += int(mask.sum(dtype=np.int64))
             tot = pre_len + body_len
-            turn_starts.append(np.cumsum(tot) - tot + offset)
+            windows.add(chunk, np.cumsum(tot) - tot + offset)
             offset += int(tot.sum())
             chunk.texts = []
         res.tokens = offset
-        res.turns = sum(len(c.first) for c in chunks)
-        if res.turns:
-            offs = np.concatenate(turn_starts)
-            eligible = np.flatnonzero(np.concatenate([c.elig for c in chunks]))
-            res.target_turns = int(eligible.size)
-            picked = eligible[:: pcfg.sample_stride]
-            first_turn = np.concatenate([c.sess_first for c in chunks])[picked]
-            start_turn = np.maximum(first_turn, picked - pcfg.context_turns)
-            window_starts = np.unique(offs[start_turn]).astype(np.uint64)
-            outs["_starts.bin"].write(window_starts)
-            res.windows = int(window_starts.size)
+        res.turns, res.target_turns, res.windows = windows.turns, windows.targets, windows.windows
         for kind, out in outs.items():
             res.files[f"{split}{kind}"] = out.close()
     except BaseException:
@@ -867,7 +1032,19 @@ def _chunk_encoder(tok, n_turns: int) -> Iterator:
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = old
     with pool:
-        yield lambda chunks: pool.imap(_worker_encode, chunks)
+        yield lambda chunks: _bounded_imap(pool, _worker_encode, chunks, 2 * workers)
+
+
+def _bounded_imap(pool, fn, items: Iterable, ahead: int) -> Iterator:
+    """``pool.imap(fn, items)`` that takes at most ``ahead`` items from ``items`` before their results are
+    consumed (``imap`` would read the whole iterable into its task queue: every chunk's texts at once)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.apply_async(fn, (item,)))
+        if len(pending) >= ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
 
 
 # ----------------------------------------------------------------------------------------------------- preview
@@ -945,7 +1122,7 @@ def recover(out_dir: str | os.PathLike) -> None:
         journal_path.unlink(missing_ok=True)
         _log("finished an interrupted commit of the previous run")
     for p in out_dir.glob(".*.tmp"):
-        if any(p.name.startswith(f".{n}.") for n in OUTPUT_FILES):
+        if any(p.name.startswith(f".{n}.") for n in (*OUTPUT_FILES, _Spill.NAME)):
             p.unlink(missing_ok=True)
 
 

@@ -7,7 +7,12 @@ three export suffixes are considered, and a denylist of project file names is ap
 What happens to each file:
 
 1. its sha256 is computed; a file whose content is already in the manifest is skipped (so running twice changes
-   nothing; the same export dropped twice is organized once);
+   nothing; the same export dropped twice is organized once). A ``.zip`` may hold several exports (one folder
+   per room, e.g. ``roomA/KakaoTalkChats.txt``, ``roomB/KakaoTalkChats.txt``): every ``.txt``/``.csv`` member
+   that is an export becomes its own entry (identity = zip sha256 + member), members that are no export are
+   skipped with a note, and a zip is done only when each of its exports is in the manifest. A zip member beyond
+   ``paths.raw.zip_max_member_mb`` / ``zip_max_ratio`` (a zip bomb) gets the whole zip refused with one line and
+   left where it was (see :mod:`chatbot.kakao.text`);
 2. it is parsed in one streaming pass (bounded memory whatever its size): counts, speakers, first/last message,
    and a small fingerprint of its messages (sampled ``(minute, text)`` hashes) for room matching;
 3. exports of one room are grouped: same room name (from the title; for CSV from KakaoTalk's file name
@@ -18,8 +23,8 @@ What happens to each file:
    are not enough (two rooms of the same people are common);
 4. it is **copied** (``paths.raw.move_files: true`` moves it instead, after the manifest is written) to
    ``<organized>/<room folder>/<file name>`` — a file already organized never moves again, so a room keeps its
-   folder across runs;
-5. the manifest is rewritten atomically, one entry per source file.
+   folder across runs; a zip whose exports belong to several rooms is copied into each of their folders;
+5. the manifest is rewritten atomically, one entry per export (a file, or a member of a zip).
 
 A file that is no KakaoTalk export is reported in one line and left exactly where it was; the other files are
 still organized, and the command then exits with status 1 so scripts notice. ``--dry`` prints the plan and
@@ -30,7 +35,7 @@ Manifest entry keys: ``path`` (organized copy, relative to the project root), ``
 own title, "" if none), ``saved_at``, ``messages`` (user messages: text, media, sender-deleted), ``system``
 (system events), ``speakers`` (sorted distinct senders of messages), ``first`` / ``last`` (ISO time of the
 first / last user message), ``kinds`` (count per record kind), ``encoding``, ``source`` (original file name),
-``member`` (file inside a zip or null), ``members`` (member count in the title or null), ``segments``
+``member`` (the export inside a zip, or null; ``(sha256, member)`` identifies an entry), ``members`` (member count in the title or null), ``segments``
 (concatenated exports found in the file), ``size``.
 """
 
@@ -42,6 +47,7 @@ import re
 import shutil
 import sys
 import unicodedata
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -54,7 +60,8 @@ from ..fsio import (PRIVATE_DIR_MODE, atomic_open, atomic_write_json, fsync_dir,
 from ..portable import cut_bytes, name_key, safe_name
 from ..records import SYSTEM_KINDS, Kind, Record
 from .merge import merge_timelines, norm_text
-from .parse import ExportInfo, iter_records, parse_file
+from .parse import EXPECTED, ExportInfo, iter_records, parse_file
+from .text import ArchiveLimitError, ZipLimits, zip_members
 
 EXPORT_SUFFIXES = {".txt", ".csv", ".zip"}
 # project files never collected from the root, whatever the globs say
@@ -148,9 +155,11 @@ class FileStats:
     sketch: Sketch = field(default_factory=Sketch)
 
 
-def scan_file(path: Path, self_name: str, sha: str | None = None) -> FileStats:
-    """Parse ``path`` in one streaming pass and collect its statistics. Raises FormatError."""
-    info, it = iter_records(path, self_name)
+def scan_file(path: Path, self_name: str, sha: str | None = None, *, member: str | None = None,
+              limits: ZipLimits | None = None) -> FileStats:
+    """Parse ``path`` (or its zip ``member``) in one streaming pass and collect its statistics. Raises
+    FormatError (ArchiveLimitError for a zip member beyond ``limits``)."""
+    info, it = iter_records(path, self_name, member=member, limits=limits)
     st = FileStats(path=path, sha256=sha or sha256_file(path), size=path.stat().st_size, info=info)
     system_kinds, message = SYSTEM_KINDS, Kind.MESSAGE
     kinds: dict[Kind, int] = {}
@@ -303,18 +312,39 @@ class _Groups:
 
 
 def group_rooms(stats: list[FileStats], self_name: str) -> list[int]:
-    """Group files of the same room; returns a group id per file (see module doc for the rules)."""
+    """Group files of the same room; returns a group id per file (see module doc for the rules).
+
+    The rules are pairwise, but only few pairs can match, so candidates come from two indexes instead of every
+    pair (which made 1,000 exports take minutes): files with the same title key, and files sharing at least one
+    fingerprint sample (``same_content`` needs a shared sample: the comparison level keeps a subset of both
+    files' samples, and a sample's key does not depend on the level). A pair already in one group is not
+    compared again. The groups are the connected components of the same matching pairs as comparing every pair,
+    so the result is identical."""
     g = _Groups(len(stats))
+    by_title: dict[str, list[int]] = {}
+    by_sample: dict[int, list[int]] = {}
     for i, a in enumerate(stats):
-        for j in range(i):
-            b = stats[j]
-            ta, tb = a.info.room, b.info.room
-            if ta and tb and title_key(ta) == title_key(tb):
-                if not different_content(a.sketch, b.sketch):
-                    g.union(i, j)
-                continue
-            if same_content(a.sketch, b.sketch):
+        ta = a.info.room
+        key_a = title_key(ta) if ta else None
+        same_title = by_title.setdefault(key_a, []) if key_a is not None else []
+        for j in same_title:
+            if g.find(i) != g.find(j) and not different_content(a.sketch, stats[j].sketch):
                 g.union(i, j)
+        candidates: set[int] = set()
+        for k in a.sketch.items:
+            lst = by_sample.get(k)
+            if lst is None:
+                by_sample[k] = [i]
+            else:
+                candidates.update(lst)
+                lst.append(i)
+        for j in sorted(candidates):
+            tb = stats[j].info.room
+            if key_a is not None and tb and title_key(tb) == key_a:
+                continue  # same title: decided by the title rule above
+            if g.find(i) != g.find(j) and same_content(a.sketch, stats[j].sketch):
+                g.union(i, j)
+        same_title.append(i)
     return [g.find(i) for i in range(len(stats))]
 
 
@@ -351,7 +381,8 @@ def room_records(cfg, room: str) -> list[Record]:
         path = cfg.path(e["path"])
         if not path.exists():
             raise ChatbotError(f"{e['path']} is listed in the manifest but missing; run organize again")
-        exports.extend(parse_file(path, self_name).segment_records())
+        exports.extend(parse_file(path, self_name, member=e.get("member"),
+                                  limits=ZipLimits.from_raw(cfg.paths.raw)).segment_records())
     return merge_timelines(exports, self_name)
 
 
@@ -364,15 +395,17 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
-def _target(folder: Path, name: str, sha: str, taken: set[str]) -> Path:
+def _target(folder: Path, name: str, sha: str, taken: dict[str, str]) -> Path:
     """``folder/name``, or ``name (2)`` … when a different file already has that name (names compare as the file
-    system would: without case on Windows/macOS — ``taken`` holds :func:`name_key` of planned paths)."""
+    system would: without case on Windows/macOS — ``taken`` maps :func:`name_key` of planned paths to their
+    sha256; the same bytes share one copy: two exports inside one zip that belong to one room)."""
     safe = file_name(name)
     stem, suffix = safe[: len(safe) - len(Path(safe).suffix)], Path(safe).suffix
     k = 1
     while True:
         cand = folder / numbered(stem, k, suffix, FILE_MAX_BYTES)
-        if name_key(str(cand)) not in taken and (not cand.exists() or sha256_file(cand) == sha):
+        key = name_key(str(cand))
+        if taken.get(key, sha) == sha and (key in taken or not cand.exists() or sha256_file(cand) == sha):
             return cand
         k += 1
 
@@ -424,6 +457,8 @@ def organize(cfg, dry: bool = False) -> None:
         else:
             print(f"note: {e['path']} is gone from {raw.organized}; its manifest entry is dropped", file=out)
     by_sha = {e["sha256"]: e for e in kept}
+    known = {(e["sha256"], e.get("member")) for e in kept}
+    limits = ZipLimits.from_raw(raw)
 
     # ---- new files
     failures: list[str] = []
@@ -433,27 +468,28 @@ def organize(cfg, dry: bool = False) -> None:
     for path in collect(cfg):
         try:
             sha = sha256_file(path)
-        except OSError as exc:
-            failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
-            continue
-        if sha in by_sha:
-            already.append(path)
-            if raw.move_files and not dry:
-                _finish_move(cfg, path, by_sha[sha])
-            continue
-        if sha in seen_sha:
-            print(f"skip: {_rel(cfg, path)} is a duplicate of a file collected above", file=out)
-            continue
-        try:
-            st = scan_file(path, self_name, sha)
+            members = _export_members(path, limits)
         except FormatError as exc:
             failures.append(str(exc))
             continue
         except OSError as exc:
             failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
             continue
+        todo = [m for m in members if (sha, m) not in known]
+        if todo and sha in seen_sha:
+            print(f"skip: {_rel(cfg, path)} is a duplicate of a file collected above", file=out)
+            continue
+        got, problem = _scan_members(path, sha, todo, len(members), self_name, limits, out) if todo else ([], None)
+        if problem is not None:
+            failures.append(str(problem))
+            continue
+        if not got:
+            already.append(path)  # every export in it is organized (what is left are members that are no export)
+            if raw.move_files and not dry and sha in by_sha:
+                _finish_move(cfg, path, by_sha[sha])
+            continue
         seen_sha.add(sha)
-        new.append(st)
+        new.extend(got)
 
     for msg in failures:
         print(f"refused: {msg}", file=sys.stderr)
@@ -472,7 +508,7 @@ def organize(cfg, dry: bool = False) -> None:
     old_rooms: list[str] = []
     for idx, e in enumerate(kept):
         try:
-            st = scan_file(cfg.path(e["path"]), self_name, e["sha256"])
+            st = scan_file(cfg.path(e["path"]), self_name, e["sha256"], member=e.get("member"), limits=limits)
         except (FormatError, OSError):
             continue
         old_stats.append(st)
@@ -488,10 +524,13 @@ def organize(cfg, dry: bool = False) -> None:
     # names of rooms in the manifest are taken; a folder on disk that no entry names (left by an interrupted
     # run) is reused — files in it are only reused when their bytes match (see _target)
     used = {name_key(e["room_id"]) for e in kept}
+    files_of_group: dict[int, list[FileStats]] = {}
+    for i, st in enumerate(stats):
+        files_of_group.setdefault(gid[i], []).append(st)
     for g in sorted(set(gid[len(old_stats):])):
         if g in room_of_group:
             continue
-        members = [stats[i] for i in range(len(stats)) if gid[i] == g]
+        members = files_of_group[g]
         titled = [m for m in members if m.info.room]
         if titled:
             best = max(titled, key=lambda m: (m.info.saved_at or datetime.min, m.messages))
@@ -505,16 +544,17 @@ def organize(cfg, dry: bool = False) -> None:
         room_of_group[g] = cand
 
     plan: list[tuple[FileStats, Path, dict]] = []
-    taken: set[str] = {name_key(str(cfg.path(e["path"]))) for e in kept}
+    taken: dict[str, str] = {name_key(str(cfg.path(e["path"]))): e["sha256"] for e in kept}
     for i, st in enumerate(new, start=len(old_stats)):
         room = room_of_group[gid[i]]
         dst = _target(organized / room, st.path.name, st.sha256, taken)
-        taken.add(name_key(str(dst)))
+        taken[name_key(str(dst))] = st.sha256
         plan.append((st, dst, manifest_entry(st, _rel(cfg, dst), room)))
 
     verb = "move" if raw.move_files else "copy"
     for st, dst, e in plan:
-        print(f"{'plan' if dry else verb}: {_rel(cfg, st.path)} -> {e['path']}  [{e['format']}, {e['messages']} "
+        what = _rel(cfg, st.path) + (f" ({st.info.member})" if st.info.member else "")
+        print(f"{'plan' if dry else verb}: {what} -> {e['path']}  [{e['format']}, {e['messages']} "
               f"messages, {e['system']} system]", file=out)
     final = sorted(kept + [e for _, _, e in plan], key=lambda e: e["path"])
     if dry:
@@ -526,14 +566,53 @@ def organize(cfg, dry: bool = False) -> None:
     _copy_all_or_nothing(cfg, organized, [(st.path, st.sha256, dst) for st, dst, _ in plan],
                          lambda: atomic_write_json(manifest_path(cfg), final))
     if raw.move_files:
-        for st, dst, _ in plan:
-            if st.path.resolve() != dst.resolve() and dst.is_file() and sha256_file(dst) == st.sha256:
+        for st, dst, _ in plan:  # a zip of several rooms has several copies: removed after the first is checked
+            if (st.path.exists() and st.path.resolve() != dst.resolve() and dst.is_file()
+                    and sha256_file(dst) == st.sha256):
                 os.unlink(st.path)
                 fsync_dir(st.path.parent)
     print(f"organized {len(plan)} new file(s) into {_rel(cfg, organized)}; manifest: {_rel(cfg, manifest_path(cfg))}",
           file=out)
     _summary(final, out)
     _finish(failures)
+
+
+def _export_members(path: Path, limits: ZipLimits) -> list[str | None]:
+    """[None] for a plain file; for a zip, every ``.txt``/``.csv`` member (each may be an export of its own
+    room). Raises FormatError, ArchiveLimitError when a member's declared size is beyond ``limits``."""
+    if path.suffix.lower() != ".zip" and not zipfile.is_zipfile(path):
+        return [None]
+    infos, _room = zip_members(path, limits)
+    return [i.filename for i in infos]
+
+
+def _scan_members(path: Path, sha: str, members: list[str | None], n_members: int, self_name: str,
+                  limits: ZipLimits, out) -> tuple[list[FileStats], FormatError | None]:
+    """Scan each export of a file; (stats, None), or ([], the refusal) when the file must be left alone: a zip
+    member beyond the limits (the whole zip is refused), a plain file that is no export, or a zip of which no
+    member is one. Members of a several-file zip that are no export are skipped with a note."""
+    got: list[FileStats] = []
+    skipped: list[str] = []
+    for m in members:
+        try:
+            got.append(scan_file(path, self_name, sha, member=m, limits=limits))
+        except ArchiveLimitError as exc:
+            return [], exc
+        except FormatError as exc:
+            if n_members == 1:
+                return [], exc
+            why = "is no KakaoTalk export" if f"{path.name} is " in str(exc) else f"cannot be read ({exc})"
+            skipped.append(f"note: {path.name}: {m} inside the zip {why}; skipped")
+        except OSError as exc:
+            return [], FormatError(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where "
+                                   "it was")
+    if not got and len(members) == n_members:
+        return [], FormatError(f"{path.name}: no file inside the zip is a KakaoTalk export ({EXPECTED}); the file "
+                               "was left untouched")
+    if got:
+        for line in skipped:
+            print(line, file=out)
+    return got, None
 
 
 def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Path]], commit) -> None:

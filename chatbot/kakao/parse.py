@@ -16,7 +16,7 @@ from ..records import Record
 from .classify import csv_room
 from .detect import Detected, detect
 from .lines import PARSERS, Ctx, TextStream
-from .text import encodings_to_try, open_text, sources
+from .text import ArchiveLimitError, ZipLimits, encodings_to_try, open_text, sources
 
 HEAD_LINES = 400
 HEAD_BYTES = 1 << 20
@@ -65,19 +65,25 @@ def _read_head(fh: IO[str]) -> list[str]:
     return head
 
 
-def iter_records(path: str | Path, self_name: str = "나") -> tuple[ExportInfo, Iterator[Record]]:
+def iter_records(path: str | Path, self_name: str = "나", *, member: str | None = None,
+                 limits: ZipLimits | None = None) -> tuple[ExportInfo, Iterator[Record]]:
     """Detect the export and return (info, lazy record iterator). Memory stays bounded by one message.
 
-    Raises FormatError right away when the file is not an export; ``info.segments`` is complete once the
-    iterator is exhausted.
+    For a zip, ``member`` picks the export inside it (default: the first member that is an export) and ``limits``
+    bounds how far a member may expand (see :mod:`chatbot.kakao.text`). Raises FormatError right away when the
+    file is not an export (ArchiveLimitError, a FormatError, for a zip member beyond the limits); ``info.segments``
+    is complete once the iterator is exhausted.
     """
     path = Path(path)
     empty = True
-    for src in sources(path):
+    for src in sources(path, limits, member):
         for codec, errors in encodings_to_try(src):
             fh = open_text(src, codec, errors)
             try:
                 head = _read_head(fh)
+            except ArchiveLimitError:
+                fh.close()
+                raise
             except (UnicodeDecodeError, FormatError, OSError):
                 fh.close()
                 continue
@@ -112,8 +118,9 @@ def _stream(fh: IO[str], head: list[str], det: Detected, info: ExportInfo, self_
         fh.close()
 
 
-def parse_file(path: str | Path, self_name: str = "나") -> ParsedExport:
-    """Parse a whole export into memory. See :func:`iter_records` for the streaming form."""
-    info, it = iter_records(path, self_name)
+def parse_file(path: str | Path, self_name: str = "나", *, member: str | None = None,
+               limits: ZipLimits | None = None) -> ParsedExport:
+    """Parse a whole export into memory. See :func:`iter_records` for the streaming form and the arguments."""
+    info, it = iter_records(path, self_name, member=member, limits=limits)
     records = list(it)
     return ParsedExport(**{k: getattr(info, k) for k in info.__dataclass_fields__}, records=records)
