@@ -1,4 +1,8 @@
-"""The ``reply`` and ``chat`` verbs: one answer, or an anonymous two-person chat in the terminal.
+"""The ``reply`` and ``chat`` verbs: one answer, or an anonymous chat in the terminal.
+
+``/as NAME`` makes the next messages come from another person of the room (a group-room rehearsal): each name
+gets a stable pseudonym slot of the model (chatbot/speakers.py), and ``gen.reply_policy`` decides whether the
+bot answers ("(silent)" when it does not). ``/as`` alone speaks as yourself again.
 
 Both check the password gate before a model is even looked for. The chat shows only the two configured labels
 ("나" / "상대" by default), never pseudonyms or names. It reads one message a line, so it works the same at a
@@ -9,12 +13,15 @@ transcript is written to standard output).
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from .errors import ChatbotError
 from .generate import Responder, load_responder, normalize_text
 
-HELP = "commands: /reset starts a new conversation, /exit quits (Ctrl+D or Ctrl+C too)"
+HELP = ("commands: /as NAME speaks as someone else of the room (/as alone: yourself again), /reset starts a new "
+        "conversation, /exit quits (Ctrl+D or Ctrl+C too)")
+ME = "\x00me"  # the sender key of the person at the keyboard (no typed name can equal it)
 MAX_HISTORY = 200  # entries kept in memory; the prompt itself is cut to the model's context anyway
 
 
@@ -36,11 +43,14 @@ def reply_command(cfg, text: str, as_json: bool = False) -> None:
         return
     print(json.dumps({
         "text": r.text,
-        "confidence": round(r.confidence, 4),
+        "confidence": round(r.confidence, 4) if math.isfinite(r.confidence) else None,  # None: nothing generated
         "n_tokens": r.n_tokens,
         "latency_s": round(r.latency_s, 4),
         "first_token_s": round(r.first_token_s, 4),
         "stop_reason": r.stop_reason,
+        "spoke": not r.silent,
+        "decision": r.decision,
+        "speak_prob": None if r.speak_prob is None else round(r.speak_prob, 4),
         "model": responder.bundle.source.name,
         "step": responder.bundle.step,
     }, ensure_ascii=False))
@@ -67,10 +77,14 @@ def chat_command(cfg) -> None:
 
 
 def chat_loop(responder: Responder, gen, interactive: bool) -> None:
+    from .speakers import RoomSpeakers
+
     labels = gen.chat
     history: list[tuple[str, str]] = []
+    room, who = RoomSpeakers(), None  # who: the name typed after /as (None = yourself)
     while True:
-        line = _read_line(f"{labels.user_label}: " if interactive else None)
+        label = who or labels.user_label
+        line = _read_line(f"{label}: " if interactive else None)
         if line is None:
             if interactive:
                 print(flush=True)
@@ -80,24 +94,36 @@ def chat_loop(responder: Responder, gen, interactive: bool) -> None:
             continue
         if msg in ("/exit", "/quit"):
             return
+        if msg == "/as" or msg.startswith("/as "):
+            who = msg[4:].strip() or None
+            continue
         if msg == "/reset":
             history.clear()
+            room = RoomSpeakers()
             print("(new conversation)", flush=True)
             continue
         if msg == "/help":
             print(HELP, flush=True)
             continue
         if not interactive:
-            print(f"{labels.user_label}: {msg}", flush=True)
-        history.append(("user", msg))
-        print(f"{labels.bot_label}: ", end="", flush=True)
+            print(f"{label}: {msg}", flush=True)
+        slot, _ = room.slot(responder.plan, ME if who is None else f"name:{who}", who)
+        history.append((slot, msg))
         shown: list[str] = []
 
         def show(chunk: str) -> None:
+            if not shown:
+                print(f"{labels.bot_label}: ", end="", flush=True)
             shown.append(chunk)
             print(chunk, end="", flush=True)
 
-        r = responder.reply(history, on_text=show if labels.stream else None)
+        r = responder.reply(history, on_text=show if labels.stream else None, senders=room.distinct())
+        if r.silent:
+            print("(silent)", flush=True)
+            del history[:-MAX_HISTORY]
+            continue
+        if not shown:
+            print(f"{labels.bot_label}: ", end="", flush=True)
         streamed = "".join(shown)
         rest = r.text[len(streamed):] if r.text.startswith(streamed) else ""
         print(rest if r.text else "…", flush=True)

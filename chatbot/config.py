@@ -130,6 +130,9 @@ class PreprocessConfig:
     val_fraction: fraction of sessions with a target turn (the latest ones) held out for validation.
     vocab_size: BPE vocabulary size, special tokens included.
     max_speakers: speakers beyond the most active this many share one pseudonym.
+    learn_turn_taking: also train on "who speaks next": loss on the speaker token of every turn that follows
+    another turn (all speakers, not only targets), so gen.yaml reply_policy model can read P(the bot speaks next).
+    Off = the speaker tokens stay context only, as before.
     pii: which personal-data classes to mask.
     """
 
@@ -151,6 +154,7 @@ class PreprocessConfig:
     val_fraction: float = field(default=0.1, metadata=_range(0, 0.9))
     vocab_size: int = field(default=8000, metadata=_range(512, 4_000_000))
     max_speakers: int = field(default=64, metadata=_range(1, 64))
+    learn_turn_taking: bool = False
     pii: PiiConfig = field(default_factory=PiiConfig)
 
 
@@ -477,6 +481,12 @@ class GenConfig:
     decode_threads: torch CPU threads while decoding one token at a time (the prompt still uses all of torch's
     threads). 1 is fastest for small models and stays fast when the CPU is busy (e.g. training alongside);
     0 = torch's default.
+    reply_policy: when the bot speaks in a room (bridge relay/jsonl, chat, reply): always = every message;
+    addressed = only when a message names the bot (``bridge.bot_names``, also as an @mention) or the room has
+    one other person; model = when addressed, or when the model's probability that the bot's speaker comes next
+    (read from the same forward pass that starts the reply) is at least ``speak_threshold``. kakao-skill
+    always answers (a channel chat is a direct message to the bot).
+    speak_threshold: the probability cut for reply_policy model (0 < t ≤ 1; chosen with bench/bench_speak.py).
     """
 
     model_preference: list[str] = field(
@@ -488,6 +498,8 @@ class GenConfig:
     max_chars: int = field(default=300, metadata=_range(1))
     device: str = "auto"
     decode_threads: int = field(default=1, metadata=_range(0))
+    reply_policy: Literal["always", "addressed", "model"] = "always"
+    speak_threshold: float = field(default=0.5, metadata=_range(0, 1, lo_open=True))
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     chat: ChatConfig = field(default_factory=ChatConfig)
     smoke: SmokeConfig = field(default_factory=SmokeConfig)

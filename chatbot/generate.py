@@ -38,6 +38,7 @@ from .data.pii import PiiMasker
 from .data.tokenizer import encode_marked, iter_token_bytes, special_id
 from .errors import ChatbotError
 from .model import Transformer
+from .speakers import Decision, make_plan, model_decide, pre_decide
 from .tokens import (BOS, EOT, LATER_TOKENS, PAD, PII_TOKENS, PLACEHOLDER_TOKENS, SPEAKER_TOKENS, SPECIAL_TOKENS,
                      speaker_token, unescape_text)
 
@@ -325,9 +326,10 @@ class Generation:
 
     tokens: list[int]
     logprobs: list[float]
-    stop_reason: str  # eot | next_turn | max_new_tokens | context_full | callback
+    stop_reason: str  # eot | next_turn | max_new_tokens | context_full | callback | silent
     first_token_s: float
     prefill_s: float
+    speak_prob: float | None = None  # P(the prompt's last ``speak_tokens`` come next), when asked for
 
 
 @torch.inference_mode()
@@ -346,6 +348,8 @@ def generate(
     max_new_tokens: int | None = None,
     decoder: FastDecoder | None = None,
     decode_threads: int = 0,
+    speak_tokens: int = 0,
+    speak_decide: Callable[[float], bool] | None = None,
 ) -> Generation:
     """Continue ``prompt`` token by token.
 
@@ -357,6 +361,12 @@ def generate(
     ``on_token(id) -> True`` stops early (after that token). Log-probs are of the model's own distribution
     (before penalty / temperature / filtering). ``decode_threads`` > 0 = torch CPU threads for the one-token steps
     (the prefill keeps torch's setting, which is restored afterwards).
+
+    ``speak_tokens`` = k > 0: the prompt's last k tokens are the bot's speaker marker (one speaker token, or the
+    text prefix ``"S2: "`` of a pretrained base). The prefill then stops before them, and they are fed one token
+    at a time through the same cache while their probabilities are read: ``speak_prob`` = P(the bot speaks next
+    after the latest turn's end). No second model run: k single-token steps that the prompt needed anyway.
+    ``speak_decide(prob) -> False`` ends there with ``stop_reason`` "silent" and no tokens.
     """
     t0 = time.perf_counter()
     device = next(model.parameters()).device
@@ -377,7 +387,21 @@ def generate(
     seq = torch.empty(block, dtype=torch.long, device=device)
     seq[: len(prompt)] = torch.tensor(prompt, dtype=torch.long, device=device)
     n = len(prompt)
-    logits = step_fn(seq, 0, n)
+    speak_prob = None
+    if 0 < speak_tokens < n:
+        n0 = n - speak_tokens
+        logits = step_fn(seq, 0, n0)
+        logp = 0.0
+        for j in range(n0, n):
+            logp += float(F.log_softmax(logits.float(), dim=-1)[prompt[j]])
+            if j < n - 1:
+                logits = step_fn(seq, j, j + 1)
+        speak_prob = math.exp(logp)
+        if speak_decide is not None and not speak_decide(speak_prob):
+            return Generation([], [], "silent", 0.0, time.perf_counter() - t0, speak_prob)
+        logits = step_fn(seq, n - 1, n)  # the marker's last token: its logits start the reply
+    else:
+        logits = step_fn(seq, 0, n)
     prefill_s = time.perf_counter() - t0
     tokens: list[int] = []
     logprobs: list[float] = []
@@ -421,7 +445,7 @@ def generate(
     finally:
         if switch:
             torch.set_num_threads(threads)
-    return Generation(tokens, logprobs, reason, first_token_s, prefill_s)
+    return Generation(tokens, logprobs, reason, first_token_s, prefill_s, speak_prob)
 
 
 # ------------------------------------------------------------------------------------------ post-processing
@@ -503,6 +527,9 @@ class Reply:
     first_token_s: float
     stop_reason: str = ""
     prompt_tokens: int = 0
+    silent: bool = False  # the bot stays silent (reply_policy); text is "" then
+    speak_prob: float | None = None  # P(the bot's speaker comes next), None when not computed
+    decision: str = ""  # why it spoke or not: always, two_person, addressed, model, not_addressed, below_threshold
 
 
 class Responder:
@@ -518,6 +545,7 @@ class Responder:
         # a pretrained base reads placeholders as text; our own tokenizer may predate a placeholder class
         self.masker = PiiMasker(pii if is_hf_model(self.model) else pii_for_tokenizer(pii, self.tok))
         self.user_speaker, self.bot_speaker = resolve_speakers(bundle.persona, gen)
+        self.plan = make_plan(bundle.persona, self.user_speaker, self.bot_speaker)
         self.lock = threading.Lock()
         self.decoder: FastDecoder | None = None
         self.block_size = block_size_of(self.model)
@@ -544,13 +572,29 @@ class Responder:
         else:
             self.model.setup_cache(1, self.block_size)
 
+    def learn_names(self, names: dict[str, str]) -> None:
+        """Real name → pseudonym of the training data, so a known person keeps their slot in a room."""
+        self.plan = make_plan(self.bundle.persona, self.user_speaker, self.bot_speaker, names)
+
+    def pseudonym(self, speaker: str) -> str:
+        """A history speaker id as the model's pseudonym: "user"/"bot" shorthands or a slot "S<n>"."""
+        if speaker == "user":
+            return self.user_speaker
+        if speaker == "bot":
+            return self.bot_speaker
+        if isinstance(speaker, str) and _PSEUDONYM.fullmatch(speaker) and speaker_token(speaker) in SPEAKER_TOKENS:
+            return speaker
+        raise ValueError(f"history speaker must be 'user', 'bot' or a pseudonym S0…S64, got {speaker!r}")
+
+    def encode_history(self, history: list[tuple[str, str]]) -> list[list[int]]:
+        """Turns as token lists; consecutive messages of one speaker merge into one turn (as preprocess merges
+        bursts), empty messages are skipped."""
     def encode_history(self, history: list[tuple[str, str]]) -> list:
         """Turns as token lists (a pretrained base: (speaker prefix, text + eos) pairs); consecutive messages of
         one side merge into one turn (as preprocess merges bursts), empty messages are skipped."""
         merged: list[tuple[str, str]] = []
-        for role, text in history:
-            if role not in ("user", "bot"):
-                raise ValueError(f"history role must be 'user' or 'bot', got {role!r}")
+        for speaker, text in history:
+            role = self.pseudonym(speaker)
             text = normalize_text(text)
             if not text:
                 continue
@@ -559,10 +603,9 @@ class Responder:
                 merged[-1] = (role, merged[-1][1] + "\n" + text)
             else:
                 merged.append((role, text))
-        who = {"user": self.user_speaker, "bot": self.bot_speaker}
-        if self.base is not None:
-            return [self.base.encode_turn(who[role], text) for role, text in merged]
-        return [encode_turn(self.tok, self.ids, who[role], text) for role, text in merged]
+        if self.base is not None:  # speakers are the text prefix "S3: " of the base layout
+            return [self.base.encode_turn(role, text) for role, text in merged]
+        return [encode_turn(self.tok, self.ids, role, text) for role, text in merged]
 
     def prompt_ids(self, history: list[tuple[str, str]]) -> list[int]:
         return self.prompt_from_turns(self.encode_history(history))
@@ -574,9 +617,31 @@ class Responder:
             return self.base.prompt(turns, self.bot_speaker, budget)
         return build_prompt(turns, self.ids.bos, self.ids.speakers[self.bot_speaker], budget)
 
+    def speak_tokens(self) -> int:
+        """How many tokens at the end of a prompt mark the bot's turn: one speaker token, or for a model
+        fine-tuned from a pretrained base the text prefix ``"S2: "`` (its tokens' probabilities multiply)."""
+        base = getattr(self, "base", None)
+        if base is not None:
+            return len(base.layout.prefix(self.bot_speaker))
+        return 1
+
+    def pre_decision(self, history: list[tuple[str, str]], policy: str | None, senders: int | None) -> Decision | None:
+        """The reply_policy decision that needs no model (None: the model's probability decides)."""
+        policy = policy or self.gen.reply_policy
+        last = next((t for s, t in reversed(history) if s != "bot" and s != self.bot_speaker), "")
+        if senders is None:
+            senders = len({self.pseudonym(s) for s, _ in history} - {self.bot_speaker})
+        return pre_decide(policy, last, self.gen.bridge.bot_names, senders)
+
     def reply(self, history: list[tuple[str, str]], *, seed: int | None = None, on_text=None,
-              sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None) -> Reply:
-        """The bot's next turn after ``history`` ([("user"|"bot", text), ...], oldest first).
+              sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None,
+              policy: str | None = None, senders: int | None = None) -> Reply:
+        """The bot's next turn after ``history`` ([(speaker, text), ...], oldest first; speaker = "user", "bot"
+        or a pseudonym slot such as "S3", see chatbot/speakers.py).
+
+        ``policy`` overrides ``gen.reply_policy`` (kakao-skill passes "always"); ``senders`` = distinct people
+        in the room besides the bot (None = counted in ``history``). A silent decision returns a Reply with
+        ``silent`` True and no text; ``speak_prob`` is filled whenever the model ran.
 
         ``seed`` None = ``sampling.seed`` + the number of history entries: the same conversation always gets
         the same reply, while successive turns do not reuse one noise sequence. ``on_text(str)`` receives the
@@ -585,15 +650,28 @@ class Responder:
         (a client that went away; stop_reason "callback").
         """
         t0 = time.perf_counter()
+        pre = self.pre_decision(history, policy, senders)
+        if pre is not None and not pre.speak:  # no model run at all
+            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", silent=True, decision=pre.reason)
         seed = seed if seed is not None else (sampling or self.gen.sampling).seed + len(history)
         return self.reply_to_turns(self.encode_history(history), seed=seed, on_text=on_text, t0=t0,
-                                   sampling=sampling, cancel=cancel)
+                                   sampling=sampling, cancel=cancel, pre=pre)
 
     def reply_to_turns(self, turns: list[list[int]], *, seed: int, on_text=None, t0: float | None = None,
-                       sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None) -> Reply:
+                       sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None,
+                       pre: Decision | None = Decision(True, "always")) -> Reply:
         """The bot's next turn after turns that are already encoded as :meth:`encode_history` encodes them (oldest
-        first): ``eval`` feeds the processed validation turns through here, the same decode path as ``reply``."""
+        first): ``eval`` feeds the processed validation turns through here, the same decode path as ``reply``.
+        ``pre`` = the reply_policy decision made without the model (default: speak); None = the model's
+        probability decides (``reply_policy: model``). The speak probability is read either way."""
         t0 = time.perf_counter() if t0 is None else t0
+        decided: list[Decision] = []
+
+        def decide(prob: float) -> bool:
+            d = pre if pre is not None else model_decide(prob, self.gen.speak_threshold)
+            decided.append(Decision(d.speak, d.reason, prob))
+            return d.speak
+
         prompt = self.prompt_from_turns(turns)
         s = sampling or self.gen.sampling
         device = next(self.model.parameters()).device
@@ -612,11 +690,18 @@ class Responder:
                 on_token=stream.push if cancel is None else (lambda tok: stream.push(tok) or bool(cancel())),
                 decoder=self.decoder,
                 decode_threads=self.gen.decode_threads,
+                speak_tokens=self.speak_tokens(),
+                speak_decide=decide,
             )
+        d = decided[0] if decided else (pre or Decision(True, "always"))
+        if out.stop_reason == "silent":
+            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", len(prompt), silent=True,
+                         speak_prob=out.speak_prob, decision=d.reason)
         text = stream.finish()
         conf = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")
         first = t_gen - t0 + out.first_token_s
-        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason, len(prompt))
+        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason, len(prompt),
+                     speak_prob=out.speak_prob, decision=d.reason)
 
 
 def load_responder(cfg) -> Responder:
@@ -624,4 +709,8 @@ def load_responder(cfg) -> Responder:
     call ``chatbot.security.require_password(cfg)`` first."""
     from .loading import load_bundle
 
-    return Responder(load_bundle(cfg), cfg.gen, cfg.paths.processed.preprocess.pii)
+    from .speakers import load_learned_names
+
+    responder = Responder(load_bundle(cfg), cfg.gen, cfg.paths.processed.preprocess.pii)
+    responder.learn_names(load_learned_names(cfg.processed_dir))  # private, local, in memory only
+    return responder

@@ -7,6 +7,11 @@ replies as a whole have collapsed (chatbot.eval.metrics.collapse_reasons: near-i
 messages, three or more — and most — opening with the same word, or a mean length under 3 characters), the
 "same answer to everything" failure that passes every per-reply check. Replies use the
 configured seed (plus the turn number), so the same model always gives the same transcript.
+
+Then a group-room script (:data:`GROUP_SCRIPT`): five invented people chat, twice calling the bot by name (the
+first of ``bridge.bot_names``, else "하늘"). Under ``reply_policy`` addressed or model (``always`` is tried as
+addressed: it cannot stay silent by definition) the bot must answer both calls with an acceptable reply and stay
+silent on most other messages (its answers may be empty, but must not leak tokens or broken text).
 """
 
 from __future__ import annotations
@@ -39,6 +44,58 @@ def check_reply(text: str, previous: str | None) -> str | None:
     return None
 
 
+GROUP_NAMES = ("가온", "다솜", "보람", "새봄", "아라")  # invented
+GROUP_SCRIPT = (  # (speaker index, text); "{bot}" = the bot's name: those messages must be answered
+    (0, "다들 주말에 뭐 해?"), (1, "나는 집에서 쉴 거야"), (2, "등산 갈 사람 있어?"), (3, "오 나 갈래"),
+    (4, "몇 시에 만나?"), (2, "아침 9시 어때"), (0, "{bot}, 너도 올 수 있어?"), (1, "나는 빠질게 ㅋㅋ"),
+    (3, "김밥 싸 갈게"), (4, "좋아 좋아"), (0, "그럼 토요일에 보자"), (2, "@{bot} 너는 김밥 좋아해?"),
+)
+
+
+def group_smoke(responder, gen, labels) -> str | None:
+    """The group-room script; returns why it failed, or None."""
+    from dataclasses import replace
+
+    from .speakers import RoomSpeakers
+
+    name = next((n.strip() for n in gen.bridge.bot_names if n.strip()), "하늘")
+    policy = gen.reply_policy if gen.reply_policy != "always" else "addressed"
+    saved = responder.gen
+    responder.gen = replace(gen, bridge=replace(gen.bridge, bot_names=[*gen.bridge.bot_names, name]))
+    print(f"smoke group room: {len(GROUP_NAMES)} invented people, reply_policy {policy}, the bot is called "
+          f"'{name}'", flush=True)
+    room, history, failure, spoke_unasked, unasked, previous = RoomSpeakers(), [], None, 0, 0, None
+    try:
+        for who, template in GROUP_SCRIPT:
+            text = template.format(bot=name)
+            slot, _ = room.slot(responder.plan, GROUP_NAMES[who], GROUP_NAMES[who])
+            history.append((slot, text))
+            r = responder.reply(history, policy=policy, senders=len(GROUP_NAMES))
+            prob = "" if r.speak_prob is None else f", P(bot next) {r.speak_prob:.2f}"
+            print(f"  {GROUP_NAMES[who]}: {text}")
+            print(f"  {labels.bot_label}: {r.text}" if not r.silent else "    (silent)", end="")
+            print(f"    [{r.decision}{prob}]", flush=True)
+            asked = "{bot}" in template
+            if asked and failure is None:
+                # the decision is what this script checks; an empty text is the two-person script's business
+                # (a tiny model may end a turn at once after an unfamiliar burst of messages)
+                reason = "stayed silent" if r.silent else (check_reply(r.text, None) if r.text.strip() else None)
+                if reason:
+                    failure = f"group room: the reply to '{text}' {reason}"
+            if not asked:
+                unasked += 1
+                spoke_unasked += not r.silent
+            if not r.silent and r.text:
+                history.append(("bot", r.text))
+                previous = r.text
+    finally:
+        responder.gen = saved
+    if failure is None and spoke_unasked * 2 > unasked:
+        failure = (f"group room: the bot spoke on {spoke_unasked} of {unasked} messages not addressed to it "
+                   f"(reply_policy {policy}; raise speak_threshold in gen.yaml)")
+    return failure
+
+
 def smoke(cfg) -> int:
     from .security import require_password
 
@@ -54,9 +111,11 @@ def smoke(cfg) -> int:
     previous: str | None = None
     failure: str | None = None
     confidences, latencies, texts = [], [], []
+    group = getattr(responder, "plan", None) is not None
     for i, prompt in enumerate(sm.prompts, 1):
         history.append(("user", prompt))
-        r = responder.reply(history)
+        # reply quality; the group script checks reply_policy (a stand-in without speaker slots knows no policy)
+        r = responder.reply(history, **({"policy": "always"} if group else {}))
         print(f"{labels.user_label}: {prompt}")
         print(f"{labels.bot_label}: {r.text}")
         print(f"    [{r.latency_s:.2f} s, first token {r.first_token_s:.3f} s, {r.n_tokens} tokens, "
@@ -76,6 +135,8 @@ def smoke(cfg) -> int:
         collapsed = collapse_reasons(texts)
         if collapsed:
             failure = "the replies collapsed: " + "; ".join(collapsed)
+    group_failure = group_smoke(responder, cfg.gen, labels) if group else None
+    failure = failure or group_failure
     if failure:
         print(f"smoke failed: {failure}", file=sys.stderr, flush=True)
         return 1

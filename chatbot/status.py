@@ -177,6 +177,27 @@ def _model(cfg, rep: Report, trained: bool) -> None:
         rep.suggest("python -m chatbot.ops publish --encrypt")
 
 
+def _policy(cfg, rep: Report) -> None:
+    """reply_policy model on a two-person model works (it predicts plain turn-taking), but say so."""
+    if cfg.gen.reply_policy != "model":
+        return
+    try:
+        stats = json.loads((cfg.processed_dir / "stats.json").read_text(encoding="utf-8"))
+        persona = stats.get("persona") or {}
+        speakers = persona.get("speakers") or {}
+        people = sum(1 for n in speakers.values() if isinstance(n, int) and n > 0)
+    except (OSError, ValueError, AttributeError):
+        return
+    if not persona.get("turn_taking") and cfg.train.objective.loss_mode != "all":
+        rep.add("Replies      reply_policy model, but the training data does not teach who speaks next: set "
+                "processed.preprocess.learn_turn_taking: true in paths.yaml, preprocess and train again (until "
+                "then the bot speaks only when addressed)")
+    elif people <= 2:
+        rep.add(f"Replies      reply_policy model, speak_threshold {cfg.gen.speak_threshold:g}: the training data "
+                f"has {people} speaker(s), so the model only predicts two-person turn-taking (it answers nearly "
+                f"every message in a group room); reply_policy addressed fits a group room better")
+
+
 def _eval(cfg, rep: Report, trained: bool) -> None:
     """The last ``eval`` figures (eval.json in the run folder), flagged when the checkpoints are newer."""
     path = cfg.run_dir / "eval.json"
@@ -221,6 +242,7 @@ def build_report(cfg) -> Report:
     trained = _training(cfg, rep, have_data)
     _model(cfg, rep, trained)
     _eval(cfg, rep, trained)
+    _policy(cfg, rep)
     _env(cfg, rep)
     rep.suggest("python -m chatbot.ops chat")
     rep.add()

@@ -51,7 +51,7 @@ class FakeResponder:
         self.calls: list[list[tuple[str, str]]] = []
         self.lock = threading.Lock()
 
-    def reply(self, history, *, seed=None, on_text=None) -> FakeReply:
+    def reply(self, history, *, seed=None, on_text=None, **policy) -> FakeReply:
         with self.lock:
             self.calls.append(list(history))
         if self.gate is not None:

@@ -14,7 +14,9 @@ write answers; every policy lives here so all transports behave the same:
    seconds (notification apps and retries re-deliver within a second or two; a person repeating themselves after
    the window is a new message). Keys are keyed hashes, persisted in the room file, so a restart still recognises
    a re-delivered message id.
-3. Accepted: the user turn is appended to the room memory (written to disk) and the context snapshot (the last
+3. Accepted: the sender gets a stable pseudonym slot of the room (chatbot/speakers.py: keyed hash of the sender
+   id → slot, persisted with the room; the first person is "user", more people get the model's other known
+   speakers, senders beyond them share one "other" slot, logged once per room), the user turn is appended to the room memory (written to disk) and the context snapshot (the last
    ``memory_turns`` turns, the new message last) goes to the worker pool. A bot turn is appended only for a reply that
    is really sent (``--send``): just before an inline answer is written, after a Kakao callback POST succeeded; in
    ``--dry`` nothing is sent, so the room memory holds only what was said in the room.
@@ -23,8 +25,11 @@ write answers; every policy lives here so all transports behave the same:
    lives in the model (chatbot/model.py), so two concurrent generations on one model would corrupt each other. Extra workers still overlap delivery (callback
    POSTs, disk writes) with generation.
 
+The reply policy (gen.yaml ``reply_policy``) is the Responder's: a silent decision is the outcome ``silent`` (relay
+204, jsonl ``{"reply": null, "reason": "silent"}``); kakao-skill passes ``policy="always"``.
+
 One log line per message (logger ``chatbot.bridge``): room hash, outcome, latency, queue and generation time,
-token and character counts — message text only when ``log_text`` is true.
+token and character counts, the speak decision and its probability (``decision=``, ``p_speak=``) — message text only when ``log_text`` is true.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..speakers import SpeakerPlan
 from .memory import MemoryStore
 
 log = logging.getLogger("chatbot.bridge")
@@ -69,8 +75,10 @@ class Job:
     Transitions happen under ``lock`` so a result is delivered exactly once.
     """
 
-    def __init__(self, msg: Incoming, room_hash: str, history: list[tuple[str, str]], limit: int):
+    def __init__(self, msg: Incoming, room_hash: str, history: list[tuple[str, str]], limit: int,
+                 reply_kw: dict | None = None):
         self.msg = msg
+        self.reply_kw = reply_kw or {}  # policy / senders for responder.reply
         self.room_hash = room_hash
         self.history = history
         self.limit = limit
@@ -190,6 +198,7 @@ class Bridge:
         self._rate_lock = threading.Lock()
         self._gen_lock: threading.Lock | None = None
         self.responder = None
+        self.plan = SpeakerPlan("user", "bot")  # a responder without slots: every sender is "user"
         self.ready = threading.Event()
         self.stopping = threading.Event()
         self.ewma_gen_s = 0.0  # moving average of generation time (Kakao callback decision, Retry-After)
@@ -204,6 +213,7 @@ class Bridge:
         """Install the model; /healthz and message handling turn ready."""
         self._gen_lock = None if getattr(responder, "concurrent_replies", False) else threading.Lock()
         self.responder = responder
+        self.plan = getattr(responder, "plan", None) or self.plan
         self.ready.set()
 
     def close(self, timeout: float | None = None) -> bool:
@@ -263,16 +273,22 @@ class Bridge:
                 self.pool.release()
                 return early
             try:
-                history = room.context(self.bc.memory_turns) + [("user", msg.text)]
+                slot = self._sender_slot(room, msg, rh)
+                history = room.context(self.bc.memory_turns) + [(slot, msg.text)]
+                senders = room.speakers.distinct()
                 room.mark_seen(key, now, windowed)
-                room.add_turn("user", msg.text, now)
+                room.add_turn("user", msg.text, now, slot)
                 self.store.save(room, now)
             except BaseException:  # disk full or similar: a re-delivery of the message is handled anew
                 self.pool.release()
                 room.seen.pop(key, None)
                 raise
             self._rate_hit(rh)
-        job = Job(msg, rh, history, self.reply_limit)
+        # kakao-skill is a direct message to the bot: always answered, whatever gen.reply_policy says
+        reply_kw = {"senders": senders}
+        if self.transport == "kakao-skill":
+            reply_kw["policy"] = "always"
+        job = Job(msg, rh, history, self.reply_limit, reply_kw)
         if deliver is not None:
             job.deliver, job.mode = deliver, "async"
         self.pool.put(job)
@@ -285,10 +301,19 @@ class Bridge:
             return self._done_early(msg, rh, "duplicate")
         if self._rate_limited(rh):
             room.mark_seen(key, now, windowed)
-            room.add_turn("user", msg.text, now)
+            room.add_turn("user", msg.text, now, self._sender_slot(room, msg, rh))
             self.store.save(room, now)
             return self._done_early(msg, rh, "rate_limited")
         return None
+
+    def _sender_slot(self, room: Any, msg: Incoming, rh: str) -> str:
+        """The sender's stable pseudonym slot in this room (chatbot/speakers.py); overflow is logged once."""
+        slot, overflow = room.speakers.slot(self.plan, self.store.key_hash("sender", msg.sender), msg.sender)
+        if overflow and not room.overflow_noted:
+            room.overflow_noted = True
+            log.info("room=%s more senders than the model's %d speaker slots: later senders share %s",
+                     rh, self.plan.capacity, self.plan.other)
+        return slot
 
     def _rate_limited(self, rh: str) -> bool:
         limit = self.bc.rate_limit_per_minute
@@ -328,7 +353,7 @@ class Bridge:
             start = time.monotonic()  # queue time includes waiting for the model; gen_s is the model alone
             job.queued_s = start - job.msg.received
             try:
-                job.reply = self.responder.reply(list(job.history))
+                job.reply = self.responder.reply(list(job.history), **job.reply_kw)
             except Exception as exc:  # a broken reply must not take the bridge down; only the type is logged
                 job.error = type(exc).__name__
             job.gen_s = time.monotonic() - start
@@ -345,10 +370,13 @@ class Bridge:
     def result(self, job: Job) -> tuple[str, str | None, str]:
         """After generation: (outcome, text to send or None, generated text).
 
-        outcome is "error", "empty", "dry" (text = ``dry_reply`` or None) or "replied".
+        outcome is "error", "silent" (reply_policy kept the bot quiet), "empty", "dry" (text = ``dry_reply`` or
+        None) or "replied".
         """
         if job.error is not None:
             return "error", None, ""
+        if getattr(job.reply, "silent", False):
+            return "silent", None, ""
         text = trim_text(getattr(job.reply, "text", ""), job.limit)
         if not text:
             return "empty", None, ""
@@ -391,8 +419,14 @@ class Bridge:
             if job.reply is not None:
                 parts.append(f"tokens={getattr(job.reply, 'n_tokens', 0)}")
                 conf = getattr(job.reply, "confidence", None)
-                if isinstance(conf, (int, float)):
+                if isinstance(conf, (int, float)) and math.isfinite(conf):
                     parts.append(f"conf={conf:.2f}")
+                decision = getattr(job.reply, "decision", "")
+                if isinstance(decision, str) and decision:
+                    parts.append(f"decision={decision}")
+                prob = getattr(job.reply, "speak_prob", None)
+                if isinstance(prob, float):
+                    parts.append(f"p_speak={prob:.3f}")
             if job.error:
                 parts.append(f"error={job.error}")
             if generated:

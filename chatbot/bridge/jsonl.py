@@ -153,7 +153,8 @@ def _handle_line(bridge: Bridge, writer: JsonlWriter, n: int, text: str) -> None
         if outcome == "replied":
             bridge.record_reply(job, reply)
         try:
-            writer.write({**head, "reply": reply, "outcome": outcome})
+            writer.write({**head, "reply": reply, "outcome": outcome,
+                          **({"reason": "silent"} if outcome == "silent" else {})})
             ok = True
         except (OSError, ValueError):  # stdout closed
             ok = False

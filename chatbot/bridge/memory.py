@@ -5,7 +5,10 @@ Layout under ``paths.bridge_memory`` (``data/bridge/``, git-ignored):
 - ``salt`` — 32 random bytes (hex) created once. Room ids are hashed with HMAC-SHA256(salt, room) so that file
   names and log lines never reveal a room name or user id, and a hash cannot be confirmed by guessing names
   without the salt. Losing the salt orphans the stored rooms (they are kept, just no longer found).
-- ``rooms/<hash>.json`` — ``{"format", "room", "turns": [{"role", "text", "ts"}], "seen": [[key, ts, windowed]]}``.
+- ``rooms/<hash>.json`` — ``{"format", "room", "turns": [{"role", "speaker"?, "text", "ts"}], "seen": [[key, ts,
+  windowed]], "speakers": {sender_key: [slot, messages]}, "overflow_noted": bool}`` (format 2). ``speaker`` is the
+  sender's pseudonym slot (chatbot/speakers.py) when it is not the room's first person ("user"); sender keys are
+  keyed hashes, never names. Format-1 files (no speakers) still load: every user turn is "user".
   Written through on every change with an atomic replace (chatbot.fsio), so a crash or kill -9 in the middle of
   traffic loses at most the message being handled, never a room.
 - ``archive/<hash>/<time_ns>.json`` — turns trimmed from a room once it holds more than ``memory_max_turns``
@@ -35,8 +38,10 @@ from pathlib import Path
 from typing import Iterator
 
 from ..fsio import atomic_write_json, atomic_write_text, private_mkdir
+from ..speakers import RoomSpeakers, is_slot
 
-FORMAT = "chatbot-bridge-room-1"
+FORMAT = "chatbot-bridge-room-2"
+READ_FORMATS = ("chatbot-bridge-room-1", FORMAT)  # format 1: two roles only, no speaker slots
 SEEN_KEEP = 256  # idempotency keys remembered per room (message ids / platform timestamps)
 STRIPES = 64
 log = logging.getLogger("chatbot.bridge")
@@ -49,13 +54,18 @@ class RoomState:
     hash: str
     turns: list[dict] = field(default_factory=list)
     seen: "OrderedDict[str, tuple[float, bool]]" = field(default_factory=OrderedDict)
+    speakers: RoomSpeakers = field(default_factory=RoomSpeakers)
+    overflow_noted: bool = False
 
-    def add_turn(self, role: str, text: str, ts: float) -> None:
-        self.turns.append({"role": role, "text": text, "ts": round(ts, 3)})
+    def add_turn(self, role: str, text: str, ts: float, speaker: str | None = None) -> None:
+        turn = {"role": role, "text": text, "ts": round(ts, 3)}
+        if role == "user" and speaker and speaker != "user":
+            turn["speaker"] = speaker
+        self.turns.append(turn)
 
     def context(self, n: int) -> list[tuple[str, str]]:
-        """The last ``n`` turns as (role, text) pairs (role "user" or "bot")."""
-        return [(t["role"], t["text"]) for t in self.turns[-n:]] if n > 0 else []
+        """The last ``n`` turns as (speaker, text) pairs: "bot", "user" (the room's first person) or a slot."""
+        return [(t.get("speaker") or t["role"], t["text"]) for t in self.turns[-n:]] if n > 0 else []
 
     def is_duplicate(self, key: str, now: float, window_s: float) -> bool:
         """A key seen before is a duplicate; a windowed key (no id / timestamp in the payload) only within window_s."""
@@ -74,6 +84,13 @@ class RoomState:
             del self.seen[key]
         while len(self.seen) > SEEN_KEEP:
             self.seen.popitem(last=False)
+
+
+def _turn(t: dict) -> dict:
+    out = {"role": str(t["role"]), "text": str(t["text"]), "ts": float(t.get("ts", 0.0))}
+    if is_slot(t.get("speaker")) and out["role"] == "user":
+        out["speaker"] = t["speaker"]
+    return out
 
 
 class MemoryStore:
@@ -142,12 +159,12 @@ class MemoryStore:
         path = self._path(rh)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("format") != FORMAT:
+            if not isinstance(data, dict) or data.get("format") not in READ_FORMATS:
                 raise ValueError("unknown format")
-            turns = [{"role": str(t["role"]), "text": str(t["text"]), "ts": float(t.get("ts", 0.0))}
-                     for t in data.get("turns", []) if t.get("role") in ("user", "bot")]
+            turns = [_turn(t) for t in data.get("turns", []) if t.get("role") in ("user", "bot")]
             seen = OrderedDict((str(k), (float(ts), bool(w))) for k, ts, w in data.get("seen", []))
-            return RoomState(rh, turns, seen)
+            speakers = RoomSpeakers.from_json(data.get("speakers"))
+            return RoomState(rh, turns, seen, speakers, bool(data.get("overflow_noted", False)))
         except FileNotFoundError:
             return RoomState(rh)
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -177,6 +194,7 @@ class MemoryStore:
         atomic_write_json(self._path(state.hash), {
             "format": FORMAT, "room": state.hash, "turns": state.turns,
             "seen": [[k, round(ts, 3), w] for k, (ts, w) in state.seen.items()],
+            "speakers": state.speakers.to_json(), "overflow_noted": state.overflow_noted,
         })
         self.saves += 1
 

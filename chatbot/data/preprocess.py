@@ -446,6 +446,10 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
         temps["speakers.json"] = _write_temp(out_dir, "speakers.json", _json_bytes(private))
         public_cfg = to_dict(pcfg)
         public_cfg["target"] = persona["target"]
+        if not pcfg.learn_turn_taking:  # off = the layout of earlier versions: keep their config hash
+            public_cfg.pop("learn_turn_taking", None)
+        else:
+            persona["turn_taking"] = True  # the model can say who speaks next (status, reply_policy model)
         inputs = inputs or {}
         stats = {
             "format": FORMAT,
@@ -907,6 +911,8 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chun
             mask = np.repeat(e.astype(np.uint8), tot)
             mask[starts[f]] = 0
             mask[spk_pos] = 0
+            if pcfg.learn_turn_taking:  # who speaks next: the speaker token of every turn after another turn
+                mask[(starts + f)[has_spk & ~f]] = 1
             outs[".bin"].write(toks.astype(dtype))
             outs["_loss_mask.bin"].write(mask)
             res.target_tokens += int(mask.sum(dtype=np.int64))

@@ -172,7 +172,7 @@ async def _complete(state: ServeState, request: Request, req: ChatRequest) -> Re
                             "seconds in Retry-After.", code="overloaded",
                        headers={"Retry-After": str(engine.retry_after_s())})
     try:
-        history = to_history(req.messages)
+        history = to_history(req.messages, getattr(engine.responder, "plan", None))
         if conv is not None:
             _note(request, conversation=state.conversations.hash(conv))
             history = await run_in_threadpool(state.conversations.begin, conv, history)

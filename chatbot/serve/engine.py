@@ -108,8 +108,10 @@ class Engine:
                 job.emit("text", out)
 
         try:
+            # an API request asks for the bot's turn: always answered, whatever gen.reply_policy says
+            kw = {"policy": "always"} if getattr(self.responder, "plan", None) is not None else {}
             reply = self.responder.reply(list(job.history), seed=job.seed, on_text=on_text, sampling=job.sampling,
-                                         cancel=job.stop_now)
+                                         cancel=job.stop_now, **kw)
             event: tuple = ("done", reply)
         except Exception as exc:  # a broken reply must not take the server down; only the type is logged
             event = ("error", type(exc).__name__)

@@ -27,8 +27,8 @@ class Conversations:
         now = time.time()
         with self.store.room(rh) as room:
             history = room.context(self.turns) + new
-            for role, text in new:
-                room.add_turn(role, text, now)
+            for speaker, text in new:  # a group member's slot is kept with the turn
+                room.add_turn("bot" if speaker == "bot" else "user", text, now, speaker)
             self.store.save(room, now)
         return history
 

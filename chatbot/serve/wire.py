@@ -295,11 +295,21 @@ class StopScanner:
         return out
 
 
-def to_history(messages: list[Message]) -> list[tuple[str, str]]:
-    """``(role, text)`` pairs as :meth:`chatbot.generate.Responder.reply` takes them.
+def to_history(messages: list[Message], plan=None) -> list[tuple[str, str]]:
+    """``(speaker, text)`` pairs as :meth:`chatbot.generate.Responder.reply` takes them.
 
-    Speaker hook: ``Message.name`` (who said it, in a group room) is dropped here, because today's Responder
-    speaks with exactly two speakers (the user and the bot). Once it takes multi-speaker turns, this is the one
-    place to map each distinct name to its own speaker and pass it along with the text.
+    ``Message.name`` (who said it, in a group room): with the responder's speaker ``plan`` each distinct name gets
+    its own stable slot of the model in order of first appearance (chatbot/speakers.py); user messages without a
+    name are the person at the keyboard ("user"). Without a plan every user message is "user".
     """
-    return [(m.role, m.text) for m in messages]
+    if plan is None:
+        return [(m.role, m.text) for m in messages]
+    from ..speakers import RoomSpeakers
+
+    room, out = RoomSpeakers(), []
+    for m in messages:
+        if m.role == "bot":
+            out.append(("bot", m.text))
+        else:
+            out.append((room.slot(plan, f"name:{m.name}" if m.name else "\x00me", m.name)[0], m.text))
+    return out
