@@ -104,7 +104,7 @@ def serve_http(bridge: Bridge, load: Callable[[], Any], *, host: str, port: int,
     stop = stop or threading.Event()
     server, _ = start_server(bridge, host, port)
     secret = bridge.bc.shared_secret
-    if not _is_loopback(host) and not secret:
+    if not is_loopback(host) and not secret:
         log.warning("listening on %s without bridge.shared_secret: anyone who can reach it can talk to the bot", host)
     elif secret and len(secret) < MIN_SECRET_CHARS:
         log.warning("bridge.shared_secret has fewer than %d characters: easy to guess; "
@@ -185,7 +185,7 @@ def _mode(send: bool) -> str:
     return "send" if send else "dry"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:

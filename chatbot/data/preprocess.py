@@ -923,13 +923,18 @@ def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chun
         for kind, out in outs.items():
             res.files[f"{split}{kind}"] = out.close()
     except BaseException:
-        for out in outs.values():
-            with contextlib.suppress(Exception):
-                out.fh.close()
-            with contextlib.suppress(FileNotFoundError):
-                out.path.unlink()
+        _discard(outs.values())
         raise
     return res
+
+
+def _discard(outs) -> None:
+    """Close and remove the temp outputs of a split that failed half-way (the previous outputs stay intact)."""
+    for out in outs:
+        with contextlib.suppress(Exception):
+            out.fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            out.path.unlink()
 
 
 def _encode_split_base(split: str, sessions: Sequence[conv.Session], layout, target: int | None,
@@ -970,11 +975,7 @@ def _encode_split_base(split: str, sessions: Sequence[conv.Session], layout, tar
         for kind, out in outs.items():
             res.files[f"{split}{kind}"] = out.close()
     except BaseException:
-        for out in outs.values():
-            with contextlib.suppress(Exception):
-                out.fh.close()
-            with contextlib.suppress(FileNotFoundError):
-                out.path.unlink()
+        _discard(outs.values())
         raise
     return res
 

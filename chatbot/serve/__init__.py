@@ -18,25 +18,16 @@ gate (as every inference verb), the port is bound, the model is loaded, then req
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..bridge import is_loopback
 from ..errors import ChatbotError
 
 log = logging.getLogger("chatbot.serve")
 MEMORY_SUBDIR = "serve"  # <paths.bridge_memory>/serve/: its own lock, next to (not inside) the bridge's rooms
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def api_key_check(cfg, host: str, no_auth: bool):
