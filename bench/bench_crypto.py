@@ -106,7 +106,7 @@ def make_workspace(ws: Path, mb: int) -> dict:
 
 # ------------------------------------------------------------------------------------------------- phases
 def phase_publish(ws: str, encrypt: bool) -> dict:
-    import chatbot.publish as publish_mod
+    import chatbot.artifact.publish as publish_mod
     from chatbot.config import load_config
 
     os.environ["CHATBOT_MODEL_KEY"] = KEY
@@ -120,7 +120,7 @@ def phase_publish(ws: str, encrypt: bool) -> dict:
 def phase_load(ws: str, name: str) -> dict:
     import torch  # noqa: F401  (imported before the baseline)
 
-    from chatbot.publish import load_artifact
+    from chatbot.artifact.publish import load_artifact
 
     path = Path(ws) / "artifacts" / name
     base = _reset_peak()

@@ -8,7 +8,7 @@ as it does in a real base) is saved with ``save_pretrained`` next to a small byt
 folder with random ids, a turn structure and ~60 % target tokens is synthesised for it. Then, each in its own
 process (so peak RSS is that variant's alone), alternating and keeping the best of ``--repeats``:
 
-* trainer:   ``chatbot.train.train`` with ``model.base`` = that folder, ``adapter.kind: lora`` (its own per-step
+* trainer:   ``chatbot.train.loop.train`` with ``model.base`` = that folder, ``adapter.kind: lora`` (its own per-step
   tokens/s from metrics.jsonl; the first step is a warm-up and not counted);
 * reference: ``AutoModelForCausalLM`` + ``peft.get_peft_model`` with the same LoraConfig, random windows,
   ``model(input_ids, labels=…)`` (transformers' own loss: full logits, -100 on context tokens), plain AdamW over
@@ -153,7 +153,7 @@ def child_trainer(root: Path, steps: int) -> dict:
     import io
 
     from chatbot.config import load_config
-    from chatbot.train import train
+    from chatbot.train.loop import train
 
     cfg = load_config(root / "configs")
     cfg.train.optimization.max_steps = steps + 1

@@ -135,7 +135,7 @@ def train_one(work: Path, corpus: str, size: str, steps: int, max_minutes: float
     """``steps`` optimizer steps (cosine to 0.1×, warm-up 5 %, 4 evaluations); stopped early by a STOP file
     after ``max_minutes`` of wall-clock time (the box is shared: throughput varies several-fold)."""
     from chatbot.config import load_config
-    from chatbot.train import train
+    from chatbot.train.loop import train
 
     cfg = load_config(workspace(work, corpus, size))
     o, lg = cfg.train.optimization, cfg.train.logging

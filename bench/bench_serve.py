@@ -92,20 +92,20 @@ def run_client(url: str, concurrency: int, requests: int, max_tokens: int, strea
 def load(model: str):
     """(cfg, responder): the demo workspace's model, or a tiny random one."""
     from chatbot.config import load_config
-    from chatbot.generate import Responder
+    from chatbot.infer.generate import Responder
 
     demo = REPO / "runs" / "demo" / "configs"
     if model == "demo":
         if not demo.is_dir():
             sys.exit("no demo workspace: run `python -m chatbot.ops demo` first, or use --model random")
-        from chatbot.loading import load_bundle
+        from chatbot.infer.loading import load_bundle
 
         cfg = load_config(demo)
         return cfg, Responder(load_bundle(cfg), cfg.gen, cfg.paths.processed.preprocess.pii)
     import torch
 
     from chatbot.data.tokenizer import train_tokenizer
-    from chatbot.loading import Bundle
+    from chatbot.infer.loading import Bundle
     from chatbot.model import ModelArgs, Transformer
 
     cfg = load_config(REPO / "configs")

@@ -5,7 +5,7 @@
 
 For each room a tiny model is trained as `demo` trains its own, with ``learn_turn_taking: true`` (organize → preprocess → train, demo-sized
 settings, CPU) in its own workspace. Then, on the room's validation split, after every turn of someone other than
-the bot the model's probability that the bot's speaker token comes next is read (chatbot/speak_eval.py; the same
+the bot the model's probability that the bot's speaker token comes next is read (chatbot/eval/speak.py; the same
 number the Responder reads in the forward pass that starts a reply) and compared with what really happened:
 
 * always     — the bot answers every message (today's behaviour)
@@ -14,7 +14,7 @@ number the Responder reads in the forward pass that starts a reply) and compared
 * model_only — P(bot next) ≥ threshold alone (the curve that picks speak_threshold)
 
 Rooms: ``demo`` = the shipped demo room (two people: turn-taking, so always/addressed are right by construction);
-``group`` = an invented five-person room (chatbot/speak_eval.py) in which the bot's person (하늘) answers when
+``group`` = an invented five-person room (chatbot/eval/speak.py) in which the bot's person (하늘) answers when
 called by name and chimes in now and then. Printed: the threshold curve, the best-F1 threshold, the policies'
 scores there and bot turns per 100 messages vs the real rate.
 """
@@ -38,7 +38,7 @@ import yaml  # noqa: E402
 def _workspace(root: Path, room: str, steps: int) -> Path:
     from chatbot.demo import OVERRIDES, REPO, _copy_exports, _merge
     from chatbot.fsio import atomic_write_text
-    from chatbot.speak_eval import BOT_NAME, group_room_export
+    from chatbot.eval.speak import BOT_NAME, group_room_export
 
     ws = root / room
     (ws / "configs").mkdir(parents=True, exist_ok=True)
@@ -65,7 +65,7 @@ def _train(ws: Path) -> None:
     from chatbot.config import load_config
     from chatbot.data.preprocess import preprocess
     from chatbot.kakao.organize import organize
-    from chatbot.train import train
+    from chatbot.train.loop import train
 
     cfg = load_config(ws / "configs")
     organize(cfg, dry=False)
@@ -78,9 +78,9 @@ def _train(ws: Path) -> None:
 def _points(ws: Path, room: str):
     from chatbot.config import load_config
     from chatbot.data.tokenizer import decode
-    from chatbot.generate import TokenIds, resolve_speakers
-    from chatbot.loading import load_bundle
-    from chatbot.speak_eval import BOT_NAME, speak_points
+    from chatbot.infer.generate import TokenIds, resolve_speakers
+    from chatbot.infer.loading import load_bundle
+    from chatbot.eval.speak import BOT_NAME, speak_points
 
     cfg = load_config(ws / "configs")
     bundle = load_bundle(cfg)
@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--workspace", default="", help="reuse/keep the workspaces here (default: a temp folder)")
     args = ap.parse_args()
     torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
-    from chatbot.speak_eval import best_threshold, policy_scores
+    from chatbot.eval.speak import best_threshold, policy_scores
 
     tmp = None if args.workspace else tempfile.TemporaryDirectory(prefix="bench-speak-")
     root = Path(args.workspace or tmp.name).resolve()

@@ -6,7 +6,7 @@
 For each config it synthesises a processed folder (random token ids with a turn structure, ~80 % target tokens,
 window starts at turn boundaries), then times
 
-* trainer:   ``chatbot.train.train`` itself (its own per-step tokens/s from metrics.jsonl, evals excluded);
+* trainer:   ``chatbot.train.loop.train`` itself (its own per-step tokens/s from metrics.jsonl, evals excluded);
 * reference: a straightforward nanoGPT-style loop on the same model class: random windows from the memmap (no
   boundary-aligned sampler), full logits + ``masked_cross_entropy``, plain non-fused ``torch.optim.AdamW``,
   gradient accumulation and clipping, same batch shape, threads and dtype.
@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO))
 from chatbot.config import load_config  # noqa: E402
 from chatbot.data.tokenizer import train_tokenizer  # noqa: E402
 from chatbot.model import ModelArgs, Transformer, masked_cross_entropy  # noqa: E402
-from chatbot.train import cpu_threads, pick_device, pick_dtype  # noqa: E402
-from chatbot.train_report import _GPU_PEAK_BF16, measure_matmul_peak  # noqa: E402
+from chatbot.train.loop import cpu_threads, pick_device, pick_dtype  # noqa: E402
+from chatbot.train.report import _GPU_PEAK_BF16, measure_matmul_peak  # noqa: E402
 
 TINY = {"block_size": 64, "n_layer": 2, "n_head": 2, "n_kv_head": 1, "n_embd": 64, "multiple_of": 32}
 # "default" = the shape configs/train.yaml shipped before model.size: auto (6 × 384), kept for comparable figures
@@ -94,7 +94,7 @@ def make_project(root: Path, model: dict | None, steps: int, compile_: bool) -> 
 
 
 class TrainerRuns:
-    """The real ``chatbot.train.train``, advanced a few steps per call (it resumes from its own latest.pt)."""
+    """The real ``chatbot.train.loop.train``, advanced a few steps per call (it resumes from its own latest.pt)."""
 
     def __init__(self, cfg):
         self.cfg, self.done = cfg, 0
@@ -105,7 +105,7 @@ class TrainerRuns:
 
         One extra step is run first and not counted: the first step after a resume touches freshly allocated
         memory, which the reference loop (one long-lived process state) never pays again."""
-        from chatbot.train import train
+        from chatbot.train.loop import train
 
         self.cfg.train.optimization.max_steps = self.done + steps + 1
         with contextlib.redirect_stdout(open("/dev/null", "w")):

@@ -211,7 +211,7 @@ class ModelConfig:
     bias: linear biases (HF attention_bias/mlp_bias). tie_embeddings: share input and output embeddings.
     ffn_hidden: SwiGLU hidden size (0 = LLaMA rule: 8/3·n_embd rounded up to multiple_of).
     size: "auto" = n_layer / n_head / n_kv_head / n_embd left at 0 are picked from the training token count and
-    the device (chatbot/autosize.py, docs/MODEL_SIZE.md); a non-zero value always wins. "custom" = all explicit.
+    the device (chatbot/train/autosize.py, docs/MODEL_SIZE.md); a non-zero value always wins. "custom" = all explicit.
     base: "" = train from scratch with the keys above. Else fine-tune a pretrained model: a Hugging Face model id
     ("Qwen/Qwen2.5-1.5B-Instruct") or a local folder with config.json + *.safetensors + tokenizer files; the
     architecture keys above are then ignored (block_size still bounds the training window).
@@ -262,7 +262,7 @@ class AdapterConfig:
 class OptimizationConfig:
     """batch_size: micro-batch (windows). grad_accum_steps: micro-batches per optimizer step.
     max_steps: optimizer steps to run (0 = auto: about an hour on a 2-core CPU, 5000 on a GPU, at most 10 passes
-    over the data; chatbot/autosize.py). learning_rate: peak rate (0 = auto: the auto size's rate).
+    over the data; chatbot/train/autosize.py). learning_rate: peak rate (0 = auto: the auto size's rate).
     min_lr: final rate (0 with an auto learning_rate = a tenth of it). warmup_steps: linear warm-up (0 = auto:
     5 % of max_steps, at most 200). lr_schedule: cosine|linear|constant; decays over lr_decay_steps
     (0 = max_steps) to min_lr.

@@ -156,9 +156,9 @@ def demo(workspace: str | os.PathLike = "runs/demo") -> int:
     from .config import load_config
     from .data.preprocess import preprocess
     from .kakao.organize import organize
-    from .publish import publish
-    from .smoke import smoke
-    from .train import train
+    from .artifact.publish import publish
+    from .eval.smoke import smoke
+    from .train.loop import train
 
     print(f"Demo workspace: {workspace}  (your own data/, checkpoints/, artifacts/ and .env are not touched)")
     n = _copy_exports(workspace)

@@ -52,7 +52,7 @@ def archive(
 ) -> None:
     """Move processed data, checkpoints and artifacts into data/archive/<timestamp>[-tag]/ (never deletes)."""
     cfg = _config(config_dir)
-    from .archive import archive as run
+    from .kakao.archive import archive as run
     run(cfg, dry=dry, tag=tag, include_raw=include_raw)
 
 
@@ -71,7 +71,7 @@ def preprocess(
 def train(config_dir: Path = ConfigDir) -> None:
     """Train (or resume) the model in checkpoints/<run_name>/. Stop with Ctrl+C or a STOP file; rerun to resume."""
     cfg = _config(config_dir)
-    from .train import train as run
+    from .train.loop import train as run
     raise typer.Exit(run(cfg))
 
 
@@ -86,7 +86,7 @@ def publish(
 ) -> None:
     """Write a self-contained model artifact (optionally encrypted) from the best checkpoint."""
     cfg = _config(config_dir)
-    from .publish import publish as run
+    from .artifact.publish import publish as run
     run(cfg, encrypt=encrypt, fmt=format, dry=dry, adapter_only=adapter_only)
 
 
@@ -98,7 +98,7 @@ def reply(
 ) -> None:
     """Print the bot's reply to one message (password required)."""
     cfg = _config(config_dir)
-    from .chat import reply_command
+    from .infer.chat import reply_command
     reply_command(cfg, text, as_json=json_out)
 
 
@@ -106,7 +106,7 @@ def reply(
 def chat(config_dir: Path = ConfigDir) -> None:
     """Interactive anonymous two-person chat (/reset, /exit; works with piped input). Password required."""
     cfg = _config(config_dir)
-    from .chat import chat_command
+    from .infer.chat import chat_command
     chat_command(cfg)
 
 
@@ -114,7 +114,7 @@ def chat(config_dir: Path = ConfigDir) -> None:
 def smoke(config_dir: Path = ConfigDir) -> None:
     """Quick automatic quality check: a short scripted conversation; non-zero exit when a reply is broken."""
     cfg = _config(config_dir)
-    from .smoke import smoke as run
+    from .eval.smoke import smoke as run
     raise typer.Exit(run(cfg))
 
 

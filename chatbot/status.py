@@ -160,7 +160,7 @@ def _training(cfg, rep: Report, have_data: bool) -> bool:
 
 
 def _model(cfg, rep: Report, trained: bool) -> None:
-    from .loading import find_model_source
+    from .infer.loading import find_model_source
 
     found = find_model_source(cfg)
     if found is None:

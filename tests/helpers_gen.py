@@ -15,7 +15,7 @@ import torch
 from chatbot.config import Config, load_config
 from chatbot.data.tokenizer import train_tokenizer
 from chatbot.fsio import atomic_torch_save
-from chatbot.generate import TokenIds, token_byte_table
+from chatbot.infer.generate import TokenIds, token_byte_table
 from chatbot.model import ModelArgs, Transformer
 
 REPO = Path(__file__).resolve().parents[1]

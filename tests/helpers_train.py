@@ -182,7 +182,7 @@ class ForkedCLI:
     def __init__(self, argv: list[str], log_path: Path):
         self.log_path = Path(log_path)
         import chatbot.ops  # noqa: F401  (imports happen once, in the parent, not in every child)
-        import chatbot.train  # noqa: F401
+        import chatbot.train.loop  # noqa: F401
         import torch._dynamo  # noqa: F401  (the optimizer's first step imports it: ~2 s)
 
         fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

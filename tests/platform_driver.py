@@ -22,7 +22,7 @@ def main(config_dir: str, message: str) -> int:
     import chatbot.data.preprocess as pp
     from chatbot.config import load_config
     from chatbot.ops import main as ops
-    from chatbot.train import EXIT_STOPPED, train
+    from chatbot.train.loop import EXIT_STOPPED, train
 
     def verb(*args: str) -> None:
         code = ops([*args, "--config-dir", config_dir])

@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from chatbot.archive import archive
+from chatbot.kakao.archive import archive
 from chatbot.errors import ChatbotError, LockedError
 from chatbot.lock import LOCK_NAME, RunLock
 from helpers_kakao import make_project, snapshot, write

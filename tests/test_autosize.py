@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from chatbot import autosize
+from chatbot.train import autosize
 from chatbot.config import TrainConfig
 from chatbot.errors import ChatbotError
 

@@ -29,7 +29,7 @@ def test_publish_encrypted_then_reply_end_to_end(project, monkeypatch, capsys, f
     assert info["format"] == "chatbot-artifact-hf-1" and info["weights"] == "merged" and info["encrypted"]
     assert info["base"]["id"] == str(run["base"]) and info["step"] == 17
 
-    from chatbot.loading import load_bundle
+    from chatbot.infer.loading import load_bundle
 
     bundle = load_bundle(run["cfg"])
     assert bundle.kind == "encrypted" and bundle.weights == "merged" and bundle.step == 17
@@ -53,7 +53,7 @@ def test_encrypted_publish_writes_only_ciphertext(project, monkeypatch):
     assert all(".model_latest.enc." in p or p.endswith(("model_latest.enc", "model_info.json")) or "model_info" in p
                for p in written), written
     # the old (from-scratch) reader refuses it with one line instead of a traceback
-    from chatbot.publish import load_artifact
+    from chatbot.artifact.publish import load_artifact
 
     with pytest.raises(ChatbotError, match="fine-tuned from a pretrained base"):
         load_artifact(art / "model_latest.enc", KEY)
@@ -68,7 +68,7 @@ def test_adapter_only_round_trip_and_missing_or_other_base(project, monkeypatch,
     merged_bytes = sum(p.stat().st_size for p in run["base"].glob("*.safetensors"))
     assert art.stat().st_size < merged_bytes / 2  # adapter + tokenizer only
 
-    from chatbot.loading import load_bundle
+    from chatbot.infer.loading import load_bundle
 
     bundle = load_bundle(run["cfg"])
     assert bundle.weights == "adapter"
@@ -106,7 +106,7 @@ def run_hash(run) -> str:
 def test_hf_format_is_sharded_and_loads_with_identical_logits(project, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import chatbot.hf_export as hf_export
+    import chatbot.artifact.hf_export as hf_export
 
     monkeypatch.setattr(hf_export, "SHARD_BYTES", 40_000)  # several shards from a tiny model
     run = make_base_run(project, "qwen2", tie=True)
@@ -123,7 +123,7 @@ def test_hf_format_is_sharded_and_loads_with_identical_logits(project, monkeypat
 
 def test_checkpoint_prompt_ids_equal_the_layout_and_reply_streams(project, monkeypatch):
     from chatbot.base.layout import BaseLayout
-    from chatbot.generate import load_responder
+    from chatbot.infer.generate import load_responder
 
     run = make_base_run(project, "llama", gen={"model_preference": ["best"], "sampling": {"max_new_tokens": 12}})
     responder = load_responder(run["cfg"])
@@ -144,7 +144,7 @@ def test_checkpoint_prompt_ids_equal_the_layout_and_reply_streams(project, monke
 
 
 def test_base_prompt_budget_drops_oldest_turns_then_cuts_text():
-    from chatbot.generate_base import build_base_prompt
+    from chatbot.infer.generate_base import build_base_prompt
 
     turns = [([1, 2], [10, 11, 12, 99]), ([3, 4], [20, 21, 99]), ([1, 2], [30, 31, 32, 33, 99])]
     start, bot = [7], [3, 4]
@@ -159,7 +159,7 @@ def test_base_prompt_budget_drops_oldest_turns_then_cuts_text():
 def test_full_fine_tune_publishes_plain_and_loads(project, monkeypatch):
     run = make_base_run(project, "qwen2", kind="full", tie=True)
     assert cli(monkeypatch, project, "publish") == 0
-    from chatbot.loading import load_bundle
+    from chatbot.infer.loading import load_bundle
 
     bundle = load_bundle(run["cfg"])
     assert bundle.kind == "artifact" and bundle.weights == "merged"
@@ -167,15 +167,15 @@ def test_full_fine_tune_publishes_plain_and_loads(project, monkeypatch):
     ids = _ids(9, len(run["tokenizer"]))
     torch.testing.assert_close(logits_of(bundle.model, ids), logits_of(run["model"], ids), rtol=1e-5, atol=1e-5)
     with pytest.raises(ChatbotError, match="needs a LoRA run"):
-        from chatbot.publish import publish
+        from chatbot.artifact.publish import publish
 
         publish(run["cfg"], encrypt=False, fmt="pt", dry=False, adapter_only=True)
 
 
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
 def test_token_byte_table_rebuilds_utf8_exactly(family):
-    from chatbot.generate import TextStream
-    from chatbot.generate_base import hf_token_bytes, special_ids
+    from chatbot.infer.generate import TextStream
+    from chatbot.infer.generate_base import hf_token_bytes, special_ids
     from helpers_base import make_tokenizer
 
     tok = make_tokenizer(family)
@@ -200,7 +200,7 @@ def test_artifact_too_big_for_free_memory_is_one_line(project, monkeypatch):
         available = 1000
 
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Tiny())
-    from chatbot.loading import load_bundle
+    from chatbot.infer.loading import load_bundle
 
     with pytest.raises(ChatbotError, match="GiB of memory to load"):
         load_bundle(run["cfg"])

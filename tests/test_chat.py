@@ -13,7 +13,7 @@ import pexpect
 import pytest
 
 import chatbot.security as security
-from chatbot.chat import chat_command, reply_command
+from chatbot.infer.chat import chat_command, reply_command
 from chatbot.errors import ChatbotError
 
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
@@ -56,7 +56,7 @@ def test_reply_json_adds_confidence_and_timing(cfg, capsys) -> None:
 
 def test_reply_checks_the_password_before_loading_anything(cfg, monkeypatch) -> None:
     monkeypatch.setattr(security, "WRONG_PASSWORD_DELAY_S", 0.0)
-    monkeypatch.setattr("chatbot.chat.load_responder", lambda cfg: pytest.fail("model loaded before the gate"))
+    monkeypatch.setattr("chatbot.infer.chat.load_responder", lambda cfg: pytest.fail("model loaded before the gate"))
     monkeypatch.setenv("CHATBOT_ACCESS_PASSWORD", "wrong")
     with pytest.raises(ChatbotError, match="wrong password"):
         reply_command(cfg, "hi", as_json=False)

@@ -122,7 +122,7 @@ def trained(tmp_path_factory):
     """A tiny model trained for a few seconds on a repetitive invented room (shared by the tests below)."""
     from helpers_train import make_project
 
-    from chatbot.train import train
+    from chatbot.train.loop import train
 
     root = tmp_path_factory.mktemp("evalproj")
     cfg = make_project(root, {"optimization": {"max_steps": 40, "lr_decay_steps": 40, "learning_rate": 1e-2},
@@ -206,8 +206,8 @@ def test_eval_replies_are_deterministic(trained, monkeypatch, capsys) -> None:
 
 # ------------------------------------------------------------------------------ smoke's collapse check
 def test_smoke_fails_on_collapsed_replies(tmp_path: Path, monkeypatch, capsys) -> None:
-    import chatbot.smoke as smoke_mod
-    from chatbot.generate import Reply
+    import chatbot.eval.smoke as smoke_mod
+    from chatbot.infer.generate import Reply
     from helpers_gen import make_project, password_env
 
     cfg = make_project(tmp_path)

@@ -23,7 +23,7 @@ PASSWORD = "eval-base-test"
 def base_run(tmp_path_factory):
     from helpers_base import make_base_project
 
-    from chatbot.train import train
+    from chatbot.train.loop import train
 
     root = tmp_path_factory.mktemp("evalbase")
     cfg = make_base_project(root, {"optimization": {"max_steps": 4, "lr_decay_steps": 4},
@@ -64,8 +64,8 @@ def test_base_sessions_split_at_eos_and_read_speaker_prefixes() -> None:
 def test_eval_of_a_lora_run_end_to_end(base_run, monkeypatch, capsys) -> None:
     from chatbot.data.dataset import open_split, read_stats
     from chatbot.eval.runner import model_loss, read_sessions
-    from chatbot.generate import Responder
-    from chatbot.loading import load_bundle
+    from chatbot.infer.generate import Responder
+    from chatbot.infer.loading import load_bundle
 
     cfg = base_run
     r = _eval(cfg, monkeypatch, capsys, "--limit", "4", "--source", "best")

@@ -11,11 +11,11 @@ import torch
 from chatbot.config import GenConfig, SamplingConfig
 from chatbot.data.tokenizer import encode_text, placeholder_marker
 from chatbot.errors import ChatbotError
-from chatbot.generate import (
+from chatbot.infer.generate import (
     FastDecoder, Responder, TextStream, TokenIds, build_prompt, clean_text, context_budget, generate, resolve_speakers,
     sample_next,
 )
-from chatbot.loading import Bundle
+from chatbot.infer.loading import Bundle
 
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import (

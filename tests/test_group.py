@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from chatbot.bridge.jsonl import run_jsonl
 from chatbot.bridge.memory import MemoryStore
 from chatbot.config import GenConfig, SamplingConfig
-from chatbot.generate import Responder, TokenIds, generate
-from chatbot.loading import Bundle
-from chatbot.speak_eval import BOT_NAME, SpeakPoint, group_room_messages, policy_scores, speak_points
-from chatbot.speakers import RoomSpeakers, SpeakerPlan, make_plan, pre_decide
+from chatbot.infer.generate import Responder, TokenIds, generate
+from chatbot.infer.loading import Bundle
+from chatbot.eval.speak import BOT_NAME, SpeakPoint, group_room_messages, policy_scores, speak_points
+from chatbot.infer.speakers import RoomSpeakers, SpeakerPlan, make_plan, pre_decide
 
 from helpers_bridge import FakeReply, FakeResponder, bridge_cfg, make_bridge, running_bridge
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse)
@@ -202,7 +202,7 @@ def test_jsonl_silent_line_and_format_1_room_still_loads(tmp_path: Path) -> None
 
 # ------------------------------------------------------------------------------------------- chat / reply
 def test_chat_as_name_and_reply_json(tmp_path: Path, monkeypatch, capsys) -> None:
-    from chatbot.chat import chat_loop
+    from chatbot.infer.chat import chat_loop
 
     tok = tiny_tokenizer()
     r = make_responder(shaped_model(chatty_bias(tok), seed=5), reply_policy="addressed",
@@ -271,8 +271,8 @@ def test_learn_turn_taking_puts_loss_on_the_next_speaker_token(tmp_path: Path) -
 
 @pytest.mark.parametrize("bot_p", [None, 0.97])
 def test_smoke_group_script(tmp_path: Path, monkeypatch, capsys, bot_p) -> None:
-    import chatbot.generate as g
-    from chatbot.smoke import GROUP_SCRIPT, smoke
+    import chatbot.infer.generate as g
+    from chatbot.eval.smoke import GROUP_SCRIPT, smoke
 
     from helpers_gen import make_project, password_env, write_checkpoint
 
@@ -307,7 +307,7 @@ def test_status_notes_reply_policy_model(tmp_path: Path) -> None:
 
 
 def test_reply_json_carries_the_decision(tmp_path: Path, monkeypatch, capsys) -> None:
-    from chatbot.chat import reply_command
+    from chatbot.infer.chat import reply_command
 
     from helpers_gen import make_project, password_env, write_checkpoint
 
@@ -339,7 +339,7 @@ def test_base_model_speak_probability_is_the_bot_prefix_probability(tmp_path: Pa
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     from chatbot.base.layout import BaseLayout
-    from chatbot.generate import load_responder
+    from chatbot.infer.generate import load_responder
 
     from helpers_base_infer import logits_of, make_base_run
 

@@ -11,8 +11,8 @@ import torch
 
 from chatbot.crypto import encrypt_bytes
 from chatbot.errors import ChatbotError
-from chatbot.generate import load_responder
-from chatbot.loading import find_model_source, load_bundle
+from chatbot.infer.generate import load_responder
+from chatbot.infer.loading import find_model_source, load_bundle
 
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import (
@@ -166,7 +166,7 @@ def test_load_responder_answers_from_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_device_setting(tmp_path: Path) -> None:
-    from chatbot.loading import resolve_device
+    from chatbot.infer.loading import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")

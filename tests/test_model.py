@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from chatbot.model import ModelArgs, Transformer, masked_cross_entropy
-from chatbot.train import window_loss
+from chatbot.train.loop import window_loss
 
 
 def tiny(**kw) -> Transformer:

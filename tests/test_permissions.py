@@ -73,8 +73,8 @@ def test_pipeline_outputs_are_private_under_umask_022(tmp_path, umask_022, monke
     from chatbot.bridge.memory import MemoryStore
     from chatbot.data.preprocess import preprocess
     from chatbot.kakao.organize import organize
-    from chatbot.publish import publish
-    from chatbot.train import train
+    from chatbot.artifact.publish import publish
+    from chatbot.train.loop import train
     from helpers_publish import KEY, fast_crypto
     from helpers_train import reload
 

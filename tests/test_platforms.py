@@ -130,7 +130,7 @@ def _without(d: dict, *keys: str) -> dict:
 def _compare(name: str, a: Path, b: Path) -> None:
     import torch
 
-    from chatbot.publish import load_artifact
+    from chatbot.artifact.publish import load_artifact
 
     if name.endswith(".pt"):  # checkpoints: ``created`` is the wall-clock time of the save
         _same(*(_without(torch.load(p, weights_only=True), "created") for p in (a, b)), name)

@@ -74,7 +74,7 @@ def test_cli_on_a_cp949_stdout_prints_a_room_name_with_emoji(tmp_path: Path) -> 
 
 def test_ctrl_break_stops_training_like_ctrl_c(monkeypatch) -> None:
     """On Windows Ctrl+Break is SIGBREAK; Linux has none, so an unused signal stands in for it."""
-    from chatbot.train_dist import Abort, StopSignals
+    from chatbot.train.dist import Abort, StopSignals
 
     sig = _ctrl_break(monkeypatch)
     assert stop_signals() == (signal.SIGINT, signal.SIGTERM, sig)

@@ -13,7 +13,7 @@ import torch
 from chatbot import crypto, ops
 from chatbot.errors import ChatbotError
 from chatbot.fsio import sha256_file
-from chatbot.publish import load_artifact, model_from_artifact, publish
+from chatbot.artifact.publish import load_artifact, model_from_artifact, publish
 from helpers_publish import (FAKE_REAL_NAME, KEY, TORCH_ZIP_MAGIC, fast_crypto, logits, make_project, record_writes,
                              tree)
 

@@ -23,8 +23,8 @@ def client(srv) -> openai.OpenAI:
 
 
 def test_real_responder_streaming_matches_non_streaming(tmp_path):
-    from chatbot.generate import Responder
-    from chatbot.loading import Bundle
+    from chatbot.infer.generate import Responder
+    from chatbot.infer.loading import Bundle
 
     cfg = serve_project(tmp_path)
     tok = tiny_tokenizer()

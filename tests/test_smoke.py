@@ -9,8 +9,8 @@ import pytest
 
 import chatbot.security as security
 from chatbot.errors import ChatbotError
-from chatbot.generate import TokenIds
-from chatbot.smoke import check_reply, smoke
+from chatbot.infer.generate import TokenIds
+from chatbot.eval.smoke import check_reply, smoke
 
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from helpers_gen import (
@@ -97,7 +97,7 @@ def test_check_reply_accepts_a_normal_reply() -> None:
 def test_smoke_needs_the_password(tmp_path: Path, monkeypatch) -> None:
     cfg = project(tmp_path, monkeypatch, chatty_bias(tiny_tokenizer()))
     monkeypatch.setattr(security, "WRONG_PASSWORD_DELAY_S", 0.0)
-    monkeypatch.setattr("chatbot.smoke.load_responder", lambda cfg: pytest.fail("model loaded before the gate"))
+    monkeypatch.setattr("chatbot.eval.smoke.load_responder", lambda cfg: pytest.fail("model loaded before the gate"))
     monkeypatch.delenv("CHATBOT_ACCESS_PASSWORD")
     with pytest.raises(ChatbotError, match="password required"):
         smoke(cfg)

@@ -16,8 +16,8 @@ import torch
 
 from chatbot.data.dataset import WindowSampler, open_split, read_windows
 from chatbot.errors import ChatbotError, LockedError
-from chatbot.train import EXIT_ABORTED, EXIT_DONE, EXIT_STOPPED, lr_at, train
-from chatbot.train_dist import Abort, StopSignals
+from chatbot.train.loop import EXIT_ABORTED, EXIT_DONE, EXIT_STOPPED, lr_at, train
+from chatbot.train.dist import Abort, StopSignals
 from helpers_train import load_ckpt, make_project, reload
 
 CKPT_KEYS = {"format", "model", "model_args", "optimizer", "step", "best_val_loss", "val_loss", "train_loss",

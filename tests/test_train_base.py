@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from chatbot.errors import ChatbotError
-from chatbot.train import EXIT_DONE, EXIT_STOPPED, train
+from chatbot.train.loop import EXIT_DONE, EXIT_STOPPED, train
 from helpers_base import cached_base, make_base_project
 from helpers_train import fork_train, load_ckpt, reload
 

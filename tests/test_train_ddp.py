@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from chatbot.config import load_config
-from chatbot.train import EXIT_DONE, train
+from chatbot.train.loop import EXIT_DONE, train
 from helpers_train import load_ckpt, make_project, reload
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="ranks are forked (POSIX only)")

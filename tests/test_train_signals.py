@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chatbot.train import EXIT_DONE, train
+from chatbot.train.loop import EXIT_DONE, train
 from helpers_train import fork_train, load_ckpt, make_project, reload
 
 # the trainer is forked and sent POSIX signals; Windows' Ctrl+Break path: tests/test_portable.py

@@ -109,7 +109,7 @@ def load_base(path: str | Path, *, device: str | torch.device = "cpu", dtype: to
     Checked first, each a one-line ChatbotError: the folder, the architecture, the tokenizer (fast, with eos),
     4-bit without CUDA/bitsandbytes, and whether the weights fit the free memory of the device.
     """
-    from . import require_extra
+    from .extra import require_extra
 
     require_extra()  # bitsandbytes is checked with the device by check_quantize
     path = Path(path)

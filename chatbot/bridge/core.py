@@ -14,7 +14,7 @@ write answers; every policy lives here so all transports behave the same:
    seconds (notification apps and retries re-deliver within a second or two; a person repeating themselves after
    the window is a new message). Keys are keyed hashes, persisted in the room file, so a restart still recognises
    a re-delivered message id.
-3. Accepted: the sender gets a stable pseudonym slot of the room (chatbot/speakers.py: keyed hash of the sender
+3. Accepted: the sender gets a stable pseudonym slot of the room (chatbot/infer/speakers.py: keyed hash of the sender
    id → slot, persisted with the room; the first person is "user", more people get the model's other known
    speakers, senders beyond them share one "other" slot, logged once per room), the user turn is appended to the room memory (written to disk) and the context snapshot (the last
    ``memory_turns`` turns, the new message last) goes to the worker pool. A bot turn is appended only for a reply that
@@ -44,7 +44,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..speakers import SpeakerPlan
+from ..infer.speakers import SpeakerPlan
 from .memory import MemoryStore
 
 log = logging.getLogger("chatbot.bridge")
@@ -307,7 +307,7 @@ class Bridge:
         return None
 
     def _sender_slot(self, room: Any, msg: Incoming, rh: str) -> str:
-        """The sender's stable pseudonym slot in this room (chatbot/speakers.py); overflow is logged once."""
+        """The sender's stable pseudonym slot in this room (chatbot/infer/speakers.py); overflow is logged once."""
         slot, overflow = room.speakers.slot(self.plan, self.store.key_hash("sender", msg.sender), msg.sender)
         if overflow and not room.overflow_noted:
             room.overflow_noted = True

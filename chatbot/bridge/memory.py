@@ -7,7 +7,7 @@ Layout under ``paths.bridge_memory`` (``data/bridge/``, git-ignored):
   without the salt. Losing the salt orphans the stored rooms (they are kept, just no longer found).
 - ``rooms/<hash>.json`` — ``{"format", "room", "turns": [{"role", "speaker"?, "text", "ts"}], "seen": [[key, ts,
   windowed]], "speakers": {sender_key: [slot, messages]}, "overflow_noted": bool}`` (format 2). ``speaker`` is the
-  sender's pseudonym slot (chatbot/speakers.py) when it is not the room's first person ("user"); sender keys are
+  sender's pseudonym slot (chatbot/infer/speakers.py) when it is not the room's first person ("user"); sender keys are
   keyed hashes, never names. Format-1 files (no speakers) still load: every user turn is "user".
   Written through on every change with an atomic replace (chatbot.fsio), so a crash or kill -9 in the middle of
   traffic loses at most the message being handled, never a room.
@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..fsio import atomic_write_json, atomic_write_text, private_mkdir
-from ..speakers import RoomSpeakers, is_slot
+from ..infer.speakers import RoomSpeakers, is_slot
 
 FORMAT = "chatbot-bridge-room-2"
 READ_FORMATS = ("chatbot-bridge-room-1", FORMAT)  # format 1: two roles only, no speaker slots

@@ -35,8 +35,8 @@ from ..data.dataset import Split, open_split, read_stats
 from ..data.tokenizer import load_tokenizer
 from ..errors import ChatbotError
 from ..fsio import atomic_write_json, private_mkdir
-from ..generate import Responder, block_size_of, clean_text, is_hf_model
-from ..loading import Bundle, load_bundle
+from ..infer.generate import Responder, block_size_of, clean_text, is_hf_model
+from ..infer.loading import Bundle, load_bundle
 from . import baselines, items as items_mod
 from .metrics import collapse_reasons, reply_metrics
 

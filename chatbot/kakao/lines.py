@@ -339,6 +339,7 @@ class _Windows(_Emitter):
             self.other(line, ml)
 
 
+# long-function: the per-line hot loop of the parser; split into calls it measurably slows bench_parse.
 def parse_windows(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
     """The chunk loop; like :func:`_parse_mobile`, consecutive ``[sender] [오전/오후 h:mm] body`` lines are handled
     inline with the open record in local variables (:meth:`_Windows.on_fast` is the same logic, kept for
@@ -589,6 +590,7 @@ class _Mobile(_Emitter):
         super().finish()
 
 
+# long-function: the per-line hot loop of the parser; split into calls it measurably slows bench_parse.
 def _parse_mobile(stream: TextStream, ctx: Ctx, full: re.Pattern, full_conv, ios: bool,
                   time_rx: re.Pattern | None = None) -> Iterator[Record]:
     """The chunk loop. This is the parser's hot path: a record line of the file's common shape from a known
@@ -714,6 +716,7 @@ _SECONDS = {f"{i:02d}": timedelta(seconds=i) for i in range(60)}
 _CSV_SPECIAL = (Kind.KICK, Kind.HIDDEN, Kind.HOST)
 
 
+# long-function: the per-line hot loop of the parser; split into calls it measurably slows bench_parse.
 def parse_csv(stream: TextStream, ctx: Ctx) -> Iterator[Record]:
     """PC/Mac CSV (``Date,User,Message``; RFC 4180 quoting, read with the csv module: quoted newlines, doubled
     quotes). Bodies are right-trimmed like the ``.txt`` parsers'.

@@ -296,15 +296,15 @@ class StopScanner:
 
 
 def to_history(messages: list[Message], plan=None) -> list[tuple[str, str]]:
-    """``(speaker, text)`` pairs as :meth:`chatbot.generate.Responder.reply` takes them.
+    """``(speaker, text)`` pairs as :meth:`chatbot.infer.generate.Responder.reply` takes them.
 
     ``Message.name`` (who said it, in a group room): with the responder's speaker ``plan`` each distinct name gets
-    its own stable slot of the model in order of first appearance (chatbot/speakers.py); user messages without a
+    its own stable slot of the model in order of first appearance (chatbot/infer/speakers.py); user messages without a
     name are the person at the keyboard ("user"). Without a plan every user message is "user".
     """
     if plan is None:
         return [(m.role, m.text) for m in messages]
-    from ..speakers import RoomSpeakers
+    from ..infer.speakers import RoomSpeakers
 
     room, out = RoomSpeakers(), []
     for m in messages:

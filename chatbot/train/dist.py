@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .portable import signal_name, stop_signals
+from ..portable import signal_name, stop_signals
 
 
 class Abort(KeyboardInterrupt):

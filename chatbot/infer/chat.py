@@ -1,7 +1,7 @@
 """The ``reply`` and ``chat`` verbs: one answer, or an anonymous chat in the terminal.
 
 ``/as NAME`` makes the next messages come from another person of the room (a group-room rehearsal): each name
-gets a stable pseudonym slot of the model (chatbot/speakers.py), and ``gen.reply_policy`` decides whether the
+gets a stable pseudonym slot of the model (chatbot/infer/speakers.py), and ``gen.reply_policy`` decides whether the
 bot answers ("(silent)" when it does not). ``/as`` alone speaks as yourself again.
 
 Both check the password gate before a model is even looked for. The chat shows only the two configured labels
@@ -16,7 +16,7 @@ import json
 import math
 import sys
 
-from .errors import ChatbotError
+from ..errors import ChatbotError
 from .generate import Responder, load_responder, normalize_text
 
 HELP = ("commands: /as NAME speaks as someone else of the room (/as alone: yourself again), /reset starts a new "
@@ -26,7 +26,7 @@ MAX_HISTORY = 200  # entries kept in memory; the prompt itself is cut to the mod
 
 
 def _gate(cfg) -> None:
-    from .security import require_password
+    from ..security import require_password
 
     require_password(cfg)
 

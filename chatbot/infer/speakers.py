@@ -24,7 +24,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .tokens import OTHER_SPEAKER
+from ..tokens import OTHER_SPEAKER
 
 _PSEUDONYM = re.compile(r"S\d+")
 USER, BOT = "user", "bot"

@@ -26,7 +26,7 @@ from typing import BinaryIO, Iterable, Iterator
 
 import torch
 
-from .errors import ChatbotError
+from ..errors import ChatbotError
 
 HF_ARTIFACT_FORMAT = "chatbot-artifact-hf-1"
 TORCH_ZIP_MAGIC = b"PK\x03\x04"

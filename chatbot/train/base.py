@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import Config, TrainConfig, to_dict
-from .errors import ChatbotError
+from ..config import Config, TrainConfig, to_dict
+from ..errors import ChatbotError
 
 # adapter fields a checkpoint cannot change (the trainable tensors' shapes / meaning); alpha and dropout may change
 FIXED_ADAPTER_FIELDS = ("kind", "r", "target_modules", "quantize")
@@ -61,8 +61,8 @@ def adapter_record(tc: TrainConfig) -> dict:
 def open_base(cfg: Config, stats: dict, device: torch.device, dtype: torch.dtype) -> BaseRun:
     """Resolve and load the base, check it against the processed data. One line for every problem; no disk
     changes (a hub id may be downloaded into the Hugging Face cache)."""
-    from .base import base_weight_hash, load_base, require_extra, resolve_base, tokenizer_hash
-    from .base.layout import BaseLayout
+    from ..base import base_weight_hash, load_base, require_extra, resolve_base, tokenizer_hash
+    from ..base.layout import BaseLayout
 
     tc = cfg.train
     require_extra()
@@ -140,7 +140,7 @@ class LossModel(nn.Module):
 
 def build_model(run: BaseRun, tc: TrainConfig) -> LossModel:
     """The adapter on the loaded base (initialised from torch's global RNG: seed first), wrapped for the loop."""
-    from .base import apply_adapter
+    from ..base import apply_adapter
 
     model = apply_adapter(run.model, tc.adapter, gradient_checkpointing=tc.runtime.gradient_checkpointing)
     model.train()
@@ -202,7 +202,7 @@ def check_compatible(ck: dict, info: dict, path: Path) -> list[str]:
 def sample_replies(lm: LossModel, layout: Any, persona: dict | None, prompts: list[str], device: torch.device,
                    max_new_tokens: int = 32) -> list[tuple[str, str]]:
     """Greedy replies (KV cache of transformers) to each prompt as one user turn; stops at eos."""
-    from .train_report import persona_speakers
+    from .report import persona_speakers
 
     if not prompts:
         return []

@@ -19,9 +19,9 @@ from __future__ import annotations
 import re
 import sys
 
-from .errors import ChatbotError
-from .eval.metrics import collapse_reasons
-from .generate import load_responder
+from ..errors import ChatbotError
+from .metrics import collapse_reasons
+from ..infer.generate import load_responder
 
 _LEAK = re.compile(r"<\u2060?\|[^|<>\s]{1,24}\|>")  # <|eot|>, <|spk:S1|>, <|photo|> ... (or escaped forms)
 _MARKERS = ("\ue000", "\ue001")
@@ -56,7 +56,7 @@ def group_smoke(responder, gen, labels) -> str | None:
     """The group-room script; returns why it failed, or None."""
     from dataclasses import replace
 
-    from .speakers import RoomSpeakers
+    from ..infer.speakers import RoomSpeakers
 
     name = next((n.strip() for n in gen.bridge.bot_names if n.strip()), "하늘")
     policy = gen.reply_policy if gen.reply_policy != "always" else "addressed"
@@ -97,7 +97,7 @@ def group_smoke(responder, gen, labels) -> str | None:
 
 
 def smoke(cfg) -> int:
-    from .security import require_password
+    from ..security import require_password
 
     require_password(cfg)
     sm, labels = cfg.gen.smoke, cfg.gen.chat

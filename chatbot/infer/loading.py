@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from .data.tokenizer import load_tokenizer, tokenizer_hash
-from .errors import ChatbotError
-from .model import ModelArgs, Transformer
+from ..data.tokenizer import load_tokenizer, tokenizer_hash
+from ..errors import ChatbotError
+from ..model import ModelArgs, Transformer
 
 ARTIFACT_FORMAT = "chatbot-artifact-1"
 CHECKPOINT_FORMAT = "chatbot-ckpt-1"
@@ -104,8 +104,8 @@ def load_bundle(cfg) -> Bundle:
     if kind != "checkpoint":
         _check_memory(cfg, path)
     if kind == "encrypted":  # decrypted in memory only; publish's reader checks format and keys
-        from .publish import read_artifact
-        from .security import model_key
+        from ..artifact.publish import read_artifact
+        from ..security import model_key
 
         what, obj = read_artifact(path, model_key(cfg))
         if what == "container":
@@ -147,7 +147,7 @@ def _check_memory(cfg, path: Path) -> None:
 
 
 def _is_container(path: Path) -> bool:
-    from .hf_artifact import looks_like_container
+    from ..formats.hf_artifact import looks_like_container
 
     try:
         with open(path, "rb") as fh:

@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer
 
-from .config import GenConfig, PiiConfig, SamplingConfig
-from .data.conversation import clean_text as clean_message
-from .data.pii import PiiMasker
-from .data.tokenizer import encode_marked, iter_token_bytes, special_id
-from .errors import ChatbotError
-from .model import Transformer
+from ..config import GenConfig, PiiConfig, SamplingConfig
+from ..data.conversation import clean_text as clean_message
+from ..data.pii import PiiMasker
+from ..data.tokenizer import encode_marked, iter_token_bytes, special_id
+from ..errors import ChatbotError
+from ..model import Transformer
 from .speakers import Decision, make_plan, model_decide, pre_decide
-from .tokens import (BOS, EOT, LATER_TOKENS, PAD, PII_TOKENS, PLACEHOLDER_TOKENS, SPEAKER_TOKENS, SPECIAL_TOKENS,
+from ..tokens import (BOS, EOT, LATER_TOKENS, PAD, PII_TOKENS, PLACEHOLDER_TOKENS, SPEAKER_TOKENS, SPECIAL_TOKENS,
                      speaker_token, unescape_text)
 
 _PSEUDONYM = re.compile(r"S\d+")
@@ -637,7 +637,7 @@ class Responder:
               sampling: SamplingConfig | None = None, cancel: Callable[[], bool] | None = None,
               policy: str | None = None, senders: int | None = None) -> Reply:
         """The bot's next turn after ``history`` ([(speaker, text), ...], oldest first; speaker = "user", "bot"
-        or a pseudonym slot such as "S3", see chatbot/speakers.py).
+        or a pseudonym slot such as "S3", see chatbot/infer/speakers.py).
 
         ``policy`` overrides ``gen.reply_policy`` (kakao-skill passes "always"); ``senders`` = distinct people
         in the room besides the bot (None = counted in ``history``). A silent decision returns a Reply with

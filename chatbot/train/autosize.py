@@ -19,7 +19,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .fsio import atomic_write_json, private_mkdir
+from ..fsio import atomic_write_json, private_mkdir
 
 # name: (n_layer, n_head, n_kv_head, n_embd, learning rate)
 PRESETS = {
@@ -42,8 +42,8 @@ def train_tokens(processed_dir: Path) -> int | None:
     """Training tokens of the processed data (train.bin's size in ids, nothing read), or None without data."""
     import numpy as np
 
-    from .data.dataset import read_stats
-    from .errors import ChatbotError
+    from ..data.dataset import read_stats
+    from ..errors import ChatbotError
 
     try:
         stats = read_stats(processed_dir)
@@ -127,6 +127,6 @@ def _read(path: Path | None) -> dict | None:
 
 
 def raise_config(msg: str) -> None:
-    from .errors import ChatbotError
+    from ..errors import ChatbotError
 
     raise ChatbotError(msg)

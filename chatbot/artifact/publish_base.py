@@ -3,7 +3,7 @@
 Three outputs, all from the checkpoint's trainable tensors + the base folder it names:
 
 * merged (default): every base weight, with the LoRA update ``W + alpha/r · B A`` folded in, written one tensor at
-  a time into the container of :mod:`chatbot.hf_artifact` — plainly (atomic temp file + rename) or through the
+  a time into the container of :mod:`chatbot.formats.hf_artifact` — plainly (atomic temp file + rename) or through the
   streaming :class:`~chatbot.crypto.EncryptingWriter` (``--encrypt``). Memory: one tensor (the base is read from its
   memory-mapped safetensors files); disk: only the finished file (ciphertext when encrypted).
 * ``--adapter-only``: the LoRA tensors + tokenizer + base id/revision/weight hash: megabytes instead of gigabytes;
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import ChatbotError
-from .fsio import atomic_open, atomic_write_json, sha256_file
-from .hf_artifact import (ContainerWriter, artifact_metadata, base_weight_files, base_weight_shapes, iter_base_tensors, lora_pairs,
+from ..errors import ChatbotError
+from ..fsio import atomic_open, atomic_write_json, sha256_file
+from ..formats.hf_artifact import (ContainerWriter, artifact_metadata, base_weight_files, base_weight_shapes, iter_base_tensors, lora_pairs,
                           lora_scale, merge_lora, strip_prefixes, tokenizer_files)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -59,7 +59,7 @@ def locate_base(cfg, info: dict, label: str, *, download: bool) -> Path:
     ``download`` False = only a folder or a copy already in the Hugging Face cache (an artifact is loaded
     offline); a missing or different base is one line.
     """
-    from .base import base_weight_hash, require_extra, resolve_base
+    from ..base import base_weight_hash, require_extra, resolve_base
 
     require_extra()
     base_id, revision = info["id"], info.get("revision") or ""
@@ -75,7 +75,7 @@ def locate_base(cfg, info: dict, label: str, *, download: bool) -> Path:
 
 
 def _local_base(cfg, base_id: str, revision: str, label: str) -> Path:
-    from .base.hub import find_local
+    from ..base.hub import find_local
 
     folder, note = find_local(base_id, revision, root=cfg.root)
     if folder is None:
@@ -86,8 +86,8 @@ def _local_base(cfg, base_id: str, revision: str, label: str) -> Path:
 
 def check_tokenizer(cfg, folder: Path, info: dict, ckpt: dict, label: str):
     """The base tokenizer, refused when it is not the one the run was trained with."""
-    from .base import tokenizer_hash
-    from .base.load import load_tokenizer
+    from ..base import tokenizer_hash
+    from ..base.load import load_tokenizer
 
     tok = load_tokenizer(folder)
     want = info.get("tokenizer_hash") or ckpt.get("tokenizer_hash")
@@ -230,7 +230,7 @@ def write_container(plan: BasePlan, target: Path, weights: str, key: str | None)
     entries, tensors = ((plan.merged_entries(), plan.merged_tensors()) if weights == "merged"
                         else (plan.adapter_entries(), plan.adapter_tensors()))
     if key is not None:
-        from .crypto import EncryptingWriter
+        from ..crypto import EncryptingWriter
 
         with EncryptingWriter(target, key) as sink:
             _stream(sink, entries, meta, tensors)
@@ -250,7 +250,7 @@ def _stream(sink, entries, meta, tensors) -> None:
 
 def base_model_info(plan: BasePlan, meta: dict, path: Path, encrypted: bool) -> dict:
     """model_info.json for a base-run artifact (numbers, hashes, the base id; no private text)."""
-    from .hf_artifact import HF_ARTIFACT_FORMAT
+    from ..formats.hf_artifact import HF_ARTIFACT_FORMAT
 
     weights = meta["weights"]
     return {
@@ -274,7 +274,7 @@ def base_model_info(plan: BasePlan, meta: dict, path: Path, encrypted: bool) -> 
 
 
 def publish_base(cfg, ckpt: dict, source: Path, *, key: str | None, fmt: str, dry: bool, adapter_only: bool) -> None:
-    """The base-run branch of :func:`chatbot.publish.publish` (after the key and format checks)."""
+    """The base-run branch of :func:`chatbot.artifact.publish.publish` (after the key and format checks)."""
     from .publish import ARTIFACT_ENC, ARTIFACT_PT, HF_DIR, INFO_JSON, _mb
 
     plan = BasePlan(cfg, ckpt, source, adapter_only=adapter_only)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .fsio import atomic_write_text, private_open
-from .tokens import BOS, EOT, SPEAKER_TOKENS, speaker_token
+from ..fsio import atomic_write_text, private_open
+from ..tokens import BOS, EOT, SPEAKER_TOKENS, speaker_token
 
 
 # ---------------------------------------------------------------------------------------------- metrics.jsonl
@@ -171,10 +171,10 @@ def progress_line(step: int, max_steps: int, loss: float, val_loss: float | None
 
 # -------------------------------------------------------------------------------------------- sample replies
 def persona_speakers(persona: dict | None, gen=None) -> tuple[str, str]:
-    """(user, bot) pseudonyms, chosen exactly as ``chat`` chooses them (chatbot.generate.resolve_speakers: the
+    """(user, bot) pseudonyms, chosen exactly as ``chat`` chooses them (chatbot.infer.generate.resolve_speakers: the
     trained persona, else the most active speaker who is not the exporter)."""
-    from .config import GenConfig
-    from .generate import resolve_speakers
+    from ..config import GenConfig
+    from ..infer.generate import resolve_speakers
 
     return resolve_speakers(persona if isinstance(persona, dict) else {}, gen or GenConfig())
 
@@ -183,7 +183,7 @@ def persona_speakers(persona: dict | None, gen=None) -> tuple[str, str]:
 def sample_replies(model, tok, persona: dict | None, prompts: list[str], device: torch.device,
                    max_new_tokens: int = 32, gen=None) -> list[tuple[str, str]]:
     """Greedy replies (KV cache) to each prompt as one user turn; stops at ``<|eot|>`` or a speaker token."""
-    from .data.tokenizer import decode, encode_text, special_id
+    from ..data.tokenizer import decode, encode_text, special_id
 
     if not prompts:
         return []

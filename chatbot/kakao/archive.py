@@ -18,9 +18,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from .errors import ChatbotError, LockedError
-from .fsio import PRIVATE_DIR_MODE, atomic_write_json, fsync_dir, make_private, private_mkdir
-from .lock import active_lock
+from ..errors import ChatbotError, LockedError
+from ..fsio import PRIVATE_DIR_MODE, atomic_write_json, fsync_dir, make_private, private_mkdir
+from ..lock import active_lock
 
 KEEP = {".gitkeep"}
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

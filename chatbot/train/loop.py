@@ -32,18 +32,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import train_base
-from .config import Config, TrainConfig, to_dict
-from .data.dataset import Split, WindowSampler, eval_starts, open_split, read_stats, read_windows
-from .errors import ChatbotError
-from .lock import RunLock
-from .model import ModelArgs, Transformer
-from .tokens import PAD
-from .train_ckpt import (FORMAT, check_compatible, clean_temp_files, config_changes, load_checkpoint,
+from . import base as train_base
+from ..config import Config, TrainConfig, to_dict
+from ..data.dataset import Split, WindowSampler, eval_starts, open_split, read_stats, read_windows
+from ..errors import ChatbotError
+from ..lock import RunLock
+from ..model import ModelArgs, Transformer
+from ..tokens import PAD
+from .checkpoint import (FORMAT, check_compatible, clean_temp_files, config_changes, load_checkpoint,
                          prune_snapshots, rng_state, save_checkpoint, set_rng_state, snapshot_path, to_cpu)
-from .train_dist import (Abort, Dist, StopSignals, all_ranks_ok, all_reduce, any_rank, destroy_process_group,
+from .dist import (Abort, Dist, StopSignals, all_ranks_ok, all_reduce, any_rank, destroy_process_group,
                          env_dist, gather_objects, init_process_group)
-from .train_report import (append_metrics, load_metrics, peak_flops, progress_line, sample_replies,
+from .report import (append_metrics, load_metrics, peak_flops, progress_line, sample_replies,
                            write_loss_svg)
 
 EXIT_DONE, EXIT_STOPPED, EXIT_ABORTED = 0, 3, 130
@@ -266,14 +266,14 @@ def _train(cfg: Config, d: Dist, device: torch.device, signals: StopSignals, on_
 
     # ---- data and its contract
     stats = read_stats(pdir)
-    from .data.tokenizer import load_tokenizer, special_id
+    from ..data.tokenizer import load_tokenizer, special_id
 
     tok_path = pdir / "tokenizer.json"
     tok_hash = str(stats["tokenizer_hash"])
     if _file_sha256(tok_path) != tok_hash:
         raise ChatbotError(f"{tok_path} does not match the tokenizer_hash in stats.json (files from two different "
                            f"preprocess runs); run `python -m chatbot.ops preprocess --force`")
-    base = None  # a pretrained base (model.base): chatbot/train_base.py
+    base = None  # a pretrained base (model.base): chatbot/train/base.py
     if tc.model.base:
         base = train_base.open_base(cfg, stats, device, dtype)
         if device.type == "cpu":
@@ -482,7 +482,7 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
 
     probe = None
     if lg.eval_replies > 0 and d.master and val_split.n_windows:
-        from .eval.runner import TrainingProbe
+        from ..eval.runner import TrainingProbe
 
         probe = TrainingProbe(cfg.processed_dir, stats, tok if base is None else base.tokenizer, cfg.gen,
                               cfg.paths.processed.preprocess.pii, lg.eval_replies,

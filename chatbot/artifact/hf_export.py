@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .data.tokenizer import load_tokenizer, special_id
-from .errors import ChatbotError
-from .fsio import fsync_dir, make_private, private_mkdir, private_open
-from .model import ModelArgs
-from .tokens import BOS, EOT, PAD, speaker_token
+from ..data.tokenizer import load_tokenizer, special_id
+from ..errors import ChatbotError
+from ..fsio import fsync_dir, make_private, private_mkdir, private_open
+from ..model import ModelArgs
+from ..tokens import BOS, EOT, PAD, speaker_token
 
 _MISSING = "the Hugging Face export needs the safetensors package: pip install -e .[hf]"
 
@@ -44,7 +44,7 @@ def check_available() -> None:
 
 def _speakers(cfg, persona: dict) -> tuple[str, str]:
     """(bot, user) pseudonyms for the chat template: the same choice reply/chat make (gen.yaml, else persona)."""
-    from .generate import resolve_speakers
+    from ..infer.generate import resolve_speakers
 
     user, bot = resolve_speakers(persona, cfg.gen)
     return bot, user
@@ -166,7 +166,7 @@ def export_base_hf(plan, target: Path) -> None:
     """A merged base-run model as a Hugging Face folder: the base's config.json (dtype updated) and tokenizer files,
     the merged weights in safetensors shards (+ index), written one tensor at a time."""
     check_available()
-    from .hf_artifact import ContainerWriter
+    from ..formats.hf_artifact import ContainerWriter
 
     entries = plan.merged_entries()
     shards = shard_plan(entries, SHARD_BYTES)

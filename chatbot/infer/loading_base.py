@@ -1,8 +1,8 @@
-"""Loading the models of runs fine-tuned from a pretrained base (the HF-architecture side of chatbot/loading.py).
+"""Loading the models of runs fine-tuned from a pretrained base (the HF-architecture side of chatbot/infer/loading.py).
 
 Three sources, one result (a ``transformers`` causal LM in eval mode + the base's tokenizer + persona):
 
-* a merged artifact (chatbot/hf_artifact.py container, plain or decrypted in memory): the model is built on the
+* a merged artifact (chatbot/formats/hf_artifact.py container, plain or decrypted in memory): the model is built on the
   meta device and its parameters *become* views of the artifact buffer (``load_state_dict(assign=True)``), so the
   weights are in memory once;
 * an adapter-only artifact: the locally present base (same weight hash, else one line), LoRA folded in;
@@ -19,8 +19,8 @@ from pathlib import Path
 
 import torch
 
-from .errors import ChatbotError
-from .hf_artifact import lora_pairs, lora_scale, merge_lora, read_container, strip_prefixes
+from ..errors import ChatbotError
+from ..formats.hf_artifact import lora_pairs, lora_scale, merge_lora, read_container, strip_prefixes
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -36,7 +36,7 @@ def tokenizer_from_files(files: dict[str, str], config: dict, label: str):
     """The base tokenizer rebuilt from the text files an artifact carries (through a private temp folder: they are
     the base's public files, never chat text). config.json goes along: transformers picks the tokenizer class
     (which may rebuild parts of the pipeline) from the model type."""
-    from .base.load import load_tokenizer
+    from ..base.load import load_tokenizer
 
     with tempfile.TemporaryDirectory(prefix="chatbot-tok-") as tmp:
         (Path(tmp) / "config.json").write_text(json.dumps(config), encoding="utf-8")
@@ -48,7 +48,7 @@ def tokenizer_from_files(files: dict[str, str], config: dict, label: str):
 
 
 def _check_tok_hash(tok, want: str | None, label: str) -> None:
-    from .base import tokenizer_hash
+    from ..base import tokenizer_hash
 
     if want and tokenizer_hash(tok) != want:
         raise ChatbotError(f"{label} is inconsistent (tokenizer hash mismatch); publish it again")
@@ -111,8 +111,8 @@ def fold_adapter(model, state: dict, info: dict, label: str) -> None:
 
 def base_model(cfg, info: dict, state: dict, label: str, device: torch.device):
     """(model, tokenizer) = the locally present base named by ``info`` + the run's adapter folded in."""
-    from .base import load_base
-    from .publish_base import locate_base
+    from ..base import load_base
+    from ..artifact.publish_base import locate_base
 
     folder = locate_base(cfg, info, label, download=False)
     dtype = inference_dtype(device)
@@ -125,7 +125,7 @@ def base_model(cfg, info: dict, state: dict, label: str, device: torch.device):
 # --------------------------------------------------------------------------------------------------- sources
 def from_container(cfg, buf, label: str, device: torch.device) -> tuple[object, object, dict]:
     """(model, tokenizer, doc) from a decrypted / read container buffer."""
-    from .base import require_extra
+    from ..base import require_extra
 
     require_extra()
     doc, tensors = read_container(buf, label)
@@ -150,7 +150,7 @@ def from_container(cfg, buf, label: str, device: torch.device) -> tuple[object, 
 
 def from_checkpoint(cfg, ckpt: dict, label: str, device: torch.device) -> tuple[object, object]:
     """(model, tokenizer) from a base run's checkpoint (adapter or full weights)."""
-    from .publish_base import base_info
+    from ..artifact.publish_base import base_info
 
     info = base_info(cfg, ckpt, Path(label))
     if not isinstance(ckpt.get("model"), dict):

@@ -4,7 +4,7 @@ The turn layout is the one preprocess wrote (chatbot/base/layout.py, shared code
 construction — a test compares them): ``[bos]`` when the tokenizer has one, then per turn
 ``enc("S1: ") + enc(text) + [eos]``, and the prompt ends with ``enc("S2: ")`` for the bot. Decoding stops at eos;
 speakers are plain text, so there are no speaker tokens to stop at or to ban. The reply is streamed through the
-same :class:`~chatbot.generate.TextStream` as from-scratch replies, fed by a byte table built for the base
+same :class:`~chatbot.infer.generate.TextStream` as from-scratch replies, fed by a byte table built for the base
 tokenizer (byte-level BPE, or SentencePiece-style ``▁`` pieces with ``<0xNN>`` byte fallback).
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 
-from .data.tokenizer import _bytes_to_unicode
+from ..data.tokenizer import _bytes_to_unicode
 
 _BYTE_PIECE = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
@@ -65,7 +65,7 @@ class BaseTurns:
     """Layout, stop/ban sets and byte table of a base model, in the shape the Responder needs."""
 
     def __init__(self, tokenizer, model):
-        from .base.layout import BaseLayout
+        from ..base.layout import BaseLayout
 
         self.layout = BaseLayout(tokenizer)
         vocab = int(model.get_output_embeddings().weight.shape[0])

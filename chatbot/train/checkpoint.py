@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ChatbotError
-from .fsio import atomic_open, atomic_torch_save, fsync_dir, private_mkdir
-from .model import ModelArgs
+from ..errors import ChatbotError
+from ..fsio import atomic_open, atomic_torch_save, fsync_dir, private_mkdir
+from ..model import ModelArgs
 
 FORMAT = "chatbot-ckpt-1"
 SNAPSHOT_RE = re.compile(r"^step_(\d+)\.pt$")

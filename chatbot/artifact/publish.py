@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 
-from .data.tokenizer import load_tokenizer, tokenizer_hash
-from .errors import ChatbotError
-from .fsio import atomic_torch_save, atomic_write_json, sha256_file
-from .model import ModelArgs, Transformer
-from .tokens import SPECIAL_TOKENS
+from ..data.tokenizer import load_tokenizer, tokenizer_hash
+from ..errors import ChatbotError
+from ..fsio import atomic_torch_save, atomic_write_json, sha256_file
+from ..model import ModelArgs, Transformer
+from ..tokens import SPECIAL_TOKENS
 
 ARTIFACT_FORMAT = "chatbot-artifact-1"
 CHECKPOINT_FORMAT = "chatbot-ckpt-1"
@@ -252,7 +252,7 @@ def publish(cfg, encrypt: bool, fmt: str, dry: bool, adapter_only: bool = False)
         raise ChatbotError("--adapter-only writes our artifact format; drop --format hf (which always merges)")
     key = None
     if encrypt:
-        from .security import model_key
+        from ..security import model_key
 
         key = model_key(cfg)  # refuse before any work when the key is missing or weak
     if fmt == "hf":
@@ -296,7 +296,7 @@ def publish(cfg, encrypt: bool, fmt: str, dry: bool, adapter_only: bool = False)
               f"from {_rel(cfg, source)}: {summary}")
         return
     if encrypt:
-        from .crypto import EncryptingWriter
+        from ..crypto import EncryptingWriter
 
         with EncryptingWriter(target, key) as writer:
             torch.save(artifact, writer)
@@ -332,8 +332,8 @@ def load_artifact(path: str | Path, key: str | None) -> dict:
 
 def read_artifact(path: str | Path, key: str | None) -> tuple[str, object]:
     """("torch", checked artifact dict) or ("container", plaintext buffer of a pretrained-base artifact)."""
-    from .crypto import DecryptError, MemoryReader, decrypt_to_bytes, is_encrypted
-    from .hf_artifact import looks_like_container
+    from ..crypto import DecryptError, MemoryReader, decrypt_to_bytes, is_encrypted
+    from ..formats.hf_artifact import looks_like_container
 
     path = Path(path)
     if not path.is_file():
@@ -353,7 +353,7 @@ def read_artifact(path: str | Path, key: str | None) -> tuple[str, object]:
     else:
         with open(path, "rb") as fh:
             if looks_like_container(fh.read(16)):
-                from .loading_base import read_plain
+                from ..infer.loading_base import read_plain
 
                 return "container", read_plain(path)
         src = path
