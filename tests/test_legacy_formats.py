@@ -1,5 +1,6 @@
 """Files written by an older version (tests/fixtures/legacy_v1, commit in its expected.json) must still load and give
-the same answers: processed data, checkpoint, artifact (.pt, .enc, hf folder) and bridge room files (formats 1, 2).
+the same answers: processed data, checkpoint, artifacts (.pt, .enc, hf folder, a merged base-model container) and
+bridge room files (formats 1 and 2).
 
 Only stable entry points are used — the CLI (``chatbot.ops.app`` through typer's CliRunner) and the bytes of the
 files (``torch.load(weights_only=True)``, JSON) — never internal module paths, which move during refactors.
@@ -104,6 +105,23 @@ def test_reply_from_legacy_model_files(shared_ws: Path, source: str, preference:
     assert got["confidence"] == pytest.approx(want["confidence"], abs=2e-4)
     for key in set(want) - {"text", "confidence"}:
         assert got[key] == want[key], key
+
+
+def test_reply_from_legacy_merged_base_artifact(shared_ws: Path) -> None:
+    """A LoRA run on a tiny Qwen2 base, published merged (a self-contained safetensors container)."""
+    pytest.importorskip("transformers")
+    from safetensors import safe_open  # the container is a valid .safetensors file: read it as one
+
+    base = EXPECTED["base"]
+    with safe_open(str(shared_ws / base["path"]), framework="pt") as f:
+        assert f.metadata()["format"] == base["format"]
+        assert tensor_digest({name: f.get_tensor(name) for name in f.keys()}) == base["tensors"]
+    _edit_yaml(shared_ws, "gen.yaml", {"model_preference": [base["path"]]})
+    got = json.loads(cli(shared_ws, "reply", EXPECTED["prompt"], "--json").stdout)
+    assert got["text"] == base["reply"]["text"]
+    assert got["confidence"] == pytest.approx(base["reply"]["confidence"], abs=2e-4)
+    for key in set(base["reply"]) - {"text", "confidence"}:
+        assert got[key] == base["reply"][key], key
 
 
 def _normalised_smoke(text: str) -> str:
