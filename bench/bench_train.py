@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))
 from chatbot.config import load_config  # noqa: E402
 from chatbot.data.tokenizer import train_tokenizer  # noqa: E402
 from chatbot.model import ModelArgs, Transformer, masked_cross_entropy  # noqa: E402
-from chatbot.train.loop import cpu_threads, pick_device, pick_dtype  # noqa: E402
+from chatbot.device import pick_device, pick_dtype  # noqa: E402
+from chatbot.train.loop import cpu_threads  # noqa: E402
 from chatbot.train.report import _GPU_PEAK_BF16, measure_matmul_peak  # noqa: E402
 
 TINY = {"block_size": 64, "n_layer": 2, "n_head": 2, "n_kv_head": 1, "n_embd": 64, "multiple_of": 32}

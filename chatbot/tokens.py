@@ -12,6 +12,8 @@ tokens. Every special token is a single token in the tokenizer; text that merely
 
 from __future__ import annotations
 
+import re
+
 BOS = "<|bos|>"
 EOT = "<|eot|>"
 PAD = "<|pad|>"
@@ -26,6 +28,14 @@ def speaker_token(pseudonym: str) -> str:
 def pseudonym_for_rank(rank: int) -> str:
     """Rank 1 = most active speaker → "S1"; past MAX_SPEAKERS everyone is "S0"."""
     return f"S{rank}" if 1 <= rank <= MAX_SPEAKERS else OTHER_SPEAKER
+
+
+_PSEUDONYM = re.compile(r"S\d{1,3}")
+
+
+def is_pseudonym(value: object) -> bool:
+    """True for ``S0`` … ``S999`` (the pseudonyms preprocess writes; anything else is not a speaker)."""
+    return isinstance(value, str) and _PSEUDONYM.fullmatch(value) is not None
 
 
 SPEAKER_TOKENS = [speaker_token(OTHER_SPEAKER)] + [speaker_token(f"S{i}") for i in range(1, MAX_SPEAKERS + 1)]

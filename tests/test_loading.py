@@ -166,12 +166,12 @@ def test_load_responder_answers_from_a_checkpoint(tmp_path: Path) -> None:
 
 
 def test_device_setting(tmp_path: Path) -> None:
-    from chatbot.infer.loading import resolve_device
+    from chatbot.device import pick_device
 
-    assert resolve_device("cpu").type == "cpu"
-    assert resolve_device("auto").type in ("cpu", "cuda", "mps")
-    with pytest.raises(ChatbotError, match="is not a device"):
-        resolve_device("gpu0")
+    assert pick_device("cpu", key="gen.yaml device").type == "cpu"
+    assert pick_device("auto", key="gen.yaml device").type in ("cpu", "cuda", "mps")
+    with pytest.raises(ChatbotError, match="unknown device"):
+        pick_device("gpu0", key="gen.yaml device")
     if not torch.cuda.is_available():
         with pytest.raises(ChatbotError, match="no CUDA GPU"):
-            resolve_device("cuda")
+            pick_device("cuda", key="gen.yaml device")

@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "chatbot"
 # Lowest first. A module may import from its own layer's package and from lower layers only; within one layer
 # packages may import each other only if that keeps the module graph acyclic (checked below).
 LAYERS: list[set[str]] = [
-    {"errors", "portable", "fsio", "lock", "security", "crypto", "tokens", "records", "config"},
+    {"errors", "portable", "fsio", "lock", "security", "crypto", "tokens", "records", "config", "device"},
     {"kakao"},
     {"model", "base"},
     {"data"},

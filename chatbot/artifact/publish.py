@@ -15,24 +15,22 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import re
 from pathlib import Path
 
 import torch
 
 from ..data.tokenizer import load_tokenizer, tokenizer_hash
+from ..device import DTYPES
 from ..errors import ChatbotError
 from ..fsio import atomic_torch_save, atomic_write_json, sha256_file
 from ..model import ModelArgs, Transformer
-from ..tokens import SPECIAL_TOKENS
+from ..tokens import SPECIAL_TOKENS, is_pseudonym
 
 ARTIFACT_FORMAT = "chatbot-artifact-1"
 CHECKPOINT_FORMAT = "chatbot-ckpt-1"
 ARTIFACT_PT, ARTIFACT_ENC, INFO_JSON, HF_DIR = "model_latest.pt", "model_latest.enc", "model_info.json", "hf"
 ARTIFACT_KEYS = ("format", "model", "model_args", "tokenizer_json", "special_tokens", "persona", "tokenizer_hash",
                  "step", "val_loss", "created")
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_PSEUDONYM = re.compile(r"^S\d{1,3}$")
 
 
 # --------------------------------------------------------------------------------------------------- source
@@ -145,10 +143,10 @@ def clean_persona(cfg, persona) -> dict:
         raise bad
     target, self_ = persona.get("target", "room"), persona.get("self")
     speakers = persona.get("speakers") or {}
-    if (not isinstance(target, str) or not (target == "room" or _PSEUDONYM.match(target))
-            or not (self_ is None or (isinstance(self_, str) and _PSEUDONYM.match(self_)))
+    if (not isinstance(target, str) or not (target == "room" or is_pseudonym(target))
+            or not (self_ is None or is_pseudonym(self_))
             or not isinstance(speakers, dict)
-            or not all(isinstance(k, str) and _PSEUDONYM.match(k) for k in speakers)
+            or not all(is_pseudonym(k) for k in speakers)
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in speakers.values())):
         raise bad
     return {"target": target, "self": self_, "speakers": {k: int(v) for k, v in speakers.items()}}
@@ -199,7 +197,7 @@ def build_artifact(cfg, source: Path | None = None, ckpt: dict | None = None) ->
     val = _num(ckpt.get("val_loss"))
     artifact = {
         "format": ARTIFACT_FORMAT,
-        "model": cast_state(state, _DTYPES[cfg.paths.publish.dtype]),
+        "model": cast_state(state, DTYPES[cfg.paths.publish.dtype]),
         "model_args": args.to_dict(),
         "tokenizer_json": tok_json,
         "special_tokens": list(SPECIAL_TOKENS),

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from ..device import DTYPES
 from ..errors import ChatbotError
 from ..fsio import atomic_open, atomic_write_json, sha256_file
 from ..formats.hf_artifact import (ContainerWriter, artifact_metadata, base_weight_files, base_weight_shapes, iter_base_tensors, lora_pairs,
                           lora_scale, merge_lora, strip_prefixes, tokenizer_files)
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _rel(cfg, path: Path) -> str:
@@ -125,7 +125,7 @@ class BasePlan:
         self.tokenizer = check_tokenizer(cfg, self.folder, self.info, ckpt, self.label)
         self.files = base_weight_files(self.folder)
         self.shapes = base_weight_shapes(self.files)
-        self.dtype = _DTYPES[cfg.paths.publish.dtype]
+        self.dtype = DTYPES[cfg.paths.publish.dtype]
         state = strip_prefixes(ckpt["model"])
         if self.adapter["kind"] == "lora":
             self.pairs, self.full = lora_pairs(state, self.label), None

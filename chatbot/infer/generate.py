@@ -40,9 +40,8 @@ from ..errors import ChatbotError
 from ..model import Transformer
 from .speakers import Decision, make_plan, model_decide, pre_decide
 from ..tokens import (BOS, EOT, LATER_TOKENS, PAD, PII_TOKENS, PLACEHOLDER_TOKENS, SPEAKER_TOKENS, SPECIAL_TOKENS,
-                     speaker_token, unescape_text)
+                     is_pseudonym, speaker_token, unescape_text)
 
-_PSEUDONYM = re.compile(r"S\d+")
 
 
 # ------------------------------------------------------------------------------------------------ token ids
@@ -97,14 +96,14 @@ def resolve_speakers(persona: dict | None, gen: GenConfig) -> tuple[str, str]:
     """
     persona = persona or {}
     speakers = persona.get("speakers") or {}
-    ranked = sorted((s for s in speakers if _PSEUDONYM.fullmatch(str(s))), key=lambda s: (-speakers[s], int(s[1:])))
+    ranked = sorted((s for s in speakers if is_pseudonym(str(s))), key=lambda s: (-speakers[s], int(s[1:])))
     ranked += [f"S{i}" for i in range(1, 4) if f"S{i}" not in ranked]  # fallbacks when stats are thin
     target, self_ = persona.get("target"), persona.get("self")
-    self_ = self_ if isinstance(self_, str) and _PSEUDONYM.fullmatch(self_) else None
+    self_ = self_ if is_pseudonym(self_) else None
 
     bot = gen.bot_speaker
     if bot == "auto":
-        if isinstance(target, str) and _PSEUDONYM.fullmatch(target):
+        if is_pseudonym(target):
             bot = target
         else:
             bot = next(s for s in ranked if s != self_)
@@ -582,7 +581,7 @@ class Responder:
             return self.user_speaker
         if speaker == "bot":
             return self.bot_speaker
-        if isinstance(speaker, str) and _PSEUDONYM.fullmatch(speaker) and speaker_token(speaker) in SPEAKER_TOKENS:
+        if is_pseudonym(speaker) and speaker_token(speaker) in SPEAKER_TOKENS:
             return speaker
         raise ValueError(f"history speaker must be 'user', 'bot' or a pseudonym S0…S64, got {speaker!r}")
 

@@ -20,6 +20,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ..data.tokenizer import load_tokenizer, tokenizer_hash
+from ..device import pick_device
 from ..errors import ChatbotError
 from ..model import ModelArgs, Transformer
 
@@ -53,27 +54,6 @@ class Bundle:
         return self.base is not None
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` = cuda, else mps, else cpu; anything else must be a device torch knows."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ChatbotError(f"gen.yaml: device {name!r} is not a device (auto, cpu, cuda, cuda:1, mps)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ChatbotError(f"gen.yaml: device {name!r}, but this torch build sees no CUDA GPU (use auto or cpu)")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ChatbotError(f"gen.yaml: device {name!r}, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
-    mps = getattr(torch.backends, "mps", None)
-    if device.type == "mps" and not (mps is not None and mps.is_available()):
-        raise ChatbotError(f"gen.yaml: device {name!r} is not available here (use auto or cpu)")
-    return device
-
-
 def model_candidates(cfg) -> list[tuple[Path, str]]:
     """(path, kind) for every ``gen.model_preference`` entry, in order, whether or not it exists."""
     out = []
@@ -100,7 +80,7 @@ def load_bundle(cfg) -> Bundle:
             "and publish it with `python -m chatbot.ops publish`"
         )
     path, kind = found
-    device = resolve_device(cfg.gen.device)
+    device = pick_device(cfg.gen.device, key="gen.yaml device")
     if kind != "checkpoint":
         _check_memory(cfg, path)
     if kind == "encrypted":  # decrypted in memory only; publish's reader checks format and keys

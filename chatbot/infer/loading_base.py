@@ -19,10 +19,10 @@ from pathlib import Path
 
 import torch
 
+from ..device import DTYPES
 from ..errors import ChatbotError
 from ..formats.hf_artifact import lora_pairs, lora_scale, merge_lora, read_container, strip_prefixes
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def inference_dtype(device: torch.device, stored: torch.dtype | None = None) -> torch.dtype:
@@ -136,7 +136,7 @@ def from_container(cfg, buf, label: str, device: torch.device) -> tuple[object, 
             raise ChatbotError(f"{label} is incomplete (no config or tokenizer); publish it again")
         tok = tokenizer_from_files(doc["tokenizer_files"], config, label)
         _check_tok_hash(tok, doc.get("tokenizer_hash"), label)
-        stored = _DTYPES.get(str(doc.get("dtype")), torch.float32)
+        stored = DTYPES.get(str(doc.get("dtype")), torch.float32)
         model = model_from_state(config, tensors, label, device, inference_dtype(device, stored))
         return model, tok, doc
     if weights == "adapter":

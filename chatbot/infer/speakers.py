@@ -19,14 +19,12 @@ Only keyed hashes of sender ids are stored (``RoomSpeakers.senders``); real name
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..tokens import OTHER_SPEAKER
+from ..tokens import OTHER_SPEAKER, is_pseudonym
 
-_PSEUDONYM = re.compile(r"S\d+")
 USER, BOT = "user", "bot"
 
 
@@ -49,7 +47,7 @@ class SpeakerPlan:
 
 def is_slot(value) -> bool:
     """A speaker id a stored history may hold: "user", "bot" or a pseudonym "S<n>"."""
-    return isinstance(value, str) and (value in (USER, BOT) or bool(_PSEUDONYM.fullmatch(value)))
+    return isinstance(value, str) and (value in (USER, BOT) or is_pseudonym(value))
 
 
 def name_key(name: str) -> str:
@@ -60,7 +58,7 @@ def name_key(name: str) -> str:
 def make_plan(persona: dict | None, user: str, bot: str, learned: dict[str, str] | None = None) -> SpeakerPlan:
     """The slot plan for a model with ``persona`` (stats.json's) whose Responder speaks ``bot`` to ``user``."""
     speakers = (persona or {}).get("speakers") or {}
-    counts = {str(s): int(n) for s, n in speakers.items() if _PSEUDONYM.fullmatch(str(s)) and isinstance(n, int)}
+    counts = {str(s): int(n) for s, n in speakers.items() if is_pseudonym(str(s)) and isinstance(n, int)}
     ranked = sorted((s for s, n in counts.items() if n > 0 and s != OTHER_SPEAKER),
                     key=lambda s: (-counts[s], int(s[1:])))
     free = tuple(s for s in ranked if s not in (user, bot))
@@ -79,7 +77,7 @@ def load_learned_names(processed_dir: Path) -> dict[str, str]:
     Used only to give a known person their learned slot; never logged, never published."""
     try:
         data = json.loads((Path(processed_dir) / "speakers.json").read_text(encoding="utf-8"))
-        return {str(k): str(v) for k, v in (data.get("speakers") or {}).items() if _PSEUDONYM.fullmatch(str(v))}
+        return {str(k): str(v) for k, v in (data.get("speakers") or {}).items() if is_pseudonym(str(v))}
     except (OSError, ValueError, AttributeError):
         return {}
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from . import base as train_base
 from ..config import Config, TrainConfig, to_dict
 from ..data.dataset import Split, WindowSampler, eval_starts, open_split, read_stats, read_windows
+from ..device import pick_device, pick_dtype
 from ..errors import ChatbotError
 from ..lock import RunLock
 from ..model import ModelArgs, Transformer
@@ -47,49 +48,6 @@ from .report import (append_metrics, load_metrics, peak_flops, progress_line, sa
                            write_loss_svg)
 
 EXIT_DONE, EXIT_STOPPED, EXIT_ABORTED = 0, 3, 130
-
-
-# ------------------------------------------------------------------------------------------ device and dtype
-def pick_device(spec: str, d: Dist | None = None) -> torch.device:
-    """``auto`` = CUDA, then Apple MPS, then CPU. Under torchrun each rank takes the GPU of its local rank."""
-    d = d or Dist()
-    spec = spec.strip().lower()
-    mps_ok = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if spec == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", d.local_rank if d.enabled else 0)
-        return torch.device("mps") if mps_ok and not d.enabled else torch.device("cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ChatbotError(f"runtime.device is {spec} but no CUDA GPU is visible; set runtime.device: auto")
-        if d.enabled:
-            return torch.device("cuda", d.local_rank)
-        dev = torch.device(spec)
-        if (dev.index or 0) >= torch.cuda.device_count():
-            raise ChatbotError(f"runtime.device is {spec} but only {torch.cuda.device_count()} GPU(s) are visible")
-        return dev
-    if spec == "mps":
-        if not mps_ok:
-            raise ChatbotError("runtime.device is mps but Apple MPS is not available; set runtime.device: auto")
-        return torch.device("mps")
-    if spec == "cpu":
-        return torch.device("cpu")
-    raise ChatbotError(f"train.yaml runtime.device: unknown device {spec!r} (auto, cpu, cuda, cuda:N or mps)")
-
-
-def pick_dtype(spec: str, device: torch.device) -> torch.dtype:
-    """``auto`` = bf16 autocast on CUDA that supports it (fp16 + GradScaler otherwise), fp32 elsewhere."""
-    if spec == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[spec]
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ChatbotError(f"runtime.dtype float16 needs a CUDA GPU (this run is on {device.type}); "
-                           f"use float32 or bfloat16")
-    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise ChatbotError("runtime.dtype bfloat16 is not supported by this GPU; use float16 or auto")
-    return dtype
 
 
 # ----------------------------------------------------------------------------------------- optimizer, schedule
@@ -209,7 +167,7 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
     file at an exact step).
     """
     d = env_dist()
-    device = pick_device(cfg.train.runtime.device, d)
+    device = pick_device(cfg.train.runtime.device, local_rank=d.local_rank if d.enabled else None)
     cfg = _auto_size(cfg, device, d)
     threads = torch.get_num_threads()
     init_process_group(d, device)
