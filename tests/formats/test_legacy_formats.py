@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -24,7 +25,7 @@ from typer.testing import CliRunner
 
 from chatbot.ops import app
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "legacy_v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
 RUN = EXPECTED["run_name"]
@@ -51,6 +52,9 @@ def make_workspace(root: Path) -> Path:
     """A project: today's configs/ with the fixture's overrides, the legacy files, a .env with the test secrets."""
     ws = root / "ws"
     shutil.copytree(FIXTURE / "workspace", ws)
+    # a checkout writes the files in any order: one mtime for all, so status never sees "training has moved on"
+    for path in ws.rglob("*"):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
     shutil.copytree(REPO / "configs", ws / "configs")
     for name, over in EXPECTED["overrides"].items():
         _edit_yaml(ws, name, over)
