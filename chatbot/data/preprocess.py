@@ -332,27 +332,78 @@ def _build(load, n_rooms: int, pcfg: PreprocessConfig, out_dir, *, self_name: st
                               inputs=inputs, base=base)
 
 
+@dataclass
+class _Corpus:
+    """Who is in the exports and what happened to their messages; filled by the two passes over the rooms."""
+
+    speakers: dict[str, int]  # name -> pseudonym number, most active first (0 = beyond max_speakers)
+    target: int | None  # the target speaker's number, None = the whole room
+    masker: PiiMasker
+    messages_in: int
+    kept_by_speaker: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+
+    @property
+    def kept(self) -> int:
+        return sum(self.kept_by_speaker.values())
+
+
+@dataclass
+class _Tokenizer:
+    """The tokenizer the ids are in: a BPE trained here (``layout`` None) or a pretrained base's."""
+
+    tok: object
+    json: str
+    vocab: int
+    layout: object | None = None  # chatbot.base.layout.BaseLayout for a base
+
+
 def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, out_dir, *, self_name: str,
                    fingerprint: str, inputs: dict | None, base: BaseTokenizer | None) -> dict:
-    t0 = time.perf_counter()
+    """The stages of a build: rank speakers, spill filtered sessions, split, tokenizer, encode + write, commit."""
+    started = time.perf_counter()
     clock = _Phases()
     out_dir = Path(out_dir)
     private_mkdir(out_dir)
+    corpus = _rank_speakers(load, n_rooms, pcfg)
+    _spill_sessions(spill, load, n_rooms, pcfg, corpus)
+    clock("sessions")
+    train, val = spill.split(pcfg.val_fraction)
+    tokenizer = _make_tokenizer(train, pcfg, base)
+    clock("tokenizer")
+    stats = _write_outputs(out_dir, corpus, tokenizer, train, val, pcfg, spill.total_turns, clock,
+                           self_name=self_name, fingerprint=fingerprint, inputs=inputs or {}, n_rooms=n_rooms,
+                           base=base, started=started)
+    _log(f"{corpus.messages_in} messages in {stats['rooms']} room(s) → kept {corpus.kept}, dropped "
+         f"{sum(corpus.dropped.values())}; {stats['speakers']} speakers, target {stats['persona']['target']}; train "
+         f"{stats['tokens']['train']} tokens ({stats['windows']['train']} windows), val {stats['tokens']['val']} "
+         f"tokens; vocab {tokenizer.vocab}; {stats['seconds']}s ({clock})")
+    return stats
+
+
+def _rank_speakers(load, n_rooms: int, pcfg: PreprocessConfig) -> _Corpus:
+    """Pass 1 over every room: the speaker ranking, the target, and the names the PII masker must know."""
     ranking = conv.SpeakerCounts()
     names: set[str] = set()
     messages_in = 0
-    for i in range(n_rooms):
-        records = load(i, False)
+    for room in range(n_rooms):
+        records = load(room, False)
         messages_in += len(records)
-        ranking.add(i, records)
+        ranking.add(room, records)
         names.update(r.speaker for r in records if r.is_system and r.speaker)
         del records
     speakers = ranking.ranking(min(pcfg.max_speakers, MAX_SPEAKERS))
     del ranking
     if not speakers:
         raise ChatbotError("the exports hold no messages from any person; check that organize found your chats")
+    target = _resolve_target(pcfg, speakers)
+    names.update(speakers)
+    return _Corpus(speakers, target, PiiMasker(pcfg.pii, names), messages_in)
+
+
+def _resolve_target(pcfg: PreprocessConfig, speakers: dict[str, int]) -> int | None:
     try:
-        target = conv.resolve_target(pcfg.target, speakers)
+        return conv.resolve_target(pcfg.target, speakers)
     except ValueError as exc:
         if str(exc) == "overflow":
             raise ChatbotError(
@@ -361,118 +412,58 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
         raise ChatbotError(
             "processed.preprocess.target in paths.yaml names no speaker of your exports; write the name exactly "
             "as the export shows it, or use `room`") from None
-    names.update(speakers)
-    masker = PiiMasker(pcfg.pii, names)
-    del names
 
-    dropped: Counter = Counter()
-    kept_by_speaker: Counter = Counter()
 
+def _spill_sessions(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, corpus: _Corpus) -> None:
+    """Pass 2: each room filtered, masked and cut into sessions, written to the spill (the room still in memory
+    from pass 1 first, so a one-room corpus is parsed once)."""
     def useful(session: conv.Session) -> bool:
-        return any(conv.is_target(t, i, target, pcfg) for i, t in enumerate(session.turns))
+        return any(conv.is_target(t, i, corpus.target, pcfg) for i, t in enumerate(session.turns))
 
-    for i in ([n_rooms - 1, *range(n_rooms - 1)] if n_rooms else []):  # the room still in memory first
-        records = sorted(load(i, True), key=lambda r: r.timestamp)
-        msgs = conv.filter_records(records, pcfg, speakers, masker, dropped)
+    for room in ([n_rooms - 1, *range(n_rooms - 1)] if n_rooms else []):
+        records = sorted(load(room, True), key=lambda r: r.timestamp)
+        msgs = conv.filter_records(records, pcfg, corpus.speakers, corpus.masker, corpus.dropped)
         del records
-        kept_by_speaker.update(m.speaker for m in msgs)
-        for session in conv.build_sessions(msgs, pcfg, room=i):
+        corpus.kept_by_speaker.update(m.speaker for m in msgs)
+        for session in conv.build_sessions(msgs, pcfg, room=room):
             spill.add(session, useful(session))
         del msgs
     spill.finish()
-    kept = sum(kept_by_speaker.values())
-    assert kept + sum(dropped.values()) == messages_in
+    assert corpus.kept + sum(corpus.dropped.values()) == corpus.messages_in
     if not spill.sessions:
         raise ChatbotError("no messages are left after filtering; check processed.preprocess filters in paths.yaml")
-    clock("sessions")
-    train, val = spill.split(pcfg.val_fraction)
-    n_turns = spill.total_turns
 
-    layout = None
+
+def _make_tokenizer(train: "_SpilledSplit", pcfg: PreprocessConfig, base: BaseTokenizer | None) -> _Tokenizer:
     if base is None:
         tok = train_tokenizer(_tokenizer_corpus(train), pcfg.vocab_size)
-        tok_json = tok.to_str()
-        vocab = tok.get_vocab_size()
-    else:
-        from ..base.layout import BaseLayout
+        return _Tokenizer(tok, tok.to_str(), tok.get_vocab_size())
+    from ..base.layout import BaseLayout
 
-        tok = layout = BaseLayout(base.tokenizer)
-        tok_json = base.tokenizer.backend_tokenizer.to_str()
-        vocab = layout.vocab_size
-    clock("tokenizer")
-    dtype = processed.token_dtype(vocab)
+    layout = BaseLayout(base.tokenizer)
+    return _Tokenizer(layout, base.tokenizer.backend_tokenizer.to_str(), layout.vocab_size, layout)
 
+
+def _write_outputs(out_dir: Path, corpus: _Corpus, tokenizer: _Tokenizer, train, val, pcfg: PreprocessConfig,
+                   n_turns: int, clock: "_Phases", *, self_name: str, fingerprint: str, inputs: dict, n_rooms: int,
+                   base: BaseTokenizer | None, started: float) -> dict:
+    """Every output to a temp file, then the commit; on any failure before the commit the temp files go."""
+    dtype = processed.token_dtype(tokenizer.vocab)
     temps: dict[str, Path] = {}
     try:
-        temps["tokenizer.json"] = _write_temp(out_dir, "tokenizer.json", tok_json.encode("utf-8"))
-        results = {}
-        if layout is not None:
-            for name, split in (("train", train), ("val", val)):
-                results[name] = _encode_split_base(name, split, layout, target, pcfg, dtype, out_dir)
-                temps.update(results[name].files)
-        else:
-            with _chunk_encoder(tok, n_turns) as encode_chunks:
-                for name, split in (("train", train), ("val", val)):
-                    results[name] = _encode_split(name, split, tok, encode_chunks, target, pcfg, dtype, out_dir)
-                    temps.update(results[name].files)
-        if results["train"].target_turns == 0:
-            raise ChatbotError(
-                "the training split has no target turns (too few turns by the target, or they are all shorter than "
-                "min_target_chars / lack min_context_turns); adjust processed.preprocess or add exports")
-        if pcfg.val_fraction > 0 and results["val"].windows == 0:
-            _log("warning: the validation split has no target turns (too little data); validation loss will be "
-                 "unavailable")
-        persona = {
-            "target": "room" if target is None else conv.pseudonym(target),
-            "self": conv.pseudonym(speakers[self_name]) if speakers.get(self_name, 0) > 0 else None,
-            "speakers": {conv.pseudonym(n): kept_by_speaker[n]
-                         for n in sorted(kept_by_speaker, key=lambda n: (n == 0, n)) if n >= 0},
-        }
+        temps[processed.TOKENIZER] = _write_temp(out_dir, processed.TOKENIZER, tokenizer.json.encode("utf-8"))
+        results = _encode_splits({"train": train, "val": val}, tokenizer, corpus.target, pcfg, dtype, out_dir,
+                                 n_turns, temps)
+        persona = _persona(corpus, pcfg, self_name)
         clock("encode")
-        preview = (_preview(tok, temps, dtype, results) if layout is None else
-                   _preview(tok, temps, dtype, results, eot=layout.eos_id, decode_fn=layout.decode))
-        temps["preview.json"] = _write_temp(out_dir, "preview.json", _json_bytes(preview))
-        private = {
-            "_comment": "PRIVATE: real names of the chat participants. Never publish, share or commit this file.",
-            "fingerprint": fingerprint,
-            "speakers": {name: conv.pseudonym(n) for name, n in sorted(speakers.items(), key=lambda kv: kv[1] or 1e9)},
-            "target": persona["target"],
-            "self": persona["self"],
-        }
-        temps["speakers.json"] = _write_temp(out_dir, "speakers.json", _json_bytes(private))
-        public_cfg = to_dict(pcfg)
-        public_cfg["target"] = persona["target"]
-        if not pcfg.learn_turn_taking:  # off = the layout of earlier versions: keep their config hash
-            public_cfg.pop("learn_turn_taking", None)
-        else:
-            persona["turn_taking"] = True  # the model can say who speaks next (status, reply_policy model)
-        inputs = inputs or {}
-        stats = {
-            "format": FORMAT,
-            "version": VERSION,
-            "dtype": np.dtype(dtype).name,
-            "vocab_size": vocab,
-            "tokenizer_hash": hashlib.sha256(tok_json.encode("utf-8")).hexdigest(),
-            "config_hash": config_hash(public_cfg),
-            "inputs_hash": inputs.get("inputs_hash", ""),
-            "persona": persona,
-            "rooms": inputs.get("rooms", n_rooms),
-            "files": inputs.get("files", 0),
-            "speakers": len(speakers),
-            "messages": {"in": messages_in, "kept": kept,
-                         "dropped": {r: dropped[r] for r in conv.DROP_REASONS}},
-            "pii": {c: masker.counts[c] for c in (*PII_CLASSES, "name")},
-            "sessions": {s: results[s].sessions for s in SPLITS},
-            "turns": {s: results[s].turns for s in SPLITS},
-            "target_turns": {s: results[s].target_turns for s in SPLITS},
-            "tokens": {s: results[s].tokens for s in SPLITS},
-            "target_tokens": {s: results[s].target_tokens for s in SPLITS},
-            "windows": {s: results[s].windows for s in SPLITS},
-            **({"base": {"id": base.id, "revision": base.revision, "tokenizer_hash": stats_tok_hash(tok_json),
-                         "layout": "base-1"}} if base is not None else {}),
-            "outputs": {name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for name, p in temps.items()},
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        layout = tokenizer.layout
+        preview = (_preview(tokenizer.tok, temps, dtype, results) if layout is None else
+                   _preview(tokenizer.tok, temps, dtype, results, eot=layout.eos_id, decode_fn=layout.decode))
+        temps[processed.PREVIEW] = _write_temp(out_dir, processed.PREVIEW, _json_bytes(preview))
+        temps[processed.SPEAKERS] = _write_temp(out_dir, processed.SPEAKERS,
+                                                _json_bytes(_private_speakers(corpus, persona, fingerprint)))
+        stats = _stats(corpus, tokenizer, pcfg, persona, results, temps, dtype=dtype, inputs=inputs,
+                       n_rooms=n_rooms, base=base, started=started)
         temps[processed.STATS] = _write_temp(out_dir, processed.STATS, processed.stats_bytes(stats))
         commit(out_dir, temps)
         clock("write")
@@ -482,11 +473,90 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
         raise
-    _log(f"{messages_in} messages in {stats['rooms']} room(s) → kept {kept}, dropped {sum(dropped.values())}; "
-         f"{stats['speakers']} speakers, target {persona['target']}; train {stats['tokens']['train']} tokens "
-         f"({stats['windows']['train']} windows), val {stats['tokens']['val']} tokens; vocab {vocab}; "
-         f"{stats['seconds']}s ({clock})")
     return stats
+
+
+def _encode_splits(splits: dict, tokenizer: _Tokenizer, target: int | None, pcfg: PreprocessConfig, dtype,
+                   out_dir: Path, n_turns: int, temps: dict[str, Path]) -> dict[str, "_SplitOut"]:
+    """Both splits to temp files (their names added to ``temps`` as each is done, for the clean-up)."""
+    results = {}
+    if tokenizer.layout is not None:
+        for name, sessions in splits.items():
+            results[name] = _write_split(name, sessions, _base_chunks(sessions, tokenizer.layout, target, pcfg),
+                                         pcfg, dtype, out_dir)
+            temps.update(results[name].files)
+    else:
+        with _chunk_encoder(tokenizer.tok, n_turns) as encode_chunks:
+            for name, sessions in splits.items():
+                chunks = _scratch_chunks(sessions, tokenizer.tok, encode_chunks, target, pcfg)
+                results[name] = _write_split(name, sessions, chunks, pcfg, dtype, out_dir)
+                temps.update(results[name].files)
+    if results["train"].target_turns == 0:
+        raise ChatbotError(
+            "the training split has no target turns (too few turns by the target, or they are all shorter than "
+            "min_target_chars / lack min_context_turns); adjust processed.preprocess or add exports")
+    if pcfg.val_fraction > 0 and results["val"].windows == 0:
+        _log("warning: the validation split has no target turns (too little data); validation loss will be "
+             "unavailable")
+    return results
+
+
+def _persona(corpus: _Corpus, pcfg: PreprocessConfig, self_name: str) -> dict:
+    """stats.json's persona: pseudonyms only (target, the exporter, message counts kept per speaker)."""
+    speakers, kept = corpus.speakers, corpus.kept_by_speaker
+    persona = {
+        "target": "room" if corpus.target is None else conv.pseudonym(corpus.target),
+        "self": conv.pseudonym(speakers[self_name]) if speakers.get(self_name, 0) > 0 else None,
+        "speakers": {conv.pseudonym(n): kept[n] for n in sorted(kept, key=lambda n: (n == 0, n)) if n >= 0},
+    }
+    if pcfg.learn_turn_taking:
+        persona["turn_taking"] = True  # the model can say who speaks next (status, reply_policy model)
+    return persona
+
+
+def _private_speakers(corpus: _Corpus, persona: dict, fingerprint: str) -> dict:
+    """speakers.json: the real names behind the pseudonyms (private; never published)."""
+    return {
+        "_comment": "PRIVATE: real names of the chat participants. Never publish, share or commit this file.",
+        "fingerprint": fingerprint,
+        "speakers": {name: conv.pseudonym(n)
+                     for name, n in sorted(corpus.speakers.items(), key=lambda kv: kv[1] or 1e9)},
+        "target": persona["target"],
+        "self": persona["self"],
+    }
+
+
+def _stats(corpus: _Corpus, tokenizer: _Tokenizer, pcfg: PreprocessConfig, persona: dict, results: dict,
+           temps: dict[str, Path], *, dtype, inputs: dict, n_rooms: int, base: BaseTokenizer | None,
+           started: float) -> dict:
+    """stats.json's content (key order is part of the format: see chatbot/formats/processed.py)."""
+    public_cfg = to_dict(pcfg)
+    public_cfg["target"] = persona["target"]
+    if not pcfg.learn_turn_taking:  # off = the layout of earlier versions: keep their config hash
+        public_cfg.pop("learn_turn_taking", None)
+    per_split = {key: {s: getattr(results[s], key) for s in SPLITS}
+                 for key in ("sessions", "turns", "target_turns", "tokens", "target_tokens", "windows")}
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "dtype": np.dtype(dtype).name,
+        "vocab_size": tokenizer.vocab,
+        "tokenizer_hash": stats_tok_hash(tokenizer.json),
+        "config_hash": config_hash(public_cfg),
+        "inputs_hash": inputs.get("inputs_hash", ""),
+        "persona": persona,
+        "rooms": inputs.get("rooms", n_rooms),
+        "files": inputs.get("files", 0),
+        "speakers": len(corpus.speakers),
+        "messages": {"in": corpus.messages_in, "kept": corpus.kept,
+                     "dropped": {r: corpus.dropped[r] for r in conv.DROP_REASONS}},
+        "pii": {c: corpus.masker.counts[c] for c in (*PII_CLASSES, "name")},
+        **per_split,
+        **({"base": {"id": base.id, "revision": base.revision, "tokenizer_hash": stats_tok_hash(tokenizer.json),
+                     "layout": "base-1"}} if base is not None else {}),
+        "outputs": {name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for name, p in temps.items()},
+        "seconds": round(time.perf_counter() - started, 2),
+    }
 
 
 def stats_tok_hash(tok_json: str) -> str:
@@ -862,66 +932,78 @@ class _Windows:
         self.turns += len(chunk.first)
 
 
-def _encode_split(split: str, sessions: Sequence[conv.Session], tok, encode_chunks, target: int | None,
-                  pcfg: PreprocessConfig, dtype, out_dir: Path) -> _SplitOut:
+def _write_split(split: str, sessions: Sequence[conv.Session], encoded: Iterator[tuple], pcfg: PreprocessConfig,
+                 dtype, out_dir: Path) -> _SplitOut:
     """Stream one split into temp ``.bin`` files chunk by chunk (numpy arrays; never a Python list of all tokens).
 
-    Layout per session: ``<|bos|>`` then per turn ``<|spk:Sn|> text <|eot|>`` (a system turn has no speaker
-    token). Mask 1 on the text and ``<|eot|>`` of eligible target turns, 0 elsewhere. ``encode_chunks`` maps a
-    list of text lists to ``(lengths, ids)`` pairs in order (in this process or in worker processes).
+    ``encoded`` yields ``(chunk, ids, mask, turn_starts)`` per chunk in order: the chunk's token ids and mask bytes
+    and the offset of each of its turns within them (see :func:`_scratch_chunks`, :func:`_base_chunks`).
     """
     res = _SplitOut(sessions=len(sessions))
-    bos, eot = special_id(tok, BOS), special_id(tok, EOT)
-    spk_ids = np.array([special_id(tok, speaker_token(conv.pseudonym(i))) for i in range(MAX_SPEAKERS + 1)],
-                       dtype=np.int64)
-    outs = {kind: _TempOut(out_dir, f"{split}{kind}") for kind in (".bin", "_loss_mask.bin", "_starts.bin")}
+    suffixes = (processed.TOKENS, processed.MASK, processed.STARTS)
+    outs = {suffix: _TempOut(out_dir, processed.split_name(split, suffix)) for suffix in suffixes}
     try:
-        waiting: deque[_Chunk] = deque()  # chunks handed to the encoder, in order, until their ids come back
-
-        def texts_of_chunks() -> Iterator[list[str]]:
-            for c in _plan(sessions, target, pcfg):
-                waiting.append(c)
-                yield c.texts
-
         offset = 0  # tokens written so far
-        windows = _Windows(pcfg, outs["_starts.bin"])
-        for lens, flat in encode_chunks(texts_of_chunks()):
-            chunk = waiting.popleft()
-            chunk.texts = []  # release as we go
-            lens = lens.astype(np.int64, copy=False)
-            n_body = int(flat.size)
-            f, s, e = chunk.first, chunk.spk, chunk.elig
-            has_spk = s >= 0
-            pre = f.astype(np.int64) + has_spk
-            tot = pre + lens + 1
-            ends = np.cumsum(tot)
-            starts = ends - tot
-            toks = np.empty(int(ends[-1]), dtype=np.int64)
-            toks[starts[f]] = bos
-            spk_pos = (starts + f)[has_spk]
-            toks[spk_pos] = spk_ids[s[has_spk]]
-            if n_body:
-                body_cum = np.cumsum(lens) - lens
-                toks[np.repeat(starts + pre - body_cum, lens) + np.arange(n_body)] = flat
-            toks[ends - 1] = eot
-            mask = np.repeat(e.astype(np.uint8), tot)
-            mask[starts[f]] = 0
-            mask[spk_pos] = 0
-            if pcfg.learn_turn_taking:  # who speaks next: the speaker token of every turn after another turn
-                mask[(starts + f)[has_spk & ~f]] = 1
-            outs[".bin"].write(toks.astype(dtype))
-            outs["_loss_mask.bin"].write(mask)
+        windows = _Windows(pcfg, outs[processed.STARTS])
+        for chunk, toks, mask, turn_starts in encoded:
+            outs[processed.TOKENS].write(toks.astype(dtype))
+            outs[processed.MASK].write(mask)
             res.target_tokens += int(mask.sum(dtype=np.int64))
-            windows.add(chunk, starts + offset)
-            offset += int(ends[-1])
+            windows.add(chunk, turn_starts + offset)
+            offset += int(toks.size)
         res.tokens = offset
         res.turns, res.target_turns, res.windows = windows.turns, windows.targets, windows.windows
-        for kind, out in outs.items():
-            res.files[f"{split}{kind}"] = out.close()
+        for suffix, out in outs.items():
+            res.files[processed.split_name(split, suffix)] = out.close()
     except BaseException:
         _discard(outs.values())
         raise
     return res
+
+
+def _scratch_chunks(sessions: Sequence[conv.Session], tok, encode_chunks, target: int | None,
+                    pcfg: PreprocessConfig) -> Iterator[tuple]:
+    """The from-scratch layout, per chunk for :func:`_write_split`.
+
+    Per session ``<|bos|>`` then per turn ``<|spk:Sn|> text <|eot|>`` (a system turn has no speaker token). Mask 1
+    on the text and ``<|eot|>`` of eligible target turns, 0 elsewhere. ``encode_chunks`` maps a list of text
+    lists to ``(lengths, ids)`` pairs in order (in this process or in worker processes).
+    """
+    bos, eot = special_id(tok, BOS), special_id(tok, EOT)
+    spk_ids = np.array([special_id(tok, speaker_token(conv.pseudonym(i))) for i in range(MAX_SPEAKERS + 1)],
+                       dtype=np.int64)
+    waiting: deque[_Chunk] = deque()  # chunks handed to the encoder, in order, until their ids come back
+
+    def texts_of_chunks() -> Iterator[list[str]]:
+        for planned in _plan(sessions, target, pcfg):
+            waiting.append(planned)
+            yield planned.texts
+
+    for lens, flat in encode_chunks(texts_of_chunks()):
+        chunk = waiting.popleft()
+        chunk.texts = []  # release as we go
+        lens = lens.astype(np.int64, copy=False)
+        n_body = int(flat.size)
+        first, spk, elig = chunk.first, chunk.spk, chunk.elig
+        has_spk = spk >= 0
+        pre = first.astype(np.int64) + has_spk
+        tot = pre + lens + 1
+        ends = np.cumsum(tot)
+        starts = ends - tot
+        toks = np.empty(int(ends[-1]), dtype=np.int64)
+        toks[starts[first]] = bos
+        spk_pos = (starts + first)[has_spk]
+        toks[spk_pos] = spk_ids[spk[has_spk]]
+        if n_body:
+            body_cum = np.cumsum(lens) - lens
+            toks[np.repeat(starts + pre - body_cum, lens) + np.arange(n_body)] = flat
+        toks[ends - 1] = eot
+        mask = np.repeat(elig.astype(np.uint8), tot)
+        mask[starts[first]] = 0
+        mask[spk_pos] = 0
+        if pcfg.learn_turn_taking:  # who speaks next: the speaker token of every turn after another turn
+            mask[(starts + first)[has_spk & ~first]] = 1
+        yield chunk, toks, mask, starts
 
 
 def _discard(outs) -> None:
@@ -933,47 +1015,30 @@ def _discard(outs) -> None:
             out.path.unlink()
 
 
-def _encode_split_base(split: str, sessions: Sequence[conv.Session], layout, target: int | None,
-                       pcfg: PreprocessConfig, dtype, out_dir: Path) -> _SplitOut:
-    """:func:`_encode_split` for a pretrained base: the layout of :mod:`chatbot.base.layout`, i.e. per session
-    ``[bos]`` (when the tokenizer has one), per turn ``enc("Sn: ") + enc(text) + [eos]`` (a system event has no
-    prefix); mask 1 on ``enc(text) + [eos]`` of eligible target turns. Texts are encoded by the tokenizer's
+def _base_chunks(sessions: Sequence[conv.Session], layout, target: int | None,
+                 pcfg: PreprocessConfig) -> Iterator[tuple]:
+    """The layout of a pretrained base (:mod:`chatbot.base.layout`), per chunk for :func:`_write_split`: per
+    session ``[bos]`` (when the tokenizer has one), per turn ``enc("Sn: ") + enc(text) + [eos]`` (a system event has
+    no prefix); mask 1 on ``enc(text) + [eos]`` of eligible target turns. Texts are encoded by the tokenizer's
     (multi-threaded) batch encoder, pieces joined with numpy."""
     from ..base.layout import render
 
-    res = _SplitOut(sessions=len(sessions))
     start = layout.session_start()
     prefixes = [layout.prefix(conv.pseudonym(i)) for i in range(MAX_SPEAKERS + 1)] + [layout.prefix(None)]
     eos = [layout.eos_id]
-    outs = {kind: _TempOut(out_dir, f"{split}{kind}") for kind in (".bin", "_loss_mask.bin", "_starts.bin")}
-    try:
-        offset = 0
-        windows = _Windows(pcfg, outs["_starts.bin"])
-        for chunk in _plan(sessions, target, pcfg):
-            bodies = layout.enc_batch([render(t) for t in chunk.texts])
-            pres = [(start if f else []) + prefixes[sp] for f, sp in zip(chunk.first.tolist(), chunk.spk.tolist())]
-            pre_len = np.fromiter(map(len, pres), dtype=np.int64, count=len(pres))
-            body_len = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies)) + 1
-            pieces = chain.from_iterable(chain.from_iterable(zip(pres, bodies, repeat(eos))))
-            toks = np.fromiter(pieces, dtype=np.int64, count=int(pre_len.sum() + body_len.sum()))
-            lengths = np.stack([pre_len, body_len], axis=1).reshape(-1)
-            flags = np.stack([np.zeros_like(chunk.elig), chunk.elig], axis=1).reshape(-1).astype(np.uint8)
-            mask = np.repeat(flags, lengths)
-            outs[".bin"].write(toks.astype(dtype))
-            outs["_loss_mask.bin"].write(mask)
-            res.target_tokens += int(mask.sum(dtype=np.int64))
-            tot = pre_len + body_len
-            windows.add(chunk, np.cumsum(tot) - tot + offset)
-            offset += int(tot.sum())
-            chunk.texts = []
-        res.tokens = offset
-        res.turns, res.target_turns, res.windows = windows.turns, windows.targets, windows.windows
-        for kind, out in outs.items():
-            res.files[f"{split}{kind}"] = out.close()
-    except BaseException:
-        _discard(outs.values())
-        raise
-    return res
+    for chunk in _plan(sessions, target, pcfg):
+        bodies = layout.enc_batch([render(t) for t in chunk.texts])
+        pres = [(start if first else []) + prefixes[spk] for first, spk in zip(chunk.first.tolist(), chunk.spk.tolist())]
+        pre_len = np.fromiter(map(len, pres), dtype=np.int64, count=len(pres))
+        body_len = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies)) + 1
+        pieces = chain.from_iterable(chain.from_iterable(zip(pres, bodies, repeat(eos))))
+        toks = np.fromiter(pieces, dtype=np.int64, count=int(pre_len.sum() + body_len.sum()))
+        lengths = np.stack([pre_len, body_len], axis=1).reshape(-1)
+        flags = np.stack([np.zeros_like(chunk.elig), chunk.elig], axis=1).reshape(-1).astype(np.uint8)
+        mask = np.repeat(flags, lengths)
+        tot = pre_len + body_len
+        chunk.texts = []
+        yield chunk, toks, mask, np.cumsum(tot) - tot
 
 
 # ------------------------------------------------------------------------------------------ parallel encoding
@@ -1002,7 +1067,7 @@ def _worker_encode(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 @contextlib.contextmanager
 def _chunk_encoder(tok, n_turns: int) -> Iterator:
-    """``encode_chunks`` for :func:`_encode_split`: worker processes (one per CPU) for a big corpus — encoding is
+    """``encode_chunks`` for :func:`_scratch_chunks`: worker processes (one per CPU) for a big corpus — encoding is
     the longest step and pure CPU — else this process. Both give identical ids (tests compare them).
 
     Workers are forked on Linux (no re-import of ``__main__``) and spawned elsewhere (Windows has no fork, macOS
