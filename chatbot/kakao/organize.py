@@ -57,7 +57,8 @@ from typing import Any
 from ..config import Config
 from ..errors import ChatbotError, FormatError
 from ..formats import manifest
-from ..fsio import PRIVATE_DIR_MODE, atomic_open, fsync_dir, make_private, private_mkdir, sha256_file
+from ..fsio import (PRIVATE_DIR_MODE, atomic_open, fsync_dir, make_private, private_mkdir, relative_path,
+                    sha256_file)
 from ..portable import cut_bytes, name_key, safe_name
 from ..records import SYSTEM_KINDS, Kind, Record
 from .merge import merge_timelines, norm_text
@@ -229,7 +230,7 @@ def _is_hidden(p: Path, base: Path) -> bool:
     return any(part.startswith(".") for part in p.relative_to(base).parts)
 
 
-def collect(cfg) -> list[Path]:
+def collect(cfg: Config) -> list[Path]:
     """Candidate export files: inbox (recursive) + project-root files matching ``raw.root_globs``."""
     found: dict[Path, None] = {}
     inbox = cfg.path(cfg.paths.raw.inbox)
@@ -350,16 +351,16 @@ def group_rooms(stats: list[FileStats], self_name: str) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ manifest
-def manifest_path(cfg) -> Path:
+def manifest_path(cfg: Config) -> Path:
     return cfg.path(cfg.paths.raw.manifest)
 
 
-def load_manifest(cfg) -> list[dict]:
+def load_manifest(cfg: Config) -> list[dict]:
     """The manifest's entries ([] when organize has not run yet). Raises ChatbotError if it is unreadable."""
     return manifest.read(manifest_path(cfg))
 
 
-def room_records(cfg, room: str) -> list[Record]:
+def room_records(cfg: Config, room: str) -> list[Record]:
     """All records of one room (by ``room`` or ``room_id``): its organized files parsed, concatenated exports
     split, and everything merged into one timeline without duplicates (see chatbot.kakao.merge)."""
     entries = [e for e in load_manifest(cfg) if room in (e.get("room"), e.get("room_id"))]
@@ -400,11 +401,11 @@ def _target(folder: Path, name: str, sha: str, taken: dict[str, str]) -> Path:
         k += 1
 
 
-def _rel(cfg, p: Path) -> str:
-    try:
-        return p.resolve().relative_to(cfg.root.resolve()).as_posix()
-    except ValueError:
-        return str(p)
+def _rel(cfg: Config, path: Path) -> str:
+    """How the manifest and the messages write a path: project-relative with ``/`` (the same on every OS), or as
+    given when it lies outside the project."""
+    rel = relative_path(cfg.root, path)
+    return rel.as_posix() if rel is not None else str(path)
 
 
 def _summary(entries: list[dict], out) -> None:
@@ -648,7 +649,7 @@ def _scan_members(path: Path, sha: str, members: list[str | None], n_members: in
     return got, None
 
 
-def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Path]], commit) -> None:
+def _copy_all_or_nothing(cfg: Config, organized: Path, copies: list[tuple[Path, str, Path]], commit) -> None:
     """Copy every ``(source, sha256, destination)``, then ``commit()`` (the manifest write). If anything fails
     (disk full, a name the file system refuses, Ctrl+C), the copies and folders this run made are removed again,
     so the organized folder and the manifest stay as they were before the run."""
@@ -684,7 +685,7 @@ def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Pat
         raise
 
 
-def _finish_move(cfg, src: Path, entry: dict) -> None:
+def _finish_move(cfg: Config, src: Path, entry: dict) -> None:
     """``move_files``: a source whose content is already organized (an earlier run copied it and was stopped
     before removing it) is removed now — only after checking the organized copy's bytes."""
     dst = cfg.path(entry["path"])
