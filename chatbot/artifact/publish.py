@@ -22,12 +22,13 @@ import torch
 from ..data.tokenizer import load_tokenizer, tokenizer_hash
 from ..device import DTYPES
 from ..errors import ChatbotError
+from ..formats.checkpoint import Checkpoint
+from ..formats.checkpoint import read as read_checkpoint
 from ..fsio import atomic_torch_save, atomic_write_json, sha256_file
 from ..model import ModelArgs, Transformer
 from ..tokens import SPECIAL_TOKENS, is_pseudonym
 
 ARTIFACT_FORMAT = "chatbot-artifact-1"
-CHECKPOINT_FORMAT = "chatbot-ckpt-1"
 ARTIFACT_PT, ARTIFACT_ENC, INFO_JSON, HF_DIR = "model_latest.pt", "model_latest.enc", "model_info.json", "hf"
 ARTIFACT_KEYS = ("format", "model", "model_args", "tokenizer_json", "special_tokens", "persona", "tokenizer_hash",
                  "step", "val_loss", "created")
@@ -53,19 +54,10 @@ def find_source(cfg) -> Path:
                        "run `python -m chatbot.ops train` first")
 
 
-def load_checkpoint(cfg, path: Path) -> dict:
-    """``torch.load`` with weights_only=True and mmap (the optimizer state is never paged in)."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # truncated zip, legacy format, pickled code, not a torch file ...
-        raise ChatbotError(f"{_rel(cfg, path)} is not a readable checkpoint ({type(exc).__name__}); "
-                           "resume training to write a new one, or remove it to publish the next source") from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("model"), dict) or "model_args" not in ckpt:
-        raise ChatbotError(f"{_rel(cfg, path)} is not a chatbot checkpoint (no model / model_args)")
-    if ckpt.get("format", CHECKPOINT_FORMAT) != CHECKPOINT_FORMAT:
-        raise ChatbotError(f"{_rel(cfg, path)} has format {str(ckpt.get('format'))[:40]!r}, "
-                           f"expected {CHECKPOINT_FORMAT!r}; update the tool or retrain")
-    return ckpt
+def load_checkpoint(cfg, path: Path) -> Checkpoint:
+    """The checkpoint to publish, memory-mapped (its optimizer state is never paged in)."""
+    return read_checkpoint(path, label=_rel(cfg, path), mmap=True,
+                           remedy="resume training to write a new one, or remove it to publish the next source")
 
 
 def _strip_prefix(key: str) -> str:
@@ -179,14 +171,14 @@ def _processed(cfg, ckpt_hash: str, source: Path) -> tuple[str, dict]:
     return tok_json, clean_persona(cfg, stats.get("persona", {"target": "room", "self": None, "speakers": {}}))
 
 
-def build_artifact(cfg, source: Path | None = None, ckpt: dict | None = None) -> tuple[dict, Path]:
+def build_artifact(cfg, source: Path | None = None, ckpt: Checkpoint | None = None) -> tuple[dict, Path]:
     """(artifact dict, source path): the checkpoint minus optimizer state, cast, plus tokenizer and persona."""
     source = source or find_source(cfg)
     ckpt = ckpt if ckpt is not None else load_checkpoint(cfg, source)
-    args = _model_args(cfg, source, ckpt["model_args"])
-    state = {_strip_prefix(k): v for k, v in ckpt["model"].items()}
+    args = _model_args(cfg, source, ckpt.model_args)
+    state = {_strip_prefix(k): v for k, v in ckpt.model.items()}
     _check_state(cfg, source, args, state)
-    ckpt_hash = ckpt.get("tokenizer_hash")
+    ckpt_hash = ckpt.tokenizer_hash
     if not isinstance(ckpt_hash, str) or not ckpt_hash:
         raise ChatbotError(f"{_rel(cfg, source)} records no tokenizer_hash; retrain with `python -m chatbot.ops train`")
     tok_json, persona = _processed(cfg, ckpt_hash, source)
@@ -194,7 +186,7 @@ def build_artifact(cfg, source: Path | None = None, ckpt: dict | None = None) ->
     if vocab > args.vocab_size:
         raise ChatbotError(f"{_rel(cfg, source)} has a smaller vocabulary ({args.vocab_size}) than the tokenizer "
                            f"({vocab}); retrain with `python -m chatbot.ops train`")
-    val = _num(ckpt.get("val_loss"))
+    val = _num(ckpt.val_loss)
     artifact = {
         "format": ARTIFACT_FORMAT,
         "model": cast_state(state, DTYPES[cfg.paths.publish.dtype]),
@@ -203,8 +195,8 @@ def build_artifact(cfg, source: Path | None = None, ckpt: dict | None = None) ->
         "special_tokens": list(SPECIAL_TOKENS),
         "persona": persona,
         "tokenizer_hash": ckpt_hash,
-        "step": int(_num(ckpt.get("step")) or 0),
-        "val_loss": val if val is not None else _num(ckpt.get("best_val_loss")),
+        "step": ckpt.step,
+        "val_loss": val if val is not None else _num(ckpt.best_val_loss),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
     del ckpt  # drop the optimizer state's mmap
@@ -259,7 +251,7 @@ def publish(cfg, encrypt: bool, fmt: str, dry: bool, adapter_only: bool = False)
         check_available()
     source = find_source(cfg)
     ckpt = load_checkpoint(cfg, source)
-    if ckpt.get("base") is not None:
+    if ckpt.is_base:
         from .publish_base import publish_base
 
         return publish_base(cfg, ckpt, source, key=key, fmt=fmt, dry=dry, adapter_only=adapter_only)

@@ -22,6 +22,7 @@ import torch
 
 from ..device import DTYPES
 from ..errors import ChatbotError
+from ..formats.checkpoint import Checkpoint
 from ..fsio import atomic_open, atomic_write_json, sha256_file
 from ..formats.hf_artifact import (ContainerWriter, artifact_metadata, base_weight_files, base_weight_shapes, iter_base_tensors, lora_pairs,
                           lora_scale, merge_lora, strip_prefixes, tokenizer_files)
@@ -35,9 +36,9 @@ def _rel(cfg, path: Path) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ base checks
-def base_info(cfg, ckpt: dict, source: Path) -> dict:
+def base_info(cfg, ckpt: Checkpoint, source: Path) -> dict:
     """The checkpoint's ``base`` block, checked for the fields publish and loading rely on."""
-    info = ckpt.get("base")
+    info = ckpt.base
     adapter = info.get("adapter") if isinstance(info, dict) else None
     if (not isinstance(info, dict) or not isinstance(info.get("id"), str) or not info["id"]
             or not isinstance(info.get("weight_hash"), str) or not isinstance(adapter, dict)
@@ -84,13 +85,13 @@ def _local_base(cfg, base_id: str, revision: str, label: str) -> Path:
     return folder
 
 
-def check_tokenizer(cfg, folder: Path, info: dict, ckpt: dict, label: str):
+def check_tokenizer(cfg, folder: Path, info: dict, ckpt: Checkpoint, label: str):
     """The base tokenizer, refused when it is not the one the run was trained with."""
     from ..base import tokenizer_hash
     from ..base.load import load_tokenizer
 
     tok = load_tokenizer(folder)
-    want = info.get("tokenizer_hash") or ckpt.get("tokenizer_hash")
+    want = info.get("tokenizer_hash") or ckpt.tokenizer_hash
     if want and tokenizer_hash(tok) != want:
         raise ChatbotError(f"the tokenizer of the base at {folder} is not the one {label} was trained with; "
                            "restore that exact base (model.base_revision)")
@@ -112,7 +113,7 @@ def _persona(cfg) -> dict:
 class BasePlan:
     """Everything needed to write one base-run output, checked before anything is written."""
 
-    def __init__(self, cfg, ckpt: dict, source: Path, *, adapter_only: bool):
+    def __init__(self, cfg, ckpt: Checkpoint, source: Path, *, adapter_only: bool):
         from .publish import _num
 
         self.cfg, self.source, self.label = cfg, source, _rel(cfg, source)
@@ -126,7 +127,7 @@ class BasePlan:
         self.files = base_weight_files(self.folder)
         self.shapes = base_weight_shapes(self.files)
         self.dtype = DTYPES[cfg.paths.publish.dtype]
-        state = strip_prefixes(ckpt["model"])
+        state = strip_prefixes(ckpt.model)
         if self.adapter["kind"] == "lora":
             self.pairs, self.full = lora_pairs(state, self.label), None
             self.scale = lora_scale(self.adapter)
@@ -138,11 +139,11 @@ class BasePlan:
         except (OSError, ValueError):
             raise ChatbotError(f"config.json of the base at {self.folder} is not readable JSON; download it again") from None
         self.tok_files = tokenizer_files(self.folder)
-        val = _num(ckpt.get("val_loss"))
-        self.step = int(_num(ckpt.get("step")) or 0)
-        self.val_loss = val if val is not None else _num(ckpt.get("best_val_loss"))
+        val = _num(ckpt.val_loss)
+        self.step = ckpt.step
+        self.val_loss = val if val is not None else _num(ckpt.best_val_loss)
         self.persona = _persona(cfg)
-        self.tokenizer_hash = self.info.get("tokenizer_hash") or ckpt.get("tokenizer_hash")
+        self.tokenizer_hash = self.info.get("tokenizer_hash") or ckpt.tokenizer_hash
 
     def _check_shapes(self) -> None:
         have = {name: shape for name, _, shape in self.shapes}
@@ -273,7 +274,7 @@ def base_model_info(plan: BasePlan, meta: dict, path: Path, encrypted: bool) -> 
     }
 
 
-def publish_base(cfg, ckpt: dict, source: Path, *, key: str | None, fmt: str, dry: bool, adapter_only: bool) -> None:
+def publish_base(cfg, ckpt: Checkpoint, source: Path, *, key: str | None, fmt: str, dry: bool, adapter_only: bool) -> None:
     """The base-run branch of :func:`chatbot.artifact.publish.publish` (after the key and format checks)."""
     from .publish import ARTIFACT_ENC, ARTIFACT_PT, HF_DIR, INFO_JSON, _mb
 

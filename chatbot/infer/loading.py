@@ -22,10 +22,11 @@ from tokenizers import Tokenizer
 from ..data.tokenizer import load_tokenizer, tokenizer_hash
 from ..device import pick_device
 from ..errors import ChatbotError
+from ..formats.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from ..formats.checkpoint import Checkpoint
+from ..formats.checkpoint import read as read_checkpoint
 from ..model import ModelArgs, Transformer
 
-ARTIFACT_FORMAT = "chatbot-artifact-1"
-CHECKPOINT_FORMAT = "chatbot-ckpt-1"
 DEFAULT_PERSONA = {"target": "room", "self": None, "speakers": {}}
 
 
@@ -81,8 +82,10 @@ def load_bundle(cfg) -> Bundle:
         )
     path, kind = found
     device = pick_device(cfg.gen.device, key="gen.yaml device")
-    if kind != "checkpoint":
-        _check_memory(cfg, path)
+    if kind == "checkpoint":
+        ckpt = read_checkpoint(path, label=_rel(cfg, path), remedy=_remedy("checkpoint"))
+        return _checkpoint_bundle(cfg, path, ckpt, device)
+    _check_memory(cfg, path)
     if kind == "encrypted":  # decrypted in memory only; publish's reader checks format and keys
         from ..artifact.publish import read_artifact
         from ..security import model_key
@@ -90,27 +93,38 @@ def load_bundle(cfg) -> Bundle:
         what, obj = read_artifact(path, model_key(cfg))
         if what == "container":
             return _container_bundle(cfg, path, kind, obj, device)
-    elif kind == "artifact" and _is_container(path):
+    elif _is_container(path):
         from .loading_base import read_plain
 
         return _container_bundle(cfg, path, kind, read_plain(path), device)
-    else:  # a plain artifact or a checkpoint (told apart by its "format" below)
+    else:  # a plain artifact, or a checkpoint copied to an artifact path (told apart by its "format" below)
         obj = _torch_load(cfg, path)
-    if isinstance(obj, dict) and obj.get("base") is not None and obj.get("format", CHECKPOINT_FORMAT) == CHECKPOINT_FORMAT:
-        return _base_checkpoint_bundle(cfg, path, obj, device)
     if not isinstance(obj, dict) or "model" not in obj or "model_args" not in obj:
         raise ChatbotError(f"{_rel(cfg, path)} is not a chatbot model file; {_remedy(kind)}")
     fmt = obj.get("format")
     if fmt == CHECKPOINT_FORMAT or (fmt is None and "tokenizer_json" not in obj):
-        tok, persona = _processed_side(cfg, path, obj)
-        kind = "checkpoint"
-    else:
-        tok, persona = _artifact_side(cfg, path, obj)
-    model = build_model(cfg, path, obj, device)
-    if tok.get_vocab_size(with_added_tokens=True) > model.args.vocab_size:
-        raise ChatbotError(f"{_rel(cfg, path)} was trained with a smaller vocabulary than its tokenizer; {_remedy(kind)}")
+        return _checkpoint_bundle(cfg, path, Checkpoint.from_dict(obj), device)
+    tok, persona = _artifact_side(cfg, path, obj)
+    model = build_model(cfg, path, obj["model_args"], obj["model"], device, kind)
+    _check_vocab(cfg, path, tok, model, kind)
     val = obj.get("val_loss")
     return Bundle(model, tok, persona, path, int(obj.get("step") or 0), kind, float(val) if val is not None else None)
+
+
+def _checkpoint_bundle(cfg, path: Path, ckpt: Checkpoint, device: torch.device) -> Bundle:
+    """A trainer checkpoint: weights from it, tokenizer and persona from data/processed."""
+    if ckpt.is_base:
+        return _base_checkpoint_bundle(cfg, path, ckpt, device)
+    tok, persona = _processed_side(cfg, path, ckpt)
+    model = build_model(cfg, path, ckpt.model_args, ckpt.model, device, "checkpoint")
+    _check_vocab(cfg, path, tok, model, "checkpoint")
+    val = ckpt.val_loss
+    return Bundle(model, tok, persona, path, ckpt.step, "checkpoint", float(val) if val is not None else None)
+
+
+def _check_vocab(cfg, path: Path, tok: Tokenizer, model: Transformer, kind: str) -> None:
+    if tok.get_vocab_size(with_added_tokens=True) > model.args.vocab_size:
+        raise ChatbotError(f"{_rel(cfg, path)} was trained with a smaller vocabulary than its tokenizer; {_remedy(kind)}")
 
 
 def _check_memory(cfg, path: Path) -> None:
@@ -148,32 +162,31 @@ def _container_bundle(cfg, path: Path, kind: str, buf, device: torch.device) -> 
                   base=doc.get("base"), weights=str(doc.get("weights")))
 
 
-def _base_checkpoint_bundle(cfg, path: Path, ckpt: dict, device: torch.device) -> Bundle:
+def _base_checkpoint_bundle(cfg, path: Path, ckpt: Checkpoint, device: torch.device) -> Bundle:
     """A checkpoint of a base run: the local base + the checkpoint's adapter, persona from data/processed."""
     from .loading_base import from_checkpoint
 
     model, tok = from_checkpoint(cfg, ckpt, _rel(cfg, path), device)
-    val = ckpt.get("val_loss")
-    val = val.item() if torch.is_tensor(val) else val
-    return Bundle(model, tok, _processed_persona(cfg), path, int(ckpt.get("step") or 0), "checkpoint",
-                  float(val) if isinstance(val, (int, float)) else None, base=ckpt.get("base"), weights="checkpoint")
+    val = ckpt.val_loss
+    return Bundle(model, tok, _processed_persona(cfg), path, ckpt.step, "checkpoint",
+                  float(val) if isinstance(val, (int, float)) else None, base=ckpt.base, weights="checkpoint")
 
 
-def build_model(cfg, path: Path, obj: dict, device: torch.device) -> Transformer:
+def build_model(cfg, path: Path, model_args: dict, weights: dict, device: torch.device, kind: str) -> Transformer:
     """Transformer from ``model_args`` + state dict, fp32, eval mode, on ``device``."""
     try:
-        args = ModelArgs.from_dict(dict(obj["model_args"]))
+        args = ModelArgs.from_dict(dict(model_args))
         model = Transformer(args)
     except (TypeError, ValueError) as exc:
         raise ChatbotError(f"{_rel(cfg, path)} has invalid model settings ({exc})") from None
-    state = {_strip_prefix(k): v for k, v in obj["model"].items()}
+    state = {_strip_prefix(k): v for k, v in weights.items()}
     if args.tie_embeddings and "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"]
     try:
         model.load_state_dict(state, strict=True)  # copies (and casts bf16/fp16 → fp32) into the parameters
     except RuntimeError:
         raise ChatbotError(f"the weights in {_rel(cfg, path)} do not match its model settings; "
-                           f"{_remedy('artifact' if 'tokenizer_json' in obj else 'checkpoint')}") from None
+                           f"{_remedy(kind)}") from None
     return model.to(device).eval()
 
 
@@ -186,13 +199,13 @@ def _torch_load(cfg, path: Path) -> object:
                            f"{_remedy(kind)}") from None
 
 
-def _processed_side(cfg, path: Path, ckpt: dict) -> tuple[Tokenizer, dict]:
+def _processed_side(cfg, path: Path, ckpt: Checkpoint) -> tuple[Tokenizer, dict]:
     tok_path = cfg.processed_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise ChatbotError(f"{_rel(cfg, tok_path)} is missing (a checkpoint needs the tokenizer it was trained with); "
                            "run `python -m chatbot.ops preprocess`, or publish an artifact")
     raw = tok_path.read_bytes()
-    want = ckpt.get("tokenizer_hash")
+    want = ckpt.tokenizer_hash
     if want and hashlib.sha256(raw).hexdigest() != want:
         raise ChatbotError(f"{_rel(cfg, tok_path)} is not the tokenizer {_rel(cfg, path)} was trained with "
                            "(preprocess ran again since); retrain with `python -m chatbot.ops train`")

@@ -21,6 +21,7 @@ import torch
 
 from ..device import DTYPES
 from ..errors import ChatbotError
+from ..formats.checkpoint import Checkpoint
 from ..formats.hf_artifact import lora_pairs, lora_scale, merge_lora, read_container, strip_prefixes
 
 
@@ -148,14 +149,12 @@ def from_container(cfg, buf, label: str, device: torch.device) -> tuple[object, 
     raise ChatbotError(f"{label} holds {str(weights)[:20]!r} weights, which this version cannot load; update the tool")
 
 
-def from_checkpoint(cfg, ckpt: dict, label: str, device: torch.device) -> tuple[object, object]:
-    """(model, tokenizer) from a base run's checkpoint (adapter or full weights)."""
+def from_checkpoint(cfg, ckpt: Checkpoint, label: str, device: torch.device) -> tuple[object, object]:
+    """(model, tokenizer) from a base run's checkpoint (adapter or full weights; formats.checkpoint checked them)."""
     from ..artifact.publish_base import base_info
 
     info = base_info(cfg, ckpt, Path(label))
-    if not isinstance(ckpt.get("model"), dict):
-        raise ChatbotError(f"{label} has no weights; retrain with `python -m chatbot.ops train`")
-    return base_model(cfg, info, ckpt["model"], label, device)
+    return base_model(cfg, info, ckpt.model, label, device)
 
 
 def read_plain(path: Path) -> bytearray:
