@@ -109,3 +109,15 @@ def test_every_refusal_is_one_line_with_the_remedy(tmp_path: Path, capsys) -> No
         message = str(err.value)
         assert "\n" not in message and message.endswith("do the fix") and f"runs/{name}.pt" in message, name
     assert "side effect" not in capsys.readouterr().out
+
+
+def test_checkpoints_written_by_the_previous_version_still_read(tmp_path: Path) -> None:
+    run = Path(__file__).resolve().parent / "fixtures" / "legacy_v1" / "workspace" / "checkpoints" / "legacy"
+    for path in (run / "latest.pt", run / "best.pt", run / "snapshots" / "step_00000040.pt"):
+        ck = ckfmt.read(path, complete=True)
+        raw = torch.load(path, weights_only=True)
+        assert ck.step == 40 and not ck.is_base and ck.extra == {} and list(ck.to_dict()) == list(raw)
+        ckfmt.write(tmp_path / "again.pt", ck)
+        again = torch.load(tmp_path / "again.pt", weights_only=True)  # what an older reader sees
+        assert list(again) == list(raw) and again["optimizer"]["param_groups"] == raw["optimizer"]["param_groups"]
+        assert all(torch.equal(again["model"][k], v) for k, v in raw["model"].items())

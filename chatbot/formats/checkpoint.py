@@ -106,6 +106,11 @@ def read(path: str | os.PathLike, *, label: str | None = None, remedy: str = "re
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as exc:  # truncated zip, pickled code, not a torch file at all ...
         raise ChatbotError(f"{label} is not a readable checkpoint ({type(exc).__name__}); {remedy}") from None
+    return checked(raw, label=label, remedy=remedy, complete=complete)
+
+
+def checked(raw: object, *, label: str, remedy: str, complete: bool = False) -> Checkpoint:
+    """:func:`read`'s checks on an object already loaded (weights_only) from a file named ``label``."""
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or "model_args" not in raw:
         raise ChatbotError(f"{label} is not a chatbot checkpoint (no model / model_args); {remedy}")
     fmt = raw.get("format")
@@ -122,3 +127,15 @@ def read(path: str | os.PathLike, *, label: str | None = None, remedy: str = "re
 def write(path: str | os.PathLike, ck: Checkpoint) -> None:
     """Write ``ck`` atomically (temp file + fsync + rename: a kill leaves the previous complete file)."""
     atomic_torch_save(ck.to_dict(), path)
+
+
+def strip_prefix(key: str) -> str:
+    """A state-dict key without the wrappers' prefixes (a checkpoint of a compiled or DDP model has them)."""
+    for prefix in ("_orig_mod.", "module."):  # torch.compile / DDP wrappers
+        while key.startswith(prefix):
+            key = key[len(prefix):]
+    return key
+
+
+def strip_prefixes(state: dict) -> dict:
+    return {strip_prefix(k): v for k, v in state.items()}
