@@ -1,13 +1,13 @@
 """The ``publish`` verb: one self-contained model file (optionally encrypted), or a Hugging Face folder.
 
 Why an artifact instead of the checkpoint: a checkpoint needs ``data/processed`` next to it (tokenizer, persona) and
-carries optimizer state (2x the weights) that inference never uses. The artifact (contract in
-docs/ARCHITECTURE.md) holds exactly what chatting needs — weights in the publish dtype, model args, the tokenizer
+carries optimizer state (2x the weights) that inference never uses. The artifact (its file format:
+chatbot/formats/artifact.py) holds exactly what chatting needs — weights in the publish dtype, model args, the tokenizer
 JSON, the special tokens and the persona *pseudonyms* — so it can be copied to another machine. The private
 real-name map (``speakers.json``) is never read here.
 
-``--encrypt`` streams ``torch.save`` through :class:`chatbot.crypto.EncryptingWriter`: plaintext never touches the
-disk, not even a temp file. ``--format hf`` writes ``artifacts/hf/`` for ``transformers`` (see hf_export.py).
+``--encrypt`` streams it through :class:`chatbot.crypto.EncryptingWriter` (formats/artifact.py ``write``): plaintext
+never touches the disk, not even a temp file. ``--format hf`` writes ``artifacts/hf/`` for ``transformers`` (see hf_export.py).
 """
 
 from __future__ import annotations

@@ -4,9 +4,10 @@ Sources are tried in ``gen.model_preference`` order: artifact paths (relative to
 encrypted artifact, decrypted in memory only) or the words ``best`` / ``latest`` for the current run's checkpoints.
 The first one that exists is loaded; a broken one is an error rather than a silent fallback to an older model.
 
-Every file goes through ``torch.load(..., weights_only=True)``: a model file is data, never code. A checkpoint
-carries no tokenizer, so it is paired with ``data/processed/tokenizer.json`` — refused when the tokenizer hash
-differs from the one the checkpoint was trained with.
+Every file is read through chatbot/formats/ (checkpoint.read, artifact.read: ``torch.load(..., weights_only=True)``
+only, a model file is data, never code). A checkpoint carries no tokenizer, so it is paired with
+``data/processed/tokenizer.json`` — refused when the tokenizer hash differs from the one the checkpoint was trained
+with.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from ..config import Config
 from ..data.tokenizer import load_tokenizer, tokenizer_hash
 from ..device import pick_device
 from ..errors import ChatbotError
-from ..formats import processed
 from ..formats import artifact as artifact_format
+from ..formats import processed
 from ..formats.artifact import Artifact
 from ..formats.checkpoint import Checkpoint, strip_prefixes
 from ..formats.checkpoint import read as read_checkpoint
