@@ -234,7 +234,7 @@ def test_interrupted_run_is_completed_without_duplicates(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(org, "atomic_write_json", killed)
+    monkeypatch.setattr(org.manifest, "write", killed)
     with pytest.raises(KeyboardInterrupt):
         organize(cfg)
     assert not cfg.path(cfg.paths.raw.manifest).exists()

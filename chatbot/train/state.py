@@ -20,9 +20,9 @@ import torch
 
 from . import base as train_base
 from ..config import Config, to_dict
-from ..data.dataset import Split, WindowSampler, eval_starts, open_split, read_stats
+from ..data.dataset import Split, WindowSampler, eval_starts, open_split
 from ..errors import ChatbotError
-from ..fsio import sha256_file
+from ..formats import processed
 from ..lock import RunLock
 from ..model import ModelArgs, Transformer
 from ..tokens import PAD
@@ -142,13 +142,10 @@ def open_data(cfg: Config, runtime: Runtime) -> RunData:
     """The processed data, checked against its contract (and against the base, when fine-tuning one)."""
     from ..data.tokenizer import load_tokenizer, special_id
 
-    train_cfg, processed = cfg.train, cfg.processed_dir
-    stats = read_stats(processed)
-    tok_path = processed / "tokenizer.json"
-    tok_hash = str(stats["tokenizer_hash"])
-    if sha256_file(tok_path) != tok_hash:
-        raise ChatbotError(f"{tok_path} does not match the tokenizer_hash in stats.json (files from two different "
-                           f"preprocess runs); run `python -m chatbot.ops preprocess --force`")
+    train_cfg, folder = cfg.train, cfg.processed_dir
+    contract = processed.read(folder)
+    contract.check_tokenizer()
+    stats, tok_path, tok_hash = contract.stats, contract.tokenizer_path, contract.tokenizer_hash
     vocab_size = int(stats["vocab_size"])
     if train_cfg.model.base:
         base = train_base.open_base(cfg, stats, runtime.device, runtime.dtype)
@@ -170,8 +167,8 @@ def open_data(cfg: Config, runtime: Runtime) -> RunData:
             args = ModelArgs.from_dict({**to_dict(train_cfg.model), "vocab_size": vocab_size})
         except ValueError as exc:
             raise ChatbotError(f"train.yaml: {exc}") from None
-    return RunData(stats, tok, tok_hash, pad_id, args, open_split(processed, "train", stats["dtype"], vocab_size),
-                   open_split(processed, "val", stats["dtype"], vocab_size), base)
+    return RunData(stats, tok, tok_hash, pad_id, args, open_split(folder, "train", stats["dtype"], vocab_size),
+                   open_split(folder, "val", stats["dtype"], vocab_size), base)
 
 
 def checkpoint_to_continue(cfg: Config) -> tuple[Path | None, Path | None]:
