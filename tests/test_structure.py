@@ -32,8 +32,7 @@ _PENDING_UPWARD: set[tuple[str, str]] = {
     ("artifact.publish_base", "artifact.publish"),
 }
 _PENDING_LONG: set[str] = {
-    "data.preprocess._build_spilled", "kakao.organize.organize", "infer.generate.generate",
-    "kakao.detect.detect",
+    "infer.generate.generate",
 }
 
 
