@@ -1,7 +1,7 @@
-"""Checkpoint files of a run: what goes in them, how they are written, read and checked (docs/ARCHITECTURE.md).
+"""Checkpoint files of a run: what goes in them, when they are written, snapshots and pruning (docs/ARCHITECTURE.md).
 
-Every file is written through :func:`chatbot.fsio.atomic_torch_save` (temp file + fsync + rename), so a kill at any
-moment leaves the previous complete file. Everything inside is a plain tensor or Python value (RNG states as
+The file format itself (keys, reading with checks, the atomic write) is :mod:`chatbot.formats.checkpoint`: a kill at
+any moment leaves the previous complete file. Everything inside is a plain tensor or Python value (RNG states as
 tensors and lists, no numpy objects) so ``torch.load(..., weights_only=True)`` reads it.
 Snapshots are hard links to the ``latest.pt`` just written (no second copy on disk), with a copy as fallback.
 """
@@ -22,11 +22,13 @@ import torch
 
 from ..config import TrainConfig, to_dict
 from ..errors import ChatbotError
-from ..fsio import atomic_open, atomic_torch_save, fsync_dir, private_mkdir
+from ..formats.checkpoint import Checkpoint
+from ..formats.checkpoint import read as read_checkpoint
+from ..formats.checkpoint import write as write_checkpoint
+from ..fsio import atomic_open, fsync_dir, private_mkdir
 from ..model import ModelArgs
 from .dist import Dist, gather_objects
 
-FORMAT = "chatbot-ckpt-1"
 SNAPSHOT_RE = re.compile(r"^step_(\d+)\.pt$")
 # model fields that may change between runs without touching the weights
 MUTABLE_MODEL_FIELDS = ("dropout",)
@@ -95,24 +97,23 @@ class Progress:
     tokens_seen: int = 0
 
     @classmethod
-    def of(cls, ck: dict) -> "Progress":
-        return cls(step=int(ck["step"]), best_val_loss=ck.get("best_val_loss"), val_loss=ck.get("val_loss"),
-                   train_loss=ck.get("train_loss"), tokens_seen=int(ck.get("tokens_seen", 0)))
+    def of(cls, ck: Checkpoint) -> "Progress":
+        return cls(step=ck.step, best_val_loss=ck.best_val_loss, val_loss=ck.val_loss, train_loss=ck.train_loss,
+                   tokens_seen=ck.tokens_seen)
 
 
 def checkpoint_payload(*, weights: dict, model_args: dict | None, optimizer: dict, sampler: dict,
                        scaler: dict | None, rng: dict, progress: Progress, tokenizer_hash: str, vocab_size: int,
-                       train_config: TrainConfig, world_size: int, lr: float, base: dict | None) -> dict:
-    """Everything a checkpoint holds, on the CPU, in the order the files have always had (``base`` only for a
-    fine-tune of a pretrained base). ``lr`` is the rate of the last step taken."""
-    return to_cpu({
-        "format": FORMAT, "model": weights, "model_args": model_args, "optimizer": optimizer,
-        "step": progress.step, "best_val_loss": progress.best_val_loss, "val_loss": progress.val_loss,
-        "train_loss": progress.train_loss, "tokenizer_hash": tokenizer_hash, "vocab_size": vocab_size, "rng": rng,
-        "sampler": sampler, "train_config": to_dict(train_config), "world_size": world_size,
-        "tokens_seen": progress.tokens_seen, "scaler": scaler, "lr": lr, "created": time.time(),
-        **({"base": base} if base is not None else {}),
-    })
+                       train_config: TrainConfig, world_size: int, lr: float, base: dict | None) -> Checkpoint:
+    """Everything a checkpoint of this moment holds, on the CPU (shared tensors stay shared); ``base`` only for a
+    fine-tune of a pretrained base. ``lr`` is the rate of the last step taken. formats/checkpoint.py writes it."""
+    return Checkpoint(**to_cpu({
+        "model": weights, "model_args": model_args, "optimizer": optimizer, "step": progress.step,
+        "best_val_loss": progress.best_val_loss, "val_loss": progress.val_loss, "train_loss": progress.train_loss,
+        "tokenizer_hash": tokenizer_hash, "vocab_size": vocab_size, "rng": rng, "sampler": sampler,
+        "train_config": to_dict(train_config), "world_size": world_size, "tokens_seen": progress.tokens_seen,
+        "scaler": scaler, "lr": lr, "created": time.time(), "base": base,
+    }))
 
 
 # ---------------------------------------------------------------------------------------------- plain values
@@ -134,29 +135,16 @@ def to_cpu(obj, _memo: dict | None = None):
 
 
 # ---------------------------------------------------------------------------------------------- read / write
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a trainer checkpoint (weights_only) or raise one clear ChatbotError."""
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint to resume from (or to start from, ``init_from``), with every key resuming needs."""
     path = Path(path)
-    if not path.is_file():
-        raise ChatbotError(f"checkpoint {path} not found (check train.yaml resume_path)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        raise ChatbotError(
-            f"{path} is not a readable checkpoint (corrupt or not made by this trainer); set resume_path to an "
-            f"older file in {path.parent / 'snapshots'} or move it away to start over"
-        ) from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise ChatbotError(f"{path} is not a {FORMAT} training checkpoint; point resume_path at a trainer checkpoint")
-    for key in ("model", "model_args", "optimizer", "step", "tokenizer_hash", "sampler"):
-        if key not in ck:
-            raise ChatbotError(f"{path} lacks '{key}' (incomplete checkpoint); resume from another file")
-    return ck
+    return read_checkpoint(path, complete=True, remedy=f"set train.yaml resume_path to an older file in "
+                           f"{path.parent / 'snapshots'}, or move it away to start over")
 
 
-def save_checkpoint(ck: dict, path: Path, also: tuple[Path, ...] = ()) -> None:
+def save_checkpoint(ck: Checkpoint, path: Path, also: tuple[Path, ...] = ()) -> None:
     """Write ``ck`` atomically to ``path``, then give each path in ``also`` the same bytes (hard link or copy)."""
-    atomic_torch_save(ck, path)
+    write_checkpoint(path, ck)
     for other in also:
         link_or_copy(path, other)
 
@@ -210,16 +198,16 @@ def clean_temp_files(run_dir: Path) -> int:
 
 
 # -------------------------------------------------------------------------------------------- compatibility
-def check_compatible(ck: dict, args: ModelArgs, tokenizer_hash: str, path: Path) -> list[str]:
+def check_compatible(ck: Checkpoint, args: ModelArgs, tokenizer_hash: str, path: Path) -> list[str]:
     """Refuse a checkpoint that cannot continue on this data / model config; return notes on harmless changes."""
     name = path.name
-    if ck["tokenizer_hash"] != tokenizer_hash:
+    if ck.tokenizer_hash != tokenizer_hash:
         raise ChatbotError(
-            f"{name} was trained with a different tokenizer (hash {str(ck['tokenizer_hash'])[:12]}…) than the "
+            f"{name} was trained with a different tokenizer (hash {str(ck.tokenizer_hash)[:12]}…) than the "
             f"processed data (hash {tokenizer_hash[:12]}…); the data was rebuilt: set a new run_name to start a "
             f"new run, or restore the old processed data"
         )
-    old = ModelArgs.from_dict(ck["model_args"]).to_dict()
+    old = ModelArgs.from_dict(ck.model_args).to_dict()
     new = args.to_dict()
     if old["vocab_size"] != new["vocab_size"]:
         raise ChatbotError(

@@ -33,6 +33,7 @@ from ..config import Config
 from ..data.dataset import read_windows
 from ..device import pick_device, pick_dtype
 from ..errors import ChatbotError
+from ..formats.checkpoint import Checkpoint
 from .checkpoint import checkpoint_payload, prune_snapshots, rng_of_all_ranks, save_checkpoint, snapshot_path
 from .dist import (Abort, StopSignals, all_reduce, any_rank, cpu_threads, destroy_process_group, env_dist,
                    init_process_group)
@@ -402,7 +403,7 @@ def save(state: TrainState, *, improved: bool, stop: bool) -> None:
         prune_snapshots(state.run_dir, logging.keep_last_n_snapshots)
 
 
-def _checkpoint(state: TrainState) -> dict:
+def _checkpoint(state: TrainState) -> Checkpoint:
     """The checkpoint of this moment (collective; the result matters on rank 0 only)."""
     base, train_cfg = state.data.base, state.cfg.train
     rng = rng_of_all_ranks(state.runtime.ranks)

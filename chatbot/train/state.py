@@ -22,6 +22,7 @@ from . import base as train_base
 from ..config import Config, to_dict
 from ..data.dataset import Split, WindowSampler, eval_starts, open_split
 from ..errors import ChatbotError
+from ..formats.checkpoint import Checkpoint
 from ..formats import processed
 from ..lock import RunLock
 from ..model import ModelArgs, Transformer
@@ -252,40 +253,40 @@ def resume_from(state: TrainState, path: Path) -> None:
     ck = load_checkpoint(path)
     notes = load_weights(ck, path, state.model, state.data)
     try:
-        state.optimizer.load_state_dict(with_local_flags(ck["optimizer"], state.optimizer))
+        state.optimizer.load_state_dict(with_local_flags(ck.optimizer, state.optimizer))
     except (ValueError, KeyError, RuntimeError, TypeError):
         raise ChatbotError(f"{path.name}: its model/optimizer state does not fit this model (damaged or from "
                            f"another version); resume from a snapshot or set a new run_name") from None
     apply_hparams(state.optimizer, train_cfg.optimization)
-    if not state.sampler.load_state_dict(ck["sampler"]):
+    if not state.sampler.load_state_dict(ck.sampler):
         notes.append("the training data changed since this checkpoint: the sampler starts a fresh epoch")
-    if state.scaler.is_enabled() and ck.get("scaler"):
-        state.scaler.load_state_dict(ck["scaler"])
+    if state.scaler.is_enabled() and ck.scaler:
+        state.scaler.load_state_dict(ck.scaler)
     state.progress = Progress.of(ck)
-    notes += [f"{c} (applied)" for c in config_changes(ck.get("train_config"), to_dict(train_cfg))]
-    if int(ck.get("world_size", 1)) != runtime.ranks.world_size:
-        notes.append(f"world size {ck.get('world_size')} → {runtime.ranks.world_size} (the data stream continues)")
+    notes += [f"{c} (applied)" for c in config_changes(ck.train_config, to_dict(train_cfg))]
+    if ck.world_size != runtime.ranks.world_size:
+        notes.append(f"world size {ck.world_size} → {runtime.ranks.world_size} (the data stream continues)")
     val = f"{state.progress.val_loss:.4f}" if state.progress.val_loss is not None else "-"
     runtime.say(f"resuming {path.name} at step {state.progress.step} (val loss {val})")
     for note in notes:
         runtime.say(f"  changed: {note}")
-    restore_rng(ck.get("rng"), runtime.ranks, train_cfg.runtime.seed, state.progress.step)
+    restore_rng(ck.rng, runtime.ranks, train_cfg.runtime.seed, state.progress.step)
 
 
-def load_weights(ck: dict, path: Path, model: torch.nn.Module, data: RunData) -> list[str]:
+def load_weights(ck: Checkpoint, path: Path, model: torch.nn.Module, data: RunData) -> list[str]:
     """Check a checkpoint against this run (one line when it cannot continue) and load its weights into
     ``model``; returns notes on harmless changes."""
     base = data.base
     if base is not None:
         notes = train_base.check_compatible(ck, base.info, path)
-        train_base.load_trainable(model, ck["model"], base.info["adapter"]["kind"], path.name)
+        train_base.load_trainable(model, ck.model, base.info["adapter"]["kind"], path.name)
         return notes
-    if ck.get("base") or ck.get("model_args") is None:
-        raise ChatbotError(f"{path.name} is a fine-tune of model.base {(ck.get('base') or {}).get('id')} but "
+    if ck.base or ck.model_args is None:
+        raise ChatbotError(f"{path.name} is a fine-tune of model.base {(ck.base or {}).get('id')} but "
                            f"train.yaml trains from scratch; set model.base back, or a new run_name")
     notes = check_compatible(ck, data.args, data.tokenizer_hash, path)
     try:
-        model.load_state_dict(ck["model"])
+        model.load_state_dict(ck.model)
     except (ValueError, KeyError, RuntimeError, TypeError):
         raise ChatbotError(f"{path.name}: its model state does not fit this model (damaged or from another "
                            f"version); resume from a snapshot or set a new run_name") from None
@@ -296,7 +297,7 @@ def init_weights_from(path: Path, model: torch.nn.Module, data: RunData, runtime
     """``init_from``: a new run starts from another run's weights (step, optimizer and data position start fresh)."""
     ck = load_checkpoint(path)
     notes = load_weights(ck, path, model, data)
-    runtime.say(f"starting from the weights of {path} (its step {int(ck['step'])}); step, optimizer and data "
+    runtime.say(f"starting from the weights of {path} (its step {ck.step}); step, optimizer and data "
                 f"order start fresh")
     for note in notes:
         runtime.say(f"  changed: {note}")
