@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from chatbot.eval.items import base_sessions, reply_items
+from chatbot.eval.runner import FORMAT as EVAL_FORMAT
 
 pytest.importorskip("peft")
 
@@ -69,7 +70,7 @@ def test_eval_of_a_lora_run_end_to_end(base_run, monkeypatch, capsys) -> None:
 
     cfg = base_run
     r = _eval(cfg, monkeypatch, capsys, "--limit", "4", "--source", "best")
-    assert r["format"] == "chatbot-eval-1" and r["model"]["source"] == "best.pt"
+    assert r["format"] == EVAL_FORMAT and r["model"]["source"] == "best.pt"
     assert r["model"]["origin"] == "base" and r["model"]["base"]["adapter"] == "lora"
     assert r["model"]["base"]["id"] == "qwen2-0" and r["model"]["base"]["weights"] == "checkpoint"  # no path
     assert r["model"]["block_size"] == 48
