@@ -11,7 +11,7 @@ import torch
 
 from chatbot.crypto import encrypt_bytes
 from chatbot.errors import ChatbotError
-from chatbot.infer.generate import load_responder
+from chatbot.infer.responder import load_responder
 from chatbot.infer.loading import find_model_source, load_bundle
 
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)

@@ -9,7 +9,7 @@ import pytest
 
 import chatbot.security as security
 from chatbot.errors import ChatbotError
-from chatbot.infer.generate import TokenIds
+from chatbot.infer.prompt import TokenIds
 from chatbot.eval.smoke import check_reply, smoke
 
 from helpers_gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)

@@ -32,7 +32,7 @@ _PENDING_UPWARD: set[tuple[str, str]] = {
     ("artifact.publish_base", "artifact.publish"),
 }
 _PENDING_LONG: set[str] = {
-    "train.loop._run", "data.preprocess._build_spilled", "kakao.organize.organize", "infer.generate.generate",
+    "train.loop._run", "data.preprocess._build_spilled", "kakao.organize.organize",
     "kakao.detect.detect",
 }
 

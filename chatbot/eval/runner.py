@@ -35,10 +35,12 @@ from ..data.dataset import Split, open_split, read_stats
 from ..data.tokenizer import load_tokenizer
 from ..errors import ChatbotError
 from ..fsio import atomic_write_json, private_mkdir
-from ..infer.generate import Responder, block_size_of, clean_text, is_hf_model
+from ..infer.decode import block_size_of, is_hf_model
+from ..infer.responder import Responder
+from ..infer.stream import clean_reply
 from ..infer.loading import Bundle, load_bundle
 from . import baselines, items as items_mod
-from .metrics import collapse_reasons, reply_metrics
+from .metrics import reply_metrics
 
 FORMAT = "chatbot-eval-1"
 SOURCES = ("best", "latest", "artifact")
@@ -144,7 +146,7 @@ def _loss_entry(nats: float, **extra) -> dict:
 def _text(responder: Responder, ids: list[int]) -> str:
     """A turn's text as a reply would read (placeholders and special tokens dropped, cleaned, trimmed)."""
     raw = b"".join(responder.token_bytes[i] for i in ids if i < len(responder.token_bytes))
-    return clean_text(raw.decode("utf-8", errors="ignore"), responder.gen.max_chars)
+    return clean_reply(raw.decode("utf-8", errors="ignore"), responder.gen.max_chars)
 
 
 def read_sessions(responder: Responder, split: Split) -> list[list[items_mod.Turn]]:

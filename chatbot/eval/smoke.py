@@ -21,7 +21,7 @@ import sys
 
 from ..errors import ChatbotError
 from .metrics import collapse_reasons
-from ..infer.generate import load_responder
+from ..infer.responder import load_responder
 
 _LEAK = re.compile(r"<\u2060?\|[^|<>\s]{1,24}\|>")  # <|eot|>, <|spk:S1|>, <|photo|> ... (or escaped forms)
 _MARKERS = ("\ue000", "\ue001")
@@ -64,7 +64,7 @@ def group_smoke(responder, gen, labels) -> str | None:
     responder.gen = replace(gen, bridge=replace(gen.bridge, bot_names=[*gen.bridge.bot_names, name]))
     print(f"smoke group room: {len(GROUP_NAMES)} invented people, reply_policy {policy}, the bot is called "
           f"'{name}'", flush=True)
-    room, history, failure, spoke_unasked, unasked, previous = RoomSpeakers(), [], None, 0, 0, None
+    room, history, failure, spoke_unasked, unasked = RoomSpeakers(), [], None, 0, 0
     try:
         for who, template in GROUP_SCRIPT:
             text = template.format(bot=name)
@@ -87,7 +87,6 @@ def group_smoke(responder, gen, labels) -> str | None:
                 spoke_unasked += not r.silent
             if not r.silent and r.text:
                 history.append(("bot", r.text))
-                previous = r.text
     finally:
         responder.gen = saved
     if failure is None and spoke_unasked * 2 > unasked:

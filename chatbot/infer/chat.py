@@ -12,12 +12,14 @@ transcript is written to standard output).
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
 
 from ..errors import ChatbotError
-from .generate import Responder, load_responder, normalize_text
+from .prompt import normalize_text
+from .responder import Responder, load_responder
 
 HELP = ("commands: /as NAME speaks as someone else of the room (/as alone: yourself again), /reset starts a new "
         "conversation, /exit quits (Ctrl+D or Ctrl+C too)")
@@ -65,7 +67,7 @@ def chat_command(cfg) -> None:
         sys.stdin.reconfigure(errors="replace")  # a stray invalid byte in a pipe must not end the chat
     if interactive:
         try:
-            import readline  # noqa: F401  (line editing and history for input())
+            importlib.import_module("readline")  # line editing and history for input(), by importing it
         except ImportError:
             pass
         b = responder.bundle

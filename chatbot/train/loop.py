@@ -562,11 +562,9 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
                     write_loss_svg(svg_path, st.records, f"{tc.run_name}: loss")
                     print(f"eval step {st.step}: val loss {v:.4f}" + (" (best so far → best.pt)" if improved else
                           f" (best {st.best_val_loss:.4f})"), flush=True)
-                    if base is None:
-                        samples = sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device,
-                                                 gen=cfg.gen)
-                    else:
-                        samples = train_base.sample_replies(raw, tok, stats.get("persona"), lg.sample_prompts, device)
+                    samples = sample_replies(raw if base is None else raw.causal_lm,
+                                             tok if base is None else base.tokenizer, stats.get("persona"),
+                                             lg.sample_prompts, cfg.gen, cfg.paths.processed.preprocess.pii)
                     for prompt, reply in samples:
                         print(f"  sample: {prompt} → {reply}", flush=True)
                     if probe is not None:
