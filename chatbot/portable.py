@@ -2,7 +2,7 @@
 
 Nothing POSIX-only (``fcntl``, ``fork``, ``SIGHUP``/``SIGKILL``, ``os.getuid``, ``resource``) is imported or
 touched at module level anywhere in the package: code that needs one of them asks this module, which checks the
-platform first. tests/test_platforms.py runs the whole pipeline where ``fcntl`` cannot be imported and ``fork``
+platform first. tests/e2e/test_platforms.py runs the whole pipeline where ``fcntl`` cannot be imported and ``fork``
 does not exist, with a cp949 console, and compares the outputs byte for byte with a normal Linux run.
 """
 

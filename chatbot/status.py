@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ChatbotError
+from .formats import processed
 from .fsio import sha256_file
 
 MIN_KEY_CHARS = 20
@@ -67,17 +68,16 @@ def _processed(cfg, rep: Report, have_exports: bool) -> bool:
     from .data.preprocess import stale_reason
 
     out = cfg.processed_dir
-    stats_path = out / "stats.json"
-    if not stats_path.is_file():
+    if not (out / processed.STATS).is_file():
         rep.add(f"Processed    missing ({cfg.paths.processed.dir}/)")
         if have_exports:
             rep.suggest("python -m chatbot.ops preprocess")
         return False
     try:
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
+        stats = processed.load_stats(out)
         tokens = stats.get("tokens", {})
         summary = f"{tokens.get('train', 0):,} train / {tokens.get('val', 0):,} val tokens, vocabulary {stats.get('vocab_size')}"
-    except (OSError, ValueError):
+    except ChatbotError:
         rep.add("Processed    stats.json is unreadable")
         rep.suggest("python -m chatbot.ops preprocess --force")
         return False
@@ -182,11 +182,11 @@ def _policy(cfg, rep: Report) -> None:
     if cfg.gen.reply_policy != "model":
         return
     try:
-        stats = json.loads((cfg.processed_dir / "stats.json").read_text(encoding="utf-8"))
+        stats = processed.load_stats(cfg.processed_dir)
         persona = stats.get("persona") or {}
         speakers = persona.get("speakers") or {}
         people = sum(1 for n in speakers.values() if isinstance(n, int) and n > 0)
-    except (OSError, ValueError, AttributeError):
+    except (ChatbotError, AttributeError):
         return
     if not persona.get("turn_taking") and cfg.train.objective.loss_mode != "all":
         rep.add("Replies      reply_policy model, but the training data does not teach who speaks next: set "

@@ -12,10 +12,10 @@ PKG = Path(__file__).resolve().parents[1] / "chatbot"
 # packages may import each other only if that keeps the module graph acyclic (checked below).
 LAYERS: list[set[str]] = [
     {"errors", "portable", "fsio", "lock", "security", "crypto", "tokens", "records", "config", "device"},
+    {"formats"},  # on-disk formats: read by every stage above, written by kakao (manifest) and data (processed)
     {"kakao"},
     {"model", "base"},
     {"data"},
-    {"formats"},
     {"infer"},
     {"eval"},
     {"train"},

@@ -13,7 +13,6 @@ disk, not even a temp file. ``--format hf`` writes ``artifacts/hf/`` for ``trans
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 from ..data.tokenizer import load_tokenizer, tokenizer_hash
 from ..device import DTYPES
 from ..errors import ChatbotError
+from ..formats import processed
 from ..fsio import atomic_torch_save, atomic_write_json, sha256_file
 from ..model import ModelArgs, Transformer
 from ..tokens import SPECIAL_TOKENS, is_pseudonym
@@ -137,7 +137,7 @@ def _num(x) -> float | None:
 
 def clean_persona(cfg, persona) -> dict:
     """The persona block of stats.json, keeping only pseudonyms (refuses anything that looks like a name)."""
-    bad = ChatbotError(f"{_rel(cfg, cfg.processed_dir / 'stats.json')}: persona is not in pseudonym form "
+    bad = ChatbotError(f"{_rel(cfg, cfg.processed_dir / processed.STATS)}: persona is not in pseudonym form "
                        "(S1, S2 ...); re-run `python -m chatbot.ops preprocess`")
     if not isinstance(persona, dict):
         raise bad
@@ -154,7 +154,7 @@ def clean_persona(cfg, persona) -> dict:
 
 def _processed(cfg, ckpt_hash: str, source: Path) -> tuple[str, dict]:
     """(tokenizer JSON text, persona) from data/processed, checked against the checkpoint's tokenizer hash."""
-    tok_path, stats_path = cfg.processed_dir / "tokenizer.json", cfg.processed_dir / "stats.json"
+    tok_path, stats_path = cfg.processed_dir / processed.TOKENIZER, cfg.processed_dir / processed.STATS
     for p in (tok_path, stats_path):
         if not p.is_file():
             raise ChatbotError(f"{_rel(cfg, p)} is missing (the artifact embeds it); "
@@ -168,15 +168,10 @@ def _processed(cfg, ckpt_hash: str, source: Path) -> tuple[str, dict]:
     if tokenizer_hash(tok_json) != ckpt_hash:
         raise mismatch
     load_tokenizer(tok_json, is_json=True)  # every special token present
-    try:
-        stats = json.loads(stats_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise ChatbotError(f"{_rel(cfg, stats_path)} is not valid JSON; re-run `python -m chatbot.ops preprocess`") from None
-    if not isinstance(stats, dict):
-        raise ChatbotError(f"{_rel(cfg, stats_path)} is not a stats object; re-run `python -m chatbot.ops preprocess`")
+    stats = processed.load_stats(cfg.processed_dir, show=lambda path: _rel(cfg, path))
     if stats.get("tokenizer_hash") not in (None, ckpt_hash):
         raise mismatch
-    return tok_json, clean_persona(cfg, stats.get("persona", {"target": "room", "self": None, "speakers": {}}))
+    return tok_json, clean_persona(cfg, stats.get("persona", processed.DEFAULT_PERSONA))
 
 
 def build_artifact(cfg, source: Path | None = None, ckpt: dict | None = None) -> tuple[dict, Path]:

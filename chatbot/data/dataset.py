@@ -11,7 +11,6 @@ an optimizer step always consumes the same windows however they are split into m
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +18,8 @@ import numpy as np
 import torch
 
 from ..errors import ChatbotError
-
-SPLITS = ("train", "val")
-_DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
-_PREPROCESS = "run `python -m chatbot.ops preprocess`"
+from ..formats import processed
+from ..formats.processed import PREPROCESS as _PREPROCESS
 
 
 @dataclass
@@ -55,21 +52,8 @@ def _memmap(path: Path, dtype) -> np.ndarray:
 
 
 def read_stats(processed_dir: str | Path) -> dict:
-    """stats.json with its contract fields checked (dtype, vocab_size, tokenizer_hash)."""
-    processed_dir = Path(processed_dir)
-    path = processed_dir / "stats.json"
-    if not path.is_file() or not (processed_dir / "tokenizer.json").is_file():
-        raise ChatbotError(f"no processed data in {processed_dir}: {_PREPROCESS} first")
-    try:
-        stats = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        raise ChatbotError(f"{path} is unreadable; {_PREPROCESS} --force") from None
-    missing = [k for k in ("dtype", "vocab_size", "tokenizer_hash") if not isinstance(stats, dict) or k not in stats]
-    if missing:
-        raise ChatbotError(f"{path} lacks '{missing[0]}' (made by an older version?); {_PREPROCESS} --force")
-    if stats["dtype"] not in _DTYPES:
-        raise ChatbotError(f"{path}: unknown token dtype {stats['dtype']!r}; {_PREPROCESS} --force")
-    return stats
+    """stats.json with its contract fields checked (dtype, vocab_size, tokenizer_hash): see formats/processed.py."""
+    return processed.read(processed_dir).stats
 
 
 def open_split(processed_dir: str | Path, split: str, dtype: str, vocab_size: int) -> Split:
@@ -79,14 +63,14 @@ def open_split(processed_dir: str | Path, split: str, dtype: str, vocab_size: in
     ``vocab_size`` (scanned in chunks, so a wrong dtype or a vocabulary larger than the model is caught here).
     """
     d = Path(processed_dir)
-    paths = {k: d / f"{split}{suffix}" for k, suffix in (("tokens", ".bin"), ("mask", "_loss_mask.bin"),
-                                                           ("starts", "_starts.bin"))}
+    paths = {k: d / processed.split_name(split, suffix)
+             for k, suffix in (("tokens", processed.TOKENS), ("mask", processed.MASK), ("starts", processed.STARTS))}
     for p in paths.values():
         if not p.is_file():
             raise ChatbotError(f"{p} is missing: {_PREPROCESS} first")
-    tokens = _memmap(paths["tokens"], _DTYPES[dtype])
-    mask = _memmap(paths["mask"], np.uint8)
-    starts = _memmap(paths["starts"], np.uint64)
+    tokens = _memmap(paths["tokens"], processed.TOKEN_DTYPES[dtype])
+    mask = _memmap(paths["mask"], processed.MASK_DTYPE)
+    starts = _memmap(paths["starts"], processed.STARTS_DTYPE)
     if tokens.shape[0] != mask.shape[0]:
         raise ChatbotError(
             f"{paths['tokens'].name} has {tokens.shape[0]} tokens but {paths['mask'].name} has {mask.shape[0]} mask "

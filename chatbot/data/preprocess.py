@@ -94,7 +94,6 @@ import json
 import marshal
 import os
 import re
-import sys
 import tempfile
 import time
 from collections import Counter, deque
@@ -109,6 +108,9 @@ import numpy as np
 
 from ..config import Config, PreprocessConfig, config_hash, to_dict
 from ..errors import ChatbotError
+from ..formats import processed
+from ..formats.processed import FORMAT, JOURNAL, OUTPUT_FILES, SPLITS, VERSION
+from ..formats.processed import check_outputs  # noqa: F401 (part of this module's interface: tests, status)
 from ..fsio import atomic_write_json, fsync_dir, private_mkdir, read_json, sha256_file
 from ..portable import pool_start_method, try_lock
 from ..records import Record
@@ -117,12 +119,6 @@ from . import conversation as conv
 from .pii import PII_CLASSES, PiiMasker
 from .tokenizer import decode, special_id, train_tokenizer
 
-FORMAT = "chatbot-processed-1"
-VERSION = 1  # bump when the output of the same inputs + config changes
-SPLITS = ("train", "val")
-BIN_FILES = tuple(f"{s}{suffix}" for s in SPLITS for suffix in (".bin", "_loss_mask.bin", "_starts.bin"))
-OUTPUT_FILES = ("tokenizer.json", *BIN_FILES, "preview.json", "speakers.json", "stats.json")  # commit order
-JOURNAL = ".preprocess-commit.json"
 LOCK = ".preprocess.lock"
 
 TOKENIZER_SAMPLE_CHARS = 2_500_000  # train the BPE on at most ~this many characters of the train split
@@ -404,7 +400,7 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
         tok_json = base.tokenizer.backend_tokenizer.to_str()
         vocab = layout.vocab_size
     clock("tokenizer")
-    dtype = np.uint16 if vocab <= 65536 else np.uint32
+    dtype = processed.token_dtype(vocab)
 
     temps: dict[str, Path] = {}
     try:
@@ -477,7 +473,7 @@ def _build_spilled(spill: "_Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
             "outputs": {name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for name, p in temps.items()},
             "seconds": round(time.perf_counter() - t0, 2),
         }
-        temps["stats.json"] = _write_temp(out_dir, "stats.json", _json_bytes(stats))
+        temps[processed.STATS] = _write_temp(out_dir, processed.STATS, processed.stats_bytes(stats))
         commit(out_dir, temps)
         clock("write")
     except BaseException:
@@ -1125,35 +1121,6 @@ def recover(out_dir: str | os.PathLike) -> None:
     for p in out_dir.glob(".*.tmp"):
         if any(p.name.startswith(f".{n}.") for n in (*OUTPUT_FILES, _Spill.NAME)):
             p.unlink(missing_ok=True)
-
-
-def check_outputs(out_dir: str | os.PathLike, *, full: bool = False) -> str | None:
-    """None when ``out_dir`` holds a complete, consistent set of outputs, else a short reason (no private data).
-
-    Sizes (and the tokenizer hash) are always checked; ``full=True`` also re-hashes every file.
-    """
-    out_dir = Path(out_dir)
-    if (out_dir / JOURNAL).exists():
-        return "an interrupted commit is pending"
-    try:
-        stats = read_json(out_dir / "stats.json")
-    except FileNotFoundError:
-        return "no previous outputs"
-    except (OSError, ValueError):
-        return "stats.json is unreadable"
-    if not isinstance(stats, dict) or stats.get("format") != FORMAT or stats.get("version") != VERSION:
-        return "outputs were made by another version"
-    outputs = stats.get("outputs") or {}
-    for name in OUTPUT_FILES[:-1]:
-        info = outputs.get(name)
-        p = out_dir / name
-        if info is None or not p.is_file() or p.stat().st_size != info.get("bytes"):
-            return f"{name} is missing or does not match stats.json"
-        if (full or name == "tokenizer.json") and sha256_file(p) != info.get("sha256"):
-            return f"{name} does not match stats.json"
-    if outputs["tokenizer.json"]["sha256"] != stats.get("tokenizer_hash"):
-        return "tokenizer.json does not match stats.json"
-    return None
 
 
 def _stale_reason(out_dir: Path, fingerprint: str) -> str | None:

@@ -12,7 +12,6 @@ differs from the one the checkpoint was trained with.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +21,12 @@ from tokenizers import Tokenizer
 from ..data.tokenizer import load_tokenizer, tokenizer_hash
 from ..device import pick_device
 from ..errors import ChatbotError
+from ..formats import processed
 from ..model import ModelArgs, Transformer
 
 ARTIFACT_FORMAT = "chatbot-artifact-1"
 CHECKPOINT_FORMAT = "chatbot-ckpt-1"
-DEFAULT_PERSONA = {"target": "room", "self": None, "speakers": {}}
+DEFAULT_PERSONA = processed.DEFAULT_PERSONA
 
 
 @dataclass
@@ -187,7 +187,7 @@ def _torch_load(cfg, path: Path) -> object:
 
 
 def _processed_side(cfg, path: Path, ckpt: dict) -> tuple[Tokenizer, dict]:
-    tok_path = cfg.processed_dir / "tokenizer.json"
+    tok_path = cfg.processed_dir / processed.TOKENIZER
     if not tok_path.is_file():
         raise ChatbotError(f"{_rel(cfg, tok_path)} is missing (a checkpoint needs the tokenizer it was trained with); "
                            "run `python -m chatbot.ops preprocess`, or publish an artifact")
@@ -201,10 +201,9 @@ def _processed_side(cfg, path: Path, ckpt: dict) -> tuple[Tokenizer, dict]:
 
 def _processed_persona(cfg) -> dict:
     persona = DEFAULT_PERSONA
-    stats_path = cfg.processed_dir / "stats.json"
     try:
-        persona = json.loads(stats_path.read_text(encoding="utf-8")).get("persona") or DEFAULT_PERSONA
-    except (OSError, ValueError, AttributeError):
+        persona = processed.load_stats(cfg.processed_dir).get("persona") or DEFAULT_PERSONA
+    except ChatbotError:
         pass  # persona only picks default speakers; gen.yaml can set them explicitly
     return _check_persona(persona)
 

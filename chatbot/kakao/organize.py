@@ -55,8 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ChatbotError, FormatError
-from ..fsio import (PRIVATE_DIR_MODE, atomic_open, atomic_write_json, fsync_dir, make_private, private_mkdir, read_json,
-                    sha256_file)
+from ..formats import manifest
+from ..fsio import PRIVATE_DIR_MODE, atomic_open, fsync_dir, make_private, private_mkdir, sha256_file
 from ..portable import cut_bytes, name_key, safe_name
 from ..records import SYSTEM_KINDS, Kind, Record
 from .merge import merge_timelines, norm_text
@@ -355,18 +355,7 @@ def manifest_path(cfg) -> Path:
 
 def load_manifest(cfg) -> list[dict]:
     """The manifest's entries ([] when organize has not run yet). Raises ChatbotError if it is unreadable."""
-    path = manifest_path(cfg)
-    if not path.exists():
-        return []
-    try:
-        data = read_json(path)
-    except (OSError, ValueError) as exc:
-        raise ChatbotError(f"{path}: unreadable manifest ({type(exc).__name__}); move it aside and run organize "
-                           "again") from None
-    entries = data.get("files") if isinstance(data, dict) else data
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
-        raise ChatbotError(f"{path}: not a manifest written by organize; move it aside and run organize again")
-    return entries
+    return manifest.read(manifest_path(cfg))
 
 
 def room_records(cfg, room: str) -> list[Record]:
@@ -495,7 +484,7 @@ def organize(cfg, dry: bool = False) -> None:
         print(f"refused: {msg}", file=sys.stderr)
     if not new:
         if not dry and kept != entries:
-            atomic_write_json(manifest_path(cfg), kept)
+            manifest.write(manifest_path(cfg), kept)
         print(f"nothing new to organize ({len(already)} file(s) already organized)" if not failures
               else "no new export organized", file=out)
         if kept:
@@ -564,7 +553,7 @@ def organize(cfg, dry: bool = False) -> None:
         return
 
     _copy_all_or_nothing(cfg, organized, [(st.path, st.sha256, dst) for st, dst, _ in plan],
-                         lambda: atomic_write_json(manifest_path(cfg), final))
+                         lambda: manifest.write(manifest_path(cfg), final))
     if raw.move_files:
         for st, dst, _ in plan:  # a zip of several rooms has several copies: removed after the first is checked
             if (st.path.exists() and st.path.resolve() != dst.resolve() and dst.is_file()

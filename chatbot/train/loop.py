@@ -19,7 +19,6 @@ finished run just continues it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import math
 import os
 import sys
@@ -34,9 +33,10 @@ import torch.nn.functional as F
 
 from . import base as train_base
 from ..config import Config, TrainConfig, to_dict
-from ..data.dataset import Split, WindowSampler, eval_starts, open_split, read_stats, read_windows
+from ..data.dataset import Split, WindowSampler, eval_starts, open_split, read_windows
 from ..device import pick_device, pick_dtype
 from ..errors import ChatbotError
+from ..formats import processed
 from ..lock import RunLock
 from ..model import ModelArgs, Transformer
 from ..tokens import PAD
@@ -152,14 +152,6 @@ def _resume_command(cfg: Config) -> str:
     return cmd if cfg.config_dir == default else f"{cmd} --config-dir {cfg.config_dir}"
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
     """Train or resume ``checkpoints/<run_name>``. Returns 0 (max_steps reached), 3 (stopped, resumable) or 130.
 
@@ -223,14 +215,12 @@ def _train(cfg: Config, d: Dist, device: torch.device, signals: StopSignals, on_
     pdir = cfg.processed_dir
 
     # ---- data and its contract
-    stats = read_stats(pdir)
+    data = processed.read(pdir)
+    data.check_tokenizer()
+    stats = data.stats
     from ..data.tokenizer import load_tokenizer, special_id
 
-    tok_path = pdir / "tokenizer.json"
-    tok_hash = str(stats["tokenizer_hash"])
-    if _file_sha256(tok_path) != tok_hash:
-        raise ChatbotError(f"{tok_path} does not match the tokenizer_hash in stats.json (files from two different "
-                           f"preprocess runs); run `python -m chatbot.ops preprocess --force`")
+    tok_path, tok_hash = data.tokenizer_path, data.tokenizer_hash
     base = None  # a pretrained base (model.base): chatbot/train/base.py
     if tc.model.base:
         base = train_base.open_base(cfg, stats, device, dtype)
