@@ -118,7 +118,7 @@ class KVCache:
         self.lm_head_t = head.detach().t().contiguous()
 
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write k, v (B, K, T, D) at positions start … start+T-1; the keys and values of positions 0 … start+T-1."""
+        """Write k, v (B, K, T, D) at positions start … start+T-1; return the keys and values of 0 … start+T-1."""
         end = start + k.shape[2]
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
@@ -137,10 +137,10 @@ class Attention(nn.Module):
         self.dropout = args.dropout
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None):
-        """x (B·T, C): B sequences of T tokens at positions start … start+T-1 (T = len(cos), cos/sin (T, 1, D)). Without a cache the
-        T positions attend causally among themselves (training, full forward); with one they are stored and attend
-        over everything cached up to them (``mask`` (T, start+T) when a chunk follows cached tokens; none for one
-        token or a first chunk)."""
+        """x (B·T, C): B sequences of T tokens at positions start … start+T-1 (T = len(cos); cos/sin (T, 1, D)).
+        Without a cache the T positions attend causally among themselves (training, full forward); with one they
+        are stored and attend over everything cached up to them (``mask`` (T, start+T) when a chunk follows cached
+        tokens; none for one token or a first chunk)."""
         T = cos.shape[0]
         B = x.shape[0] // T
         # rotary embedding in the (B, T, heads, D) layout the projections produce (contiguous), then heads first

@@ -17,6 +17,7 @@ import json
 import math
 import sys
 
+from ..config import Config, GenConfig
 from ..errors import ChatbotError
 from .prompt import normalize_text
 from .responder import Responder, load_responder
@@ -27,13 +28,13 @@ ME = "\x00me"  # the sender key of the person at the keyboard (no typed name can
 MAX_HISTORY = 200  # entries kept in memory; the prompt itself is cut to the model's context anyway
 
 
-def _gate(cfg) -> None:
+def _gate(cfg: Config) -> None:
     from ..security import require_password
 
     require_password(cfg)
 
 
-def reply_command(cfg, text: str, as_json: bool = False) -> None:
+def reply_command(cfg: Config, text: str, as_json: bool = False) -> None:
     """Print the bot's reply to one message (text only; ``as_json`` adds confidence and timing)."""
     _gate(cfg)
     if not normalize_text(text):
@@ -58,7 +59,7 @@ def reply_command(cfg, text: str, as_json: bool = False) -> None:
     }, ensure_ascii=False))
 
 
-def chat_command(cfg) -> None:
+def chat_command(cfg: Config) -> None:
     """Interactive chat; returns normally on /exit, end of input or Ctrl+C (exit code 0)."""
     _gate(cfg)
     responder = load_responder(cfg)
@@ -78,7 +79,7 @@ def chat_command(cfg) -> None:
         print(flush=True)  # leave the cursor on a fresh line; nothing else to clean up
 
 
-def chat_loop(responder: Responder, gen, interactive: bool) -> None:
+def chat_loop(responder: Responder, gen: GenConfig, interactive: bool) -> None:
     from .speakers import RoomSpeakers
 
     labels = gen.chat

@@ -70,7 +70,7 @@ class Generation:
 def generate(
     model: torch.nn.Module,
     prompt: list[int],
-    s: SamplingConfig,
+    sampling: SamplingConfig,
     *,
     eot_id: int | None = None,
     turn_start_ids: Iterable[int] = (),
@@ -102,7 +102,7 @@ def generate(
     block = block_size_of(model)
     if not 0 < len(prompt) <= block:
         raise ValueError(f"prompt of {len(prompt)} tokens does not fit block_size {block}")
-    picker = TokenPicker(s, prompt, eot_id=eot_id, turn_start_ids=turn_start_ids, banned_ids=banned_ids,
+    picker = TokenPicker(sampling, prompt, eot_id=eot_id, turn_start_ids=turn_start_ids, banned_ids=banned_ids,
                          unpenalized_ids=unpenalized_ids, generator=generator, device=device)
     step = make_stepper(model, use_cache, cache)
     seq = torch.empty(block, dtype=torch.long, device=device)
@@ -117,7 +117,7 @@ def generate(
     else:
         logits = step(seq, 0, n)
     prefill_s = time.perf_counter() - t0
-    max_new = s.max_new_tokens if max_new_tokens is None else max_new_tokens
+    max_new = sampling.max_new_tokens if max_new_tokens is None else max_new_tokens
     with _threads(device, decode_threads):
         out = _decode_loop(step, seq, n, logits, picker, max_new, on_token, t0)
     return Generation(*out, prefill_s=prefill_s, speak_prob=speak_prob)

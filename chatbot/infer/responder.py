@@ -156,7 +156,8 @@ class Responder:
         t0 = time.perf_counter()
         pre = self.pre_decision(history, policy, senders)
         if pre is not None and not pre.speak:  # no model run at all
-            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", silent=True, decision=pre.reason)
+            return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", silent=True,
+                         decision=pre.reason)
         seed = seed if seed is not None else (sampling or self.gen.sampling).seed + len(history)
         return self.reply_to_turns(self.encode_history(history), seed=seed, on_text=on_text, t0=t0,
                                    sampling=sampling, cancel=cancel, pre=pre)
@@ -172,9 +173,9 @@ class Responder:
         decided: list[Decision] = []
 
         def decide(prob: float) -> bool:
-            d = pre if pre is not None else model_decide(prob, self.gen.speak_threshold)
-            decided.append(Decision(d.speak, d.reason, prob))
-            return d.speak
+            decision = pre if pre is not None else model_decide(prob, self.gen.speak_threshold)
+            decided.append(Decision(decision.speak, decision.reason, prob))
+            return decision.speak
 
         prompt = self.prompt_from_turns(turns)
         stream = TextStream(self.token_bytes, self.gen.max_chars, on_text)
@@ -182,15 +183,15 @@ class Responder:
         with self.lock:
             t_gen = time.perf_counter()
             out = self._generate(prompt, sampling or self.gen.sampling, seed, on_token, decide)
-        d = decided[0] if decided else (pre or Decision(True, "always"))
+        decision = decided[0] if decided else (pre or Decision(True, "always"))
         if out.stop_reason == "silent":
             return Reply("", float("-inf"), 0, time.perf_counter() - t0, 0.0, "silent", len(prompt), silent=True,
-                         speak_prob=out.speak_prob, decision=d.reason)
+                         speak_prob=out.speak_prob, decision=decision.reason)
         text = stream.finish()
-        conf = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")
-        first = t_gen - t0 + out.first_token_s
-        return Reply(text, conf, len(out.tokens), time.perf_counter() - t0, first, out.stop_reason, len(prompt),
-                     speak_prob=out.speak_prob, decision=d.reason)
+        confidence = sum(out.logprobs) / len(out.logprobs) if out.logprobs else float("-inf")
+        first_token_s = t_gen - t0 + out.first_token_s
+        return Reply(text, confidence, len(out.tokens), time.perf_counter() - t0, first_token_s, out.stop_reason,
+                     len(prompt), speak_prob=out.speak_prob, decision=decision.reason)
 
     def _generate(self, prompt: list[int], sampling: SamplingConfig, seed: int, on_token, decide):
         """One decode of ``prompt`` with this model's id sets, cache and threads (the caller holds the lock)."""

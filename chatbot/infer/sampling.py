@@ -14,7 +14,7 @@ from ..config import SamplingConfig
 
 def sample_next(
     logits: torch.Tensor,
-    s: SamplingConfig,
+    sampling: SamplingConfig,
     recent: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> int:
@@ -24,26 +24,26 @@ def sample_next(
     ids → temperature (0 = greedy) → top-k → top-p (the smallest set whose probability reaches top_p; the best
     token always stays) → min-p (drop tokens below min_p × the best token's probability) → sample.
     """
-    if s.repetition_penalty != 1.0 and recent is not None and recent.numel():
+    if sampling.repetition_penalty != 1.0 and recent is not None and recent.numel():
         vals = logits[recent]
-        logits[recent] = torch.where(vals > 0, vals / s.repetition_penalty, vals * s.repetition_penalty)
-    if s.temperature <= 0:
+        logits[recent] = torch.where(vals > 0, vals / sampling.repetition_penalty, vals * sampling.repetition_penalty)
+    if sampling.temperature <= 0:
         return int(logits.argmax())
-    logits = logits / s.temperature
+    logits = logits / sampling.temperature
     V = logits.numel()
-    if 0 < s.top_k < V:
-        vals, idx = torch.topk(logits, s.top_k)
-    elif s.top_p < 1.0 or s.min_p > 0.0:
+    if 0 < sampling.top_k < V:
+        vals, idx = torch.topk(logits, sampling.top_k)
+    elif sampling.top_p < 1.0 or sampling.min_p > 0.0:
         vals, idx = torch.sort(logits, descending=True)
     else:
         vals, idx = logits, None
     probs = F.softmax(vals, dim=-1)
     if idx is not None:
-        if s.top_p < 1.0:
+        if sampling.top_p < 1.0:
             before = probs.cumsum(0) - probs  # probability mass of the better tokens
-            probs = probs.masked_fill(before >= s.top_p, 0.0)
-        if s.min_p > 0.0:
-            probs = probs.masked_fill(probs < s.min_p * probs[0], 0.0)
+            probs = probs.masked_fill(before >= sampling.top_p, 0.0)
+        if sampling.min_p > 0.0:
+            probs = probs.masked_fill(probs < sampling.min_p * probs[0], 0.0)
     choice = int(torch.multinomial(probs, 1, generator=generator))
     return int(idx[choice]) if idx is not None else choice
 
@@ -51,22 +51,23 @@ def sample_next(
 class TokenPicker:
     """The per-step choice of the decode loop, for one generation.
 
-    ``turn_start_ids`` stop generation when ``s.stop_on_next_turn`` and are banned otherwise, so the reply never
+    ``turn_start_ids`` stop generation when ``sampling.stop_on_next_turn`` and are banned otherwise, so the reply never
     runs into another speaker's turn; ``banned_ids`` are never sampled; ``unpenalized_ids`` (layout tokens, which
     are expected to recur) stay out of the repetition window, which starts with the prompt's tokens.
     """
 
-    def __init__(self, s: SamplingConfig, prompt: list[int], *, eot_id: int | None, turn_start_ids: Iterable[int],
-                 banned_ids: Iterable[int], unpenalized_ids: Iterable[int], generator: torch.Generator | None,
+    def __init__(self, sampling: SamplingConfig, prompt: list[int], *, eot_id: int | None,
+                 turn_start_ids: Iterable[int], banned_ids: Iterable[int], unpenalized_ids: Iterable[int], generator: torch.Generator | None,
                  device: torch.device):
-        self.s, self.eot, self.generator, self.device = s, eot_id, generator, device
+        self.sampling, self.eot, self.generator, self.device = sampling, eot_id, generator, device
         turn_starts = set(turn_start_ids)
-        self.stops = ({eot_id} if eot_id is not None else set()) | (turn_starts if s.stop_on_next_turn else set())
-        banned = set(banned_ids) | (set() if s.stop_on_next_turn else turn_starts)
+        stop_at_turns = turn_starts if sampling.stop_on_next_turn else set()
+        self.stops = ({eot_id} if eot_id is not None else set()) | stop_at_turns
+        banned = set(banned_ids) | (set() if sampling.stop_on_next_turn else turn_starts)
         self.banned = torch.tensor(sorted(banned), dtype=torch.long, device=device) if banned else None
         self.unpenalized = set(unpenalized_ids)
         self.history = [t for t in prompt if t not in self.unpenalized]
-        self.penalize = s.repetition_penalty != 1.0 and s.repetition_window > 0
+        self.penalize = sampling.repetition_penalty != 1.0 and sampling.repetition_window > 0
 
     def pick(self, logits: torch.Tensor) -> tuple[int, float]:
         """(next token, its log-probability under the model's own distribution, before penalty / temperature /
@@ -78,9 +79,9 @@ class TokenPicker:
             work[self.banned] = -math.inf
         recent = None
         if self.penalize and self.history:
-            window = sorted(set(self.history[-self.s.repetition_window:]))
+            window = sorted(set(self.history[-self.sampling.repetition_window:]))
             recent = torch.tensor(window, dtype=torch.long, device=self.device)
-        tok = sample_next(work, self.s, recent, self.generator)
+        tok = sample_next(work, self.sampling, recent, self.generator)
         return tok, float(logprob_all[tok])
 
     def stop_reason(self, tok: int) -> str | None:
