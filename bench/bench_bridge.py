@@ -37,9 +37,10 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import fixtures  # bench/fixtures.py
+from fixtures import REPO, rss_mb
+
 sys.path.insert(0, str(REPO))
 
 CORPUS = [
@@ -47,14 +48,6 @@ CORPUS = [
     "영화 보러 갈래?", "좋아 몇 시에 만날까", "내일 비 온대", "우산 챙겨 가", "커피 한 잔 할래?", "응 좋아 좋아",
     "배고프다 진짜", "치킨 시킬까", "ok see you soon", "hello there, how are you",
 ]  # invented
-
-
-def rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @dataclass
@@ -79,21 +72,9 @@ class FakeResponder:
 
 def tiny_responder(gen_cfg):
     """A real Responder over a tiny random-weight model (no files: the Bundle is built in memory)."""
-    import torch
-
-    from chatbot.data.tokenizer import train_tokenizer
-    from chatbot.infer.responder import Responder
-    from chatbot.infer.loading import Bundle
-    from chatbot.model import ModelArgs, Transformer
-
-    torch.manual_seed(0)
-    tok = train_tokenizer(CORPUS * 4, vocab_size=420)
-    args = ModelArgs(vocab_size=tok.get_vocab_size(with_added_tokens=True), block_size=64, n_layer=2, n_head=2,
-                     n_kv_head=1, n_embd=64)
-    model = Transformer(args).eval()
-    persona = {"target": "room", "self": "S2", "speakers": {"S1": 40, "S2": 30}}
-    bundle = Bundle(model, tok, persona, Path("bench-in-memory"), 0, "artifact")
-    return Responder(bundle, gen_cfg)
+    return fixtures.tiny_responder(gen_cfg, CORPUS * 4, vocab_size=420, block_size=64, n_layer=2, n_head=2,
+                                   n_kv_head=1, n_embd=64, source="bench-in-memory",
+                                   persona={"target": "room", "self": "S2", "speakers": {"S1": 40, "S2": 30}})
 
 
 def run_round(port: int, n: int, concurrency: int, rooms: int, transport: str, deadline: float,

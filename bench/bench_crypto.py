@@ -27,32 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-KEY = "bench-key-" + "q" * 30  # invented
+from fixtures import REPO, copy_configs, peak_mb, reset_peak, rss_mb  # bench/fixtures.py
 
-
-def _rss_mb() -> float:
-    return _status_mb("VmRSS")
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _reset_peak() -> float:
-    """Reset the kernel's peak-RSS mark (VmHWM) to the current RSS and return it (Linux ≥ 4.0)."""
-    with open("/proc/self/clear_refs", "w") as fh:
-        fh.write("5")
-    return _rss_mb()
-
-
-def _peak_mb() -> float:
-    # VmHWM belongs to this process image (ru_maxrss would carry the parent's peak across fork + exec)
-    return _status_mb("VmHWM")
+KEY = "Vb3x-Qm7tZ1pK9sW2rN8yL4cF6hJ0dGe5aUo"  # invented; a repeated-letter key is refused as weak (security.model_key)
 
 
 def _model_args(mb: int):
@@ -72,7 +49,7 @@ def make_workspace(ws: Path, mb: int) -> dict:
     from chatbot.data.tokenizer import tokenizer_hash, train_tokenizer
     from chatbot.model import Transformer
 
-    shutil.copytree(REPO / "configs", ws / "configs")
+    copy_configs(ws)
     tok = train_tokenizer(["안녕 뭐해? 오늘 저녁 뭐 먹을까", "hello world, this is a benchmark"] * 50, 600)
     processed = ws / "data" / "processed"
     processed.mkdir(parents=True)
@@ -111,10 +88,10 @@ def phase_publish(ws: str, encrypt: bool) -> dict:
 
     os.environ["CHATBOT_MODEL_KEY"] = KEY
     cfg = load_config(Path(ws) / "configs")
-    base = _reset_peak()
+    base = reset_peak()
     t = time.perf_counter()
     publish_mod.publish(cfg, encrypt=encrypt, fmt="pt", dry=False)
-    return {"seconds": time.perf_counter() - t, "base_mb": base, "peak_mb": _peak_mb()}
+    return {"seconds": time.perf_counter() - t, "base_mb": base, "peak_mb": peak_mb()}
 
 
 def phase_load(ws: str, name: str) -> dict:
@@ -123,12 +100,12 @@ def phase_load(ws: str, name: str) -> dict:
     from chatbot.artifact.publish import load_artifact
 
     path = Path(ws) / "artifacts" / name
-    base = _reset_peak()
+    base = reset_peak()
     t = time.perf_counter()
     art = load_artifact(path, KEY if name.endswith(".enc") else None)
     secs = time.perf_counter() - t
     assert art["format"] == "chatbot-artifact-1"
-    return {"seconds": secs, "base_mb": base, "peak_mb": _peak_mb(), "after_mb": _rss_mb()}
+    return {"seconds": secs, "base_mb": base, "peak_mb": peak_mb(), "after_mb": rss_mb()}
 
 
 def phase_raw(ws: str) -> dict:

@@ -28,7 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import REPO, copy_configs  # bench/fixtures.py
+
 sys.path.insert(0, str(REPO))
 
 SENTENCES = ["안녕 뭐해? 오늘 저녁 뭐 먹을까", "주말에 영화 보러 갈래?", "hello there, how are you doing today?",
@@ -104,13 +105,12 @@ def make_base(folder: Path, hidden: int, layers: int, vocab: int) -> None:
 
 def make_project(root: Path, base: Path, block: int, batch: int, steps: int) -> None:
     import hashlib
-    import shutil
 
     import numpy as np
     import yaml
     from transformers import AutoTokenizer
 
-    shutil.copytree(REPO / "configs", root / "configs")
+    copy_configs(root)
     path = root / "configs" / "train.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["model"].update(base=str(base), block_size=block)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,7 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import REPO, copy_configs  # bench/fixtures.py
+
 sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
@@ -143,7 +143,7 @@ def _project(root: Path, hidden: int, layers: int, vocab: int) -> int:
 
     from chatbot.base import base_weight_hash, tokenizer_hash
 
-    shutil.copytree(REPO / "configs", root / "configs")
+    copy_configs(root)
     (root / ".env").write_text(f"CHATBOT_MODEL_KEY={KEY}\n", encoding="utf-8")
     base = root / "base"
     tok = Tokenizer(models.BPE())

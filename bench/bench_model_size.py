@@ -32,9 +32,9 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import REPO, write_configs  # bench/fixtures.py
+
 sys.path.insert(0, str(REPO))
 SHARED = REPO.parent / "shared" / "data"
 
@@ -96,8 +96,6 @@ def make_corpus(name: str, inbox: Path) -> None:
 
 def workspace(work: Path, corpus: str, size: str | None = None) -> Path:
     ws = work / corpus
-    conf = ws / "configs"
-    conf.mkdir(parents=True, exist_ok=True)
     over = {
         "paths.yaml": {"processed": {"preprocess": {"vocab_size": VOCAB[corpus]}}},
         "train.yaml": {"runtime": {"device": "cpu", "dtype": "float32"}},
@@ -113,21 +111,11 @@ def workspace(work: Path, corpus: str, size: str | None = None) -> Path:
             "logging": {"log_interval": 20, "eval_interval": 100000, "eval_iters": 16, "save_interval": 100000,
                         "keep_last_n_snapshots": 2, "sample_prompts": []},
         }
+    else:
+        over["train.yaml"]["model"] = {"size": "custom"}
+    ws.mkdir(parents=True, exist_ok=True)
     (ws / ".env").write_text("CHATBOT_PASSWORD=grid\n", encoding="utf-8")  # eval's password gate
-    for fname, o in over.items():
-        base = yaml.safe_load((REPO / "configs" / fname).read_text(encoding="utf-8")) or {}
-        merged = _merge(base, o)
-        if fname == "train.yaml" and size is None:
-            merged.setdefault("model", {})["size"] = "custom"
-        (conf / fname).write_text(yaml.safe_dump(merged, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    return conf
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
+    return write_configs(ws / "configs", over)
 
 
 # ------------------------------------------------------------------------------------------------ training

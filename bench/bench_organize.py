@@ -31,7 +31,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import REPO, copy_configs, pairwise_groups  # bench/fixtures.py
+
 sys.path.insert(0, str(REPO))
 
 WORDS = ("오늘 내일 점심 저녁 뭐 먹을까 ㅋㅋㅋ 좋아 그래 회의 자료 올려 확인 했어요 진짜 대박 아니 근데 우리 몇 시에 만나 "
@@ -95,30 +96,12 @@ def write_exports(folder: Path, n_exports: int, n_rooms: int, seed: int = 3) -> 
 def _project(root: Path, exports: list[Path]):
     from chatbot.config import load_config
 
-    shutil.copytree(REPO / "configs", root / "configs")
+    copy_configs(root)
     inbox = root / "data" / "raw" / "inbox"
     inbox.mkdir(parents=True)
     for p in exports:
         shutil.copy(p, inbox / p.name)
     return load_config(root / "configs")
-
-
-def pairwise_groups(stats) -> list[int]:
-    """The old grouping: every pair of files compared."""
-    from chatbot.kakao import organize as org
-
-    g = org._Groups(len(stats))
-    for i, a in enumerate(stats):
-        for j in range(i):
-            b = stats[j]
-            ta, tb = a.info.room, b.info.room
-            if ta and tb and org.title_key(ta) == org.title_key(tb):
-                if not org.different_content(a.sketch, b.sketch):
-                    g.union(i, j)
-                continue
-            if org.same_content(a.sketch, b.sketch):
-                g.union(i, j)
-    return [g.find(i) for i in range(len(stats))]
 
 
 def main() -> None:

@@ -33,7 +33,8 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import REPO, copy_configs  # bench/fixtures.py
+
 TARGET_MBPS = 20.0
 TARGET_RSS_MB = 300.0
 
@@ -179,7 +180,7 @@ def main() -> None:
         root = work / "project"
         if root.exists():
             shutil.rmtree(root)
-        shutil.copytree(REPO / "configs", root / "configs")
+        copy_configs(root)
         inbox = root / "data" / "raw" / "inbox"
         inbox.mkdir(parents=True)
         ext = ".csv" if args.format == "csv" else ".txt"

@@ -17,17 +17,14 @@ Run it with ``PYTHONPATH`` pointing at another checkout to compare two versions 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
-from pathlib import Path
+
+from fixtures import REPO, korean_words  # bench/fixtures.py
 
 from chatbot.data.pii import PiiMasker
 
-REPO = Path(__file__).resolve().parents[1]
 NAMES = ["김하늘", "박서준", "이도현(Leo)", "초코우유", "민트초코칩", "John Park"]
-FALLBACK = ("오늘 뭐해 점심 저녁 먹었어 영화 볼래 내일 회사 끝나고 연락해 알았어 그래 진짜 대박 주말에 산책 비와 우산 "
-            "챙겨 고마워 미안 괜찮아 어디야 지금 가는 중 도착 했어 몇 시 만나 배고파 졸려 피곤해 재밌다").split()
 SPRINKLE = ["3시", "10:30", "15,000원", "2024.3.5", "3-2로", "v1.2", "5명", "ㅋㅋ.", "응.그래", "@하늘", "1.5배",
             "2호선", "101번", "3층", "12/25", "2시간", "95점"]
 PII = ["010-2345-6789", "(010)2345-6789", "010 - 2345 - 6789", "name@gmail", "sun (at) example.com",
@@ -38,17 +35,9 @@ ISSUE_EXAMPLES = ["(010)1234-5678", "010 - 1234 - 5678", "010_1234_5678", "010/1
                   "3333011234567", "서울시 강남구 테헤란로 123", "경기도 성남시 분당구 판교역로 235, 101동 1203호"]
 
 
-def _words() -> list[str]:
-    src = REPO.parent / "shared" / "data" / "xpersona_ko" / "Ko_persona_split_valid_human_annotated.json"
-    if not src.is_file():
-        return FALLBACK
-    data = json.loads(src.read_text(encoding="utf-8"))
-    return [w for d in data for pair in d["dialogue"] for u in pair for w in u.split()]
-
-
 def messages(n: int, seed: int = 1) -> list[str]:
     rng = random.Random(seed)
-    words = _words()
+    words = korean_words()
     out = []
     for _ in range(n):
         parts = rng.choices(words, k=rng.choice((1, 2, 3, 4, 6, 9)))

@@ -30,26 +30,17 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import REPO, korean_words  # bench/fixtures.py
+
 TARGET_S, TARGET_RSS_MB = 60.0, 2048.0
 SPEAKERS = ["나", "별빛토끼", "초코우유", "파란하늘", "고등어구이", "민트초코칩"]
-FALLBACK = ("오늘 뭐해 점심 저녁 먹었어 영화 볼래 내일 회사 끝나고 연락해 알았어 그래 진짜 대박 주말에 산책 비와 우산 "
-            "챙겨 고마워 미안 괜찮아 어디야 지금 가는 중 도착 했어 몇 시 만나 배고파 졸려 피곤해 재밌다").split()
 SYLLABLES = "가나다라마바사아자차카타파하거너더러머버서어저처커터퍼허고노도로모보소오조초코토포호구누두루무부수우주"
-
-
-def _words() -> list[str]:
-    src = REPO.parent / "shared" / "data" / "xpersona_ko" / "Ko_persona_split_valid_human_annotated.json"
-    if not src.is_file():
-        return FALLBACK
-    data = json.loads(src.read_text(encoding="utf-8"))
-    return [w for d in data for pair in d["dialogue"] for u in pair for w in u.split()]
 
 
 def write_export(path: Path, megabytes: float, seed: int = 1, title: str = "벤치마크방") -> int:
     """A Windows-Korean export of about ``megabytes`` MB; returns the number of messages."""
     rng = random.Random(seed)
-    words = _words()
+    words = korean_words()
     target = int(megabytes * 1_000_000)
     t = datetime(2019, 1, 1, 8, 0)
     day = None

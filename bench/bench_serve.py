@@ -28,9 +28,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import fixtures  # bench/fixtures.py
+from fixtures import REPO
+
 sys.path.insert(0, str(REPO))
 
 PROMPTS = ["안녕 뭐해?", "오늘 저녁 뭐 먹을까?", "주말에 뭐 할 거야?", "영화 보러 갈래?", "내일 비 온대",
@@ -102,20 +103,10 @@ def load(model: str):
 
         cfg = load_config(demo)
         return cfg, Responder(load_bundle(cfg), cfg.gen, cfg.paths.processed.preprocess.pii)
-    import torch
-
-    from chatbot.data.tokenizer import train_tokenizer
-    from chatbot.infer.loading import Bundle
-    from chatbot.model import ModelArgs, Transformer
-
     cfg = load_config(REPO / "configs")
-    tok = train_tokenizer(PROMPTS * 8, vocab_size=400)
-    torch.manual_seed(0)
-    args = ModelArgs(vocab_size=tok.get_vocab_size(with_added_tokens=True), block_size=128, n_layer=2, n_head=4,
-                     n_kv_head=2, n_embd=128)
-    bundle = Bundle(Transformer(args).eval(), tok, {"target": "room", "self": None, "speakers": {}},
-                    Path("random.pt"), 0, "artifact")
-    return cfg, Responder(bundle, cfg.gen)
+    return cfg, fixtures.tiny_responder(cfg.gen, PROMPTS * 8, vocab_size=400, block_size=128, n_layer=2, n_head=4,
+                                        n_kv_head=2, n_embd=128, source="random.pt",
+                                        persona={"target": "room", "self": None, "speakers": {}})
 
 
 def in_process(responder, concurrency: int, requests: int, sampling) -> dict:

@@ -36,7 +36,7 @@ import yaml  # noqa: E402
 
 
 def _workspace(root: Path, room: str, steps: int) -> Path:
-    from chatbot.demo import OVERRIDES, REPO, _copy_exports, _merge
+    from chatbot.demo import OVERRIDES, _copy_exports, project_yaml
     from chatbot.fsio import atomic_write_text
     from chatbot.eval.speak import BOT_NAME, group_room_export
 
@@ -55,8 +55,7 @@ def _workspace(root: Path, room: str, steps: int) -> Path:
     else:
         _copy_exports(ws)
     for name, over in OVERRIDES.items():
-        base = yaml.safe_load((REPO / "configs" / name).read_text(encoding="utf-8")) or {}
-        data = _merge(_merge(base, over), extra.get(name, {}))
+        data = project_yaml(name, over, extra.get(name, {}))
         (ws / "configs" / name).write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
     return ws
 

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+from fixtures import REPO, copy_configs  # bench/fixtures.py
+
 sys.path.insert(0, str(REPO))
 
 from chatbot.config import load_config  # noqa: E402
@@ -88,7 +89,7 @@ def synth_processed(out: Path, vocab: int, n_tokens: int, target_frac: float = 0
 
 
 def make_project(root: Path, model: dict | None, steps: int, compile_: bool) -> tuple:
-    shutil.copytree(REPO / "configs", root / "configs")
+    copy_configs(root)
     path = root / "configs" / "train.yaml"
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["model"].update(model or DEFAULT)

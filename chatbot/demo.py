@@ -61,12 +61,20 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def project_yaml(name: str, *overrides: dict) -> dict:
+    """configs/<name> of this repository with ``overrides`` merged in, in order (a nested mapping is merged key by
+    key; any other value replaces). The benchmarks build their workspaces with it too."""
+    data = yaml.safe_load((REPO / "configs" / name).read_text(encoding="utf-8")) or {}
+    for over in overrides:
+        data = _merge(data, over)
+    return data
+
+
 def _write_configs(workspace: Path) -> Path:
     config_dir = private_mkdir(workspace / "configs")
     for name, over in OVERRIDES.items():
-        base = yaml.safe_load((REPO / "configs" / name).read_text(encoding="utf-8")) or {}
         text = (f"{_CONFIG_HEADER}{name} with demo-sized overrides (written by `demo`).\n"
-                + yaml.safe_dump(_merge(base, over), allow_unicode=True, sort_keys=False))
+                + yaml.safe_dump(project_yaml(name, over), allow_unicode=True, sort_keys=False))
         target = config_dir / name
         if not target.exists() or target.read_text(encoding="utf-8") != text:
             atomic_write_text(target, text)

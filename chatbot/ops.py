@@ -5,9 +5,10 @@ Every hyper-parameter lives in configs/*.yaml; flags only choose operations (--d
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -26,10 +27,23 @@ app = typer.Typer(
 ConfigDir = typer.Option(Path("configs"), "--config-dir", "-c", help="Folder holding paths.yaml, train.yaml, gen.yaml.")
 
 
-def _config(config_dir: Path):
+def _call(stage: str, *args: Any, **kwargs: Any) -> None:
+    """Call the stage function ``stage`` ("module:function", relative to chatbot) and end the command with its exit
+    code when it returns one (an int; the stages that return nothing end with 0).
+
+    The stage's module is imported only here, so ``--help`` and a configuration error never pay for torch."""
+    module, _, name = stage.partition(":")
+    result = getattr(importlib.import_module(module, __package__), name)(*args, **kwargs)
+    if isinstance(result, int) and not isinstance(result, bool):
+        raise typer.Exit(result)
+
+
+def _run(stage: str, config_dir: Path, *args: Any, **kwargs: Any) -> None:
+    """The shape of every pipeline verb: load and validate configs/*.yaml, then call the stage with it first
+    (see _call)."""
     from .config import load_config
 
-    return load_config(config_dir)
+    _call(stage, load_config(config_dir), *args, **kwargs)
 
 
 @app.command()
@@ -38,9 +52,7 @@ def organize(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Collect new exports (inbox + project root), file them per room, and write data/raw/manifest.json."""
-    cfg = _config(config_dir)
-    from .kakao.organize import organize as run
-    run(cfg, dry=dry)
+    _run(".kakao.organize:organize", config_dir, dry=dry)
 
 
 @app.command()
@@ -51,9 +63,7 @@ def archive(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Move processed data, checkpoints and artifacts into data/archive/<timestamp>[-tag]/ (never deletes)."""
-    cfg = _config(config_dir)
-    from .kakao.archive import archive as run
-    run(cfg, dry=dry, tag=tag, include_raw=include_raw)
+    _run(".kakao.archive:archive", config_dir, dry=dry, tag=tag, include_raw=include_raw)
 
 
 @app.command()
@@ -62,17 +72,13 @@ def preprocess(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Build pseudonymised, PII-masked token and loss-mask memmaps in data/processed/."""
-    cfg = _config(config_dir)
-    from .data.preprocess import preprocess as run
-    run(cfg, force=force)
+    _run(".data.preprocess:preprocess", config_dir, force=force)
 
 
 @app.command()
 def train(config_dir: Path = ConfigDir) -> None:
     """Train (or resume) the model in checkpoints/<run_name>/. Stop with Ctrl+C or a STOP file; rerun to resume."""
-    cfg = _config(config_dir)
-    from .train.loop import train as run
-    raise typer.Exit(run(cfg))
+    _run(".train.loop:train", config_dir)
 
 
 @app.command()
@@ -85,9 +91,7 @@ def publish(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Write a self-contained model artifact (optionally encrypted) from the best checkpoint."""
-    cfg = _config(config_dir)
-    from .artifact.publish import publish as run
-    run(cfg, encrypt=encrypt, fmt=format, dry=dry, adapter_only=adapter_only)
+    _run(".artifact.publish:publish", config_dir, encrypt=encrypt, fmt=format, dry=dry, adapter_only=adapter_only)
 
 
 @app.command()
@@ -97,25 +101,19 @@ def reply(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Print the bot's reply to one message (password required)."""
-    cfg = _config(config_dir)
-    from .infer.chat import reply_command
-    reply_command(cfg, text, as_json=json_out)
+    _run(".infer.chat:reply_command", config_dir, text, as_json=json_out)
 
 
 @app.command()
 def chat(config_dir: Path = ConfigDir) -> None:
     """Interactive anonymous two-person chat (/reset, /exit; works with piped input). Password required."""
-    cfg = _config(config_dir)
-    from .infer.chat import chat_command
-    chat_command(cfg)
+    _run(".infer.chat:chat_command", config_dir)
 
 
 @app.command()
 def smoke(config_dir: Path = ConfigDir) -> None:
     """Quick automatic quality check: a short scripted conversation; non-zero exit when a reply is broken."""
-    cfg = _config(config_dir)
-    from .eval.smoke import smoke as run
-    raise typer.Exit(run(cfg))
+    _run(".eval.smoke:smoke", config_dir)
 
 
 @app.command("eval")
@@ -127,9 +125,7 @@ def eval_(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Score the model on the held-out chats against unigram/bigram and retrieval baselines (password required)."""
-    cfg = _config(config_dir)
-    from .eval import eval_command
-    eval_command(cfg, source=source, limit=limit, as_json=json_out)
+    _run(".eval:eval_command", config_dir, source=source, limit=limit, as_json=json_out)
 
 
 @app.command()
@@ -139,11 +135,9 @@ def bridge(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Connect the bot to a messenger transport (kakao-skill, relay or jsonl; see gen.yaml bridge:)."""
-    cfg = _config(config_dir)
-    from .bridge import run_bridge
     if dry and send:
         raise ChatbotError("choose one of --dry and --send")
-    run_bridge(cfg, send=send)
+    _run(".bridge:run_bridge", config_dir, send=send)
 
 
 @app.command()
@@ -154,16 +148,13 @@ def serve(
     config_dir: Path = ConfigDir,
 ) -> None:
     """OpenAI-compatible API (/v1/chat/completions) and a web chat page (/). Password and API key required."""
-    cfg = _config(config_dir)
-    from .serve import run_serve
-    run_serve(cfg, host=host, port=port, no_auth=no_auth)
+    _run(".serve:run_serve", config_dir, host=host, port=port, no_auth=no_auth)
 
 
 @app.command("api-key")
 def api_key() -> None:
     """Make a random API key for serve: shows it once, prints its CHATBOT_API_KEY_HASH line for .env."""
-    from .serve.auth import api_key_command
-    api_key_command()
+    _call(".serve.auth:api_key_command")
 
 
 @app.command("bridge-secret")
@@ -172,23 +163,19 @@ def bridge_secret(
     config_dir: Path = ConfigDir,
 ) -> None:
     """Write a random CHATBOT_BRIDGE_SECRET (gen.yaml bridge.shared_secret) into .env; it is not printed."""
-    from .bridge.secret import bridge_secret_command
-    bridge_secret_command(config_dir, replace=replace)
+    _call(".bridge.secret:bridge_secret_command", config_dir, replace=replace)  # repairs .env: no config load
 
 
 @app.command("hash-password")
 def hash_password() -> None:
     """Print a salted scrypt hash for CHATBOT_PASSWORD_HASH from a password typed at a hidden prompt."""
-    from .security import hash_password_command
-    hash_password_command()
+    _call(".security:hash_password_command")
 
 
 @app.command()
 def status(config_dir: Path = ConfigDir) -> None:
     """One screen: exports found, data freshness, training progress, which model inference would load, next step."""
-    cfg = _config(config_dir)
-    from .status import status as run
-    run(cfg)
+    _run(".status:status", config_dir)
 
 
 @app.command()
@@ -196,8 +183,7 @@ def demo(
     workspace: Path = typer.Option(Path("runs/demo"), "--workspace", help="Demo workspace (your own data is never touched)."),
 ) -> None:
     """Run the whole pipeline on the shipped demo room in its own workspace, then chat-test it."""
-    from .demo import demo as run
-    raise typer.Exit(run(workspace))
+    _call(".demo:demo", workspace)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

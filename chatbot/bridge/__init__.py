@@ -19,36 +19,36 @@ Per-room memory lives in ``paths.bridge_memory`` (memory.py). Settings: gen.yaml
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import logging
-import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from .core import Bridge, Incoming, Job, WorkerPool
+from ..config import BridgeConfig, Config
+from .core import Bridge, Incoming, Job
 from .memory import MemoryStore
+from .pool import WorkerPool
+from .runtime import folder_lock, graceful_signals, is_loopback, stderr_logging
 
-__all__ = ["run_bridge", "make_bridge", "serve_http", "Bridge", "Incoming", "Job", "MemoryStore", "WorkerPool"]
+__all__ = ["run_bridge", "make_bridge", "serve_http", "is_loopback", "Bridge", "Incoming", "Job", "MemoryStore",
+           "WorkerPool"]
 
 log = logging.getLogger("chatbot.bridge")
 
 MIN_SECRET_CHARS = 16  # shorter shared secrets are accepted with a warning
 
 
-def make_bridge(bc: Any, memory_dir: str | Path, *, send: bool, responder: Any = None) -> Bridge:
+def make_bridge(bc: BridgeConfig, memory_dir: str | Path, *, send: bool, responder: Any = None) -> Bridge:
     """A Bridge over the memory folder with the settings of gen.yaml ``bridge:`` (``bc``)."""
     store = MemoryStore(memory_dir, max_turns=bc.memory_max_turns, archive=bc.memory_archive,
                         dedupe_window_s=bc.dedupe_window_s)
     return Bridge(bc, store, send=send, responder=responder)
 
 
-def run_bridge(cfg, send: bool) -> None:
+def run_bridge(cfg: Config, send: bool) -> None:
     """The ``bridge`` verb: password gate, then serve the configured transport until EOF / SIGINT / SIGTERM."""
-    from ..errors import ChatbotError, LockedError
-    from ..lock import RunLock
+    from ..errors import ChatbotError
     from ..security import require_password
 
     bc = cfg.gen.bridge
@@ -65,27 +65,20 @@ def run_bridge(cfg, send: bool) -> None:
 
         return load_responder(cfg)
 
-    try:
-        lock = RunLock(memory_dir).acquire()
-    except LockedError:
-        raise ChatbotError(f"another bridge is using {memory_dir} (see its run.lock); stop it first") from None
-    try:
-        with _logging():
-            bridge = make_bridge(bc, memory_dir, send=send)
-            if bc.transport == "jsonl":
-                _run_jsonl(cfg, bridge, load, memory_dir)
-            else:
-                serve_http(bridge, load, host=bc.host, port=bc.port)
-    finally:
-        lock.release()
+    with folder_lock(memory_dir, "bridge"), stderr_logging("bridge", ("chatbot.bridge",)):
+        bridge = make_bridge(bc, memory_dir, send=send)
+        if bc.transport == "jsonl":
+            _run_jsonl(cfg, bridge, load, memory_dir)
+        else:
+            serve_http(bridge, load, host=bc.host, port=bc.port)
 
 
-def _run_jsonl(cfg, bridge: Bridge, load: Callable[[], Any], memory_dir: Path) -> None:
+def _run_jsonl(cfg: Config, bridge: Bridge, load: Callable[[], Any], memory_dir: Path) -> None:
     from .jsonl import run_jsonl
 
     bc = bridge.bc
     stop = threading.Event()
-    with _signals(stop):
+    with graceful_signals(stop, log):
         bridge.set_responder(load())
         log.info("bridge ready: transport=jsonl mode=%s input=%s", _mode(bridge.send),
                  "file" if bc.jsonl_path else "stdin")
@@ -114,7 +107,7 @@ def serve_http(bridge: Bridge, load: Callable[[], Any], *, host: str, port: int,
     if on_listening is not None:
         on_listening(server.port)
     try:
-        with _signals(stop):
+        with graceful_signals(stop, log):
             if bridge.responder is None:
                 bridge.set_responder(load())
             log.info("model loaded; ready")
@@ -134,48 +127,6 @@ def serve_http(bridge: Bridge, load: Callable[[], Any], *, host: str, port: int,
     _log_summary(bridge)
 
 
-@contextlib.contextmanager
-def _signals(stop: threading.Event) -> Iterator[None]:
-    """First SIGINT/SIGTERM (or Ctrl+Break on Windows): graceful stop. Second: KeyboardInterrupt (memory is
-    already on disk). The main thread only ever waits with a timeout, so on Windows too the handler runs promptly."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("signal %s: stopping gracefully (again to force)", signal_name(signum))
-        stop.set()
-
-    from ..portable import signal_name, stop_signals
-
-    old = {s: signal.signal(s, handler) for s in stop_signals()}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
-@contextlib.contextmanager
-def _logging() -> Iterator[None]:
-    """One line per message on stderr (stdout stays clean for jsonl) while the bridge runs; restored afterwards."""
-    lg = logging.getLogger("chatbot.bridge")
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s bridge %(message)s"))
-    old = lg.level, lg.propagate
-    lg.addHandler(handler)
-    lg.setLevel(logging.INFO)
-    lg.propagate = False
-    try:
-        yield
-    finally:
-        lg.removeHandler(handler)
-        lg.setLevel(old[0])
-        lg.propagate = old[1]
-
-
 def _log_summary(bridge: Bridge) -> None:
     counts = " ".join(f"{k}={v}" for k, v in sorted(bridge.counts.items())) or "none"
     log.info("bridge stopped; messages by outcome: %s; memory on disk (%d room writes)", counts, bridge.store.saves)
@@ -183,12 +134,3 @@ def _log_summary(bridge: Bridge) -> None:
 
 def _mode(send: bool) -> str:
     return "send" if send else "dry"
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

@@ -37,15 +37,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import queue
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..config import BridgeConfig
 from ..infer.speakers import SpeakerPlan
 from .memory import MemoryStore
+from .pool import WorkerPool, moving_average, retry_after_s
 
 log = logging.getLogger("chatbot.bridge")
 
@@ -104,77 +105,6 @@ class Job:
             return True
 
 
-class WorkerPool:
-    """Fixed worker threads plus an admission count: at most ``workers + queue_limit`` jobs exist at once.
-
-    A full pool refuses at once (``reserve`` → False: the transport answers 503) instead of queueing forever.
-    """
-
-    def __init__(self, workers: int, queue_limit: int, run: Callable[[Job], None]):
-        self.workers = workers
-        self.capacity = workers + queue_limit
-        self._run = run
-        self._cond = threading.Condition()
-        self._pending = 0
-        self._closed = False
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._loop, name=f"bridge-worker-{i}", daemon=True)
-                         for i in range(workers)]
-        for t in self._threads:
-            t.start()
-
-    @property
-    def pending(self) -> int:
-        return self._pending
-
-    def reserve(self, block: bool = False, timeout: float | None = None) -> bool:
-        with self._cond:
-            if block:
-                self._cond.wait_for(lambda: self._closed or self._pending < self.capacity, timeout)
-            if self._closed or self._pending >= self.capacity:
-                return False
-            self._pending += 1
-            return True
-
-    def release(self) -> None:
-        """Give back a reservation that will not be used."""
-        with self._cond:
-            self._pending -= 1
-            self._cond.notify_all()
-
-    def put(self, job: Job) -> None:
-        self._q.put(job)
-
-    def _loop(self) -> None:
-        while True:
-            job = self._q.get()
-            if job is None:
-                return
-            try:
-                self._run(job)
-            except BaseException:  # never lose a worker thread
-                log.exception("room=%s worker failed", job.room_hash)
-            finally:
-                self.release()
-
-    def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every admitted job has finished (True) or the timeout passed (False)."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._pending == 0, timeout)
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Refuse new jobs, finish the admitted ones (queued included), stop the threads."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-        finished = self.drain(timeout)
-        for _ in self._threads:
-            self._q.put(None)
-        for t in self._threads:
-            t.join(timeout=1.0 if finished else 0.0)
-        return finished
-
-
 def trim_text(text: str, limit: int) -> str:
     """Reply text cut to ``limit`` characters (platform limit), whitespace-stripped."""
     text = (text or "").strip()
@@ -184,7 +114,7 @@ def trim_text(text: str, limit: int) -> str:
 class Bridge:
     """Filters, memory, worker pool and logging shared by every transport (see the module docstring)."""
 
-    def __init__(self, bc: Any, store: MemoryStore, *, send: bool, transport: str | None = None,
+    def __init__(self, bc: BridgeConfig, store: MemoryStore, *, send: bool, transport: str | None = None,
                  responder: Any = None):
         self.bc = bc
         self.store = store
@@ -229,11 +159,10 @@ class Bridge:
 
     def estimate_wait_s(self, ahead: int | None = None) -> float:
         """Expected seconds until a new job's reply: queued work ahead plus its own generation."""
-        ahead = self.pool.pending if ahead is None else ahead
-        return self.ewma_gen_s * (ahead / self.gen_concurrency + 1)
+        return self.pool.expected_wait_s(self.ewma_gen_s, self.gen_concurrency, ahead)
 
     def retry_after_s(self) -> int:
-        return int(min(30, max(1, math.ceil(self.estimate_wait_s()))))
+        return retry_after_s(self.estimate_wait_s(), 30)
 
     # ------------------------------------------------------------------ intake
     def accept(self, msg: Incoming, *, deliver: Callable[[Job], None] | None = None,
@@ -357,7 +286,7 @@ class Bridge:
             except Exception as exc:  # a broken reply must not take the bridge down; only the type is logged
                 job.error = type(exc).__name__
             job.gen_s = time.monotonic() - start
-        self.ewma_gen_s = job.gen_s if self.ewma_gen_s == 0.0 else 0.8 * self.ewma_gen_s + 0.2 * job.gen_s
+        self.ewma_gen_s = moving_average(self.ewma_gen_s, job.gen_s)
         with job.lock:
             job.finished = True
             mode = job.mode

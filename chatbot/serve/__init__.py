@@ -6,9 +6,12 @@ adapter; and the page at ``/`` lets anyone chat in a browser, phone included.
 
 Modules (imports only downwards): wire.py (the OpenAI request/response format, no server), auth.py (API keys),
 engine.py (the bounded worker pool around :class:`chatbot.infer.responder.Responder`, streaming and cancellation; the pool
-is the bridge's), memory.py (``serve.memory: true``: conversations on the server, the bridge's memory store),
-app.py (the FastAPI routes), server.py (uvicorn: limits, deadlines, graceful shutdown), static/index.html (the
-page: one file, no build step, nothing loaded from elsewhere). Settings: gen.yaml ``serve:``
+is the bridge's, chatbot/bridge/pool.py), memory.py (``serve.memory: true``: conversations on the server, the bridge's
+memory store), state.py (what the routes share), completion.py (one chat completion: admission, waiting, the JSON
+or SSE answer), reqlog.py (one log line per request), app.py (the FastAPI routes), server.py (uvicorn: limits,
+deadlines, graceful shutdown), static/index.html (the page: one file, no build step, nothing loaded from
+elsewhere). Process-level helpers shared with the bridge (loopback check, folder lock, stderr logging):
+chatbot/bridge/runtime.py. Settings: gen.yaml ``serve:``
 (chatbot.config.ServeConfig).
 
 Start-up order: the API-key rule (no key → refuse, unless ``--no-auth`` on a loopback address), the owner password
@@ -19,18 +22,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from ..bridge import is_loopback
+from ..bridge.runtime import folder_lock, is_loopback, stderr_logging
+from ..config import Config
 from ..errors import ChatbotError
+
+if TYPE_CHECKING:  # the FastAPI side is imported only when serving (an optional extra)
+    from .auth import ApiKeyCheck
+    from .state import ServeState
 
 log = logging.getLogger("chatbot.serve")
 MEMORY_SUBDIR = "serve"  # <paths.bridge_memory>/serve/: its own lock, next to (not inside) the bridge's rooms
 
 
-def api_key_check(cfg, host: str, no_auth: bool):
+def api_key_check(cfg: Config, host: str, no_auth: bool) -> ApiKeyCheck | None:
     """The key checker, or None for ``--no-auth``; refuses (ChatbotError) to run open on a non-loopback address."""
     from .auth import ENV_NAME, ApiKeyCheck
 
@@ -47,17 +54,17 @@ def api_key_check(cfg, host: str, no_auth: bool):
     return ApiKeyCheck(line)
 
 
-def model_id(cfg, bundle: Any) -> str:
+def model_id(cfg: Config, bundle: Any) -> str:
     """The id clients see in /v1/models: the artifact's name, or ``<run_name>-best`` / ``-latest`` for a
     checkpoint."""
     stem = Path(bundle.source).stem
     return f"{cfg.train.run_name}-{stem}" if getattr(bundle, "kind", "") == "checkpoint" else stem
 
 
-def build_state(cfg, responder: Any, auth: Any, *, model: str, info: dict):
+def build_state(cfg: Config, responder: Any, auth: ApiKeyCheck | None, *, model: str, info: dict) -> ServeState:
     """The app's state over a loaded responder (tests pass a fake one)."""
-    from .app import ServeState
     from .engine import Engine
+    from .state import ServeState
     from .memory import Conversations
 
     sc = cfg.gen.serve
@@ -70,7 +77,7 @@ def build_state(cfg, responder: Any, auth: Any, *, model: str, info: dict):
     return ServeState(engine, sc, cfg.gen.sampling, model, info, auth, conversations)
 
 
-def run_serve(cfg, *, host: str | None = None, port: int | None = None, no_auth: bool = False) -> None:
+def run_serve(cfg: Config, *, host: str | None = None, port: int | None = None, no_auth: bool = False) -> None:
     """The ``serve`` verb: serve until Ctrl+C / SIGTERM, then finish in-flight replies."""
     sc = cfg.gen.serve
     host = host or sc.host
@@ -87,7 +94,7 @@ def run_serve(cfg, *, host: str | None = None, port: int | None = None, no_auth:
     from .server import bind, make_server
 
     sock = bind(host, port)
-    with _logging(), _memory_lock(cfg, sc.memory):
+    with stderr_logging("serve", ("chatbot.serve", "uvicorn.error")), _memory_lock(cfg, sc.memory):
         from ..infer.responder import load_responder
 
         responder = load_responder(cfg)
@@ -111,42 +118,14 @@ def run_serve(cfg, *, host: str | None = None, port: int | None = None, no_auth:
 
 
 @contextlib.contextmanager
-def _memory_lock(cfg, memory: bool) -> Iterator[None]:
+def _memory_lock(cfg: Config, memory: bool) -> Iterator[None]:
     """One serve per memory folder (as one bridge per bridge folder)."""
     if not memory:
         yield
         return
-    from ..errors import LockedError
     from ..fsio import private_mkdir
-    from ..lock import RunLock
 
     folder = cfg.path(cfg.paths.bridge_memory) / MEMORY_SUBDIR
     private_mkdir(folder)  # 0700 for every folder it creates (data/, data/bridge/ too), whatever the umask
-    try:
-        lock = RunLock(folder).acquire()
-    except LockedError:
-        raise ChatbotError(f"another serve is using {folder} (see its run.lock); stop it first") from None
-    try:
+    with folder_lock(folder, "serve"):
         yield
-    finally:
-        lock.release()
-
-
-@contextlib.contextmanager
-def _logging() -> Iterator[None]:
-    """One line per request on stderr while serving (uvicorn's own warnings included); restored afterwards."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s serve %(message)s"))
-    loggers = [logging.getLogger("chatbot.serve"), logging.getLogger("uvicorn.error")]
-    old = [(lg.level, lg.propagate) for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
-        lg.propagate = False
-    loggers[0].setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        for lg, (level, propagate) in zip(loggers, old):
-            lg.removeHandler(handler)
-            lg.setLevel(level)
-            lg.propagate = propagate

@@ -1,7 +1,7 @@
 """Generation for the API: a bounded worker pool around the Responder, with streaming and cancellation.
 
 The request handlers run on the asyncio event loop and must never block it, so every reply is generated on one of
-``serve.workers`` threads (the bridge's :class:`~chatbot.bridge.core.WorkerPool`: at most ``workers +
+``serve.workers`` threads (the bridge's :class:`~chatbot.bridge.pool.WorkerPool`: at most ``workers +
 queue_limit`` jobs exist; a full pool refuses at once and the handler answers 503 + Retry-After). A job reports
 back to the loop through ``loop.call_soon_threadsafe``: ``("start",)`` when a worker picks it up, ``("text",
 chunk)`` as the reply grows, then ``("done", reply)`` or ``("error", name)``.
@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import threading
 import time
 from dataclasses import replace
 from typing import Any
 
-from ..bridge.core import WorkerPool
+from ..bridge.pool import WorkerPool, moving_average, retry_after_s
 from .wire import StopScanner
 
 
@@ -69,8 +68,7 @@ class Engine:
 
     def retry_after_s(self) -> int:
         concurrency = self.pool.workers if getattr(self.responder, "concurrent_replies", False) else 1
-        wait = self.ewma_gen_s * (self.pool.pending / concurrency + 1)
-        return int(min(60, max(1, math.ceil(wait))))
+        return retry_after_s(self.pool.expected_wait_s(self.ewma_gen_s, concurrency), 60)
 
     def sampling_for(self, base: Any, temperature: float | None, top_p: float | None,
                      max_tokens: int | None, block_size: int) -> Any:
@@ -119,7 +117,7 @@ class Engine:
             with self._busy_lock:
                 self.busy -= 1
         job.gen_s = time.monotonic() - start  # before the last event: the handler logs it
-        self.ewma_gen_s = job.gen_s if self.ewma_gen_s == 0.0 else 0.8 * self.ewma_gen_s + 0.2 * job.gen_s
+        self.ewma_gen_s = moving_average(self.ewma_gen_s, job.gen_s)
         tail = job.scanner.finish() if event[0] == "done" else ""
         if tail:
             job.emit("text", tail)

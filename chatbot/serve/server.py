@@ -24,6 +24,8 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.server import HANDLED_SIGNALS
 
+from ..config import ServeConfig
+
 
 class DeadlineH11Protocol(H11Protocol):
     """uvicorn's h11 protocol plus a deadline for the request headers (see the module docstring)."""
@@ -100,7 +102,7 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def make_server(app: Any, sc: Any) -> Server:
+def make_server(app: Any, sc: ServeConfig) -> Server:
     protocol = type("ServeH11Protocol", (DeadlineH11Protocol,), {"header_timeout_s": sc.header_timeout_s})
     config = uvicorn.Config(
         app, http=protocol, ws="none", lifespan="off", access_log=False, log_config=None, log_level="warning",
@@ -114,7 +116,7 @@ def make_server(app: Any, sc: Any) -> Server:
 class Background:
     """A server on a thread (tests, benchmarks): ``with Background(app, sc) as srv: srv.url``."""
 
-    def __init__(self, app: Any, sc: Any, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: Any, sc: ServeConfig, host: str = "127.0.0.1", port: int = 0):
         self.sock = bind(host, port)
         self.port = self.sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"

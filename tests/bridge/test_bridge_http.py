@@ -78,7 +78,7 @@ def test_skill_callback_failure_and_expiry_store_no_reply(tmp_path, caplog, monk
                                                 callback_after_s=0.0, **LOOPBACK_CALLBACKS) as rb:
         assert rb.post("/skill", skill_payload("하나", callback_url=dead)).json["useCallback"] is True
         assert wait_until(lambda: "outcome=callback_failed" in caplog.text)
-        monkeypatch.setattr("chatbot.bridge.server.CALLBACK_VALID_S", 0.1)  # the reply comes after the URL expired
+        monkeypatch.setattr("chatbot.bridge.transports.CALLBACK_VALID_S", 0.1)  # the reply comes after the URL expired
         assert rb.post("/skill", skill_payload("둘", callback_url=cb.url())).json["useCallback"] is True
         assert wait_until(lambda: "outcome=callback_expired" in caplog.text)
         assert [t["role"] for t in rb.room_turns("u-test-0001")] == ["user", "user"]  # nothing was delivered

@@ -6,23 +6,8 @@ import random
 from datetime import datetime, timedelta
 from types import SimpleNamespace
 
+from bench.fixtures import pairwise_groups  # the reference: every pair compared, as organize did before the index
 from chatbot.kakao import organize as org
-
-
-def pairwise_groups(stats) -> list[int]:
-    """The reference: every pair compared (quadratic), as organize did before the index."""
-    g = org._Groups(len(stats))
-    for i, a in enumerate(stats):
-        for j in range(i):
-            b = stats[j]
-            ta, tb = a.info.room, b.info.room
-            if ta and tb and org.title_key(ta) == org.title_key(tb):
-                if not org.different_content(a.sketch, b.sketch):
-                    g.union(i, j)
-                continue
-            if org.same_content(a.sketch, b.sketch):
-                g.union(i, j)
-    return [g.find(i) for i in range(len(stats))]
 
 
 def _files(rng: random.Random, n_rooms: int, n_files: int, cap: int | None):
