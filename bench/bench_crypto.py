@@ -7,7 +7,7 @@ Each phase runs in its own child process so its peak RSS (``ru_maxrss``) is its 
 RSS right after the phase's imports and inputs were ready, and the ratios are peak / model size. Phases:
 
 1. publish --encrypt from a real checkpoint (weights + AdamW state = 3x the model on disk, mmap-loaded)
-2. load_artifact(.enc) — decrypt in memory + torch.load (what reply/chat do)
+2. formats.artifact.load(.enc) — decrypt in memory + torch.load (what reply/chat do)
 3. the same for the plaintext .pt artifact (baseline: torch.load alone)
 4. raw throughput of the container: EncryptingWriter to a file, decrypt_to_bytes back (256 MiB; the one-off
    scrypt key derivation is reported apart)
@@ -47,6 +47,7 @@ def make_workspace(ws: Path, mb: int) -> dict:
     import torch
 
     from chatbot.data.tokenizer import tokenizer_hash, train_tokenizer
+    from chatbot.formats import checkpoint as checkpoint_format
     from chatbot.model import Transformer
 
     copy_configs(ws)
@@ -72,7 +73,7 @@ def make_workspace(ws: Path, mb: int) -> dict:
     params = [t for k, t in state.items() if not (k == "lm_head.weight" and args.tie_embeddings)]
     opt_state = {i: {"step": torch.tensor(1.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
                  for i, p in enumerate(params)}
-    ckpt = {"format": "chatbot-ckpt-1", "model": state, "model_args": args.to_dict(),
+    ckpt = {"format": checkpoint_format.FORMAT, "model": state, "model_args": args.to_dict(),
             "optimizer": {"state": opt_state, "param_groups": [{"params": list(range(len(params)))}]},
             "step": 1000, "best_val_loss": 2.5, "val_loss": 2.5, "tokenizer_hash": h, "vocab_size": args.vocab_size}
     run = ws / "checkpoints" / "default"
@@ -97,14 +98,14 @@ def phase_publish(ws: str, encrypt: bool) -> dict:
 def phase_load(ws: str, name: str) -> dict:
     import torch  # noqa: F401  (imported before the baseline)
 
-    from chatbot.artifact.publish import load_artifact
+    from chatbot.formats import artifact as artifact_format
 
     path = Path(ws) / "artifacts" / name
     base = reset_peak()
     t = time.perf_counter()
-    art = load_artifact(path, KEY if name.endswith(".enc") else None)
+    art = artifact_format.load(path, KEY if name.endswith(".enc") else None)
     secs = time.perf_counter() - t
-    assert art["format"] == "chatbot-artifact-1"
+    assert art.to_dict()["format"] == artifact_format.FORMAT
     return {"seconds": secs, "base_mb": base, "peak_mb": peak_mb(), "after_mb": rss_mb()}
 
 

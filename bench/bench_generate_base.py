@@ -165,9 +165,10 @@ def _project(root: Path, hidden: int, layers: int, vocab: int) -> int:
     state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
     del peft_model, model
     from chatbot.base.load import load_tokenizer
+    from chatbot.formats import checkpoint as checkpoint_format
 
     th = tokenizer_hash(load_tokenizer(base))  # as training hashes it: the tokenizer loaded from the folder
-    ckpt = {"format": "chatbot-ckpt-1", "model": state, "model_args": None, "optimizer": {}, "step": 1,
+    ckpt = {"format": checkpoint_format.FORMAT, "model": state, "model_args": None, "optimizer": {}, "step": 1,
             "val_loss": 1.0, "best_val_loss": 1.0, "tokenizer_hash": th,
             "base": {"id": str(base), "revision": "", "weight_hash": base_weight_hash(base), "tokenizer_hash": th,
                      "adapter": {"kind": "lora", "r": 16, "alpha": 32, "dropout": 0.0, "target_modules": targets,

@@ -82,6 +82,15 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def relative_path(root: str | os.PathLike, path: str | os.PathLike) -> Path | None:
+    """``path`` relative to ``root`` (both resolved, so links and ``..`` count where they lead), or None when it
+    lies outside ``root``. Callers choose how to show an outside path (their messages and layouts differ)."""
+    try:
+        return Path(path).resolve().relative_to(Path(root).resolve())
+    except ValueError:
+        return None
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO[Any]]:
     """Open a temp file next to ``path``; on clean exit fsync it and rename it over ``path``.

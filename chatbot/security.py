@@ -28,6 +28,7 @@ import re
 import sys
 import time
 
+from .config import Config
 from .errors import ChatbotError
 
 # A wrong password costs this many seconds (slows down guessing; tests monkeypatch it to 0).
@@ -126,7 +127,7 @@ def _prompt(text: str) -> str:
         raise ChatbotError("no password entered") from None
 
 
-def require_password(cfg) -> None:
+def require_password(cfg: Config) -> None:
     """Return when the caller knows the configured password; otherwise raise ChatbotError (one line).
 
     Configured in .env: ``CHATBOT_PASSWORD_HASH`` (preferred, used when both are set) or ``CHATBOT_PASSWORD``.
@@ -190,7 +191,7 @@ def hash_password_command() -> None:
 
 
 # -------------------------------------------------------------------------------------------------- model key
-def model_key(cfg) -> str:
+def model_key(cfg: Config) -> str:
     """``CHATBOT_MODEL_KEY`` from the environment or .env; refuses (without echoing it) when missing or weak."""
     key = cfg.secret("CHATBOT_MODEL_KEY")
     if not key:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from .config import Config
 from .errors import ChatbotError
 from .formats import processed
-from .fsio import sha256_file
-
-MIN_KEY_CHARS = 20
+from .fsio import relative_path, sha256_file
+from .security import MIN_MODEL_KEY_CHARS
 
 
 @dataclass
@@ -31,7 +30,7 @@ class Report:
             self.next_step = command
 
 
-def _exports(cfg, rep: Report) -> bool:
+def _exports(cfg: Config, rep: Report) -> bool:
     from .kakao.organize import collect, load_manifest
 
     try:
@@ -64,7 +63,7 @@ def _exports(cfg, rep: Report) -> bool:
     return True
 
 
-def _processed(cfg, rep: Report, have_exports: bool) -> bool:
+def _processed(cfg: Config, rep: Report, have_exports: bool) -> bool:
     from .data.preprocess import stale_reason
 
     out = cfg.processed_dir
@@ -95,7 +94,7 @@ def _processed(cfg, rep: Report, have_exports: bool) -> bool:
     return True
 
 
-def _base(cfg, rep: Report) -> None:
+def _base(cfg: Config, rep: Report) -> None:
     """Which pretrained base the run fine-tunes and whether its files are on this machine (no network)."""
     m = cfg.train.model
     if not m.base:
@@ -118,7 +117,7 @@ def _base(cfg, rep: Report) -> None:
     rep.add(f"Base model   {name} ({how}): " + (f"files present ({note}: {folder})" if folder else note))
 
 
-def _training(cfg, rep: Report, have_data: bool) -> bool:
+def _training(cfg: Config, rep: Report, have_data: bool) -> bool:
     from .lock import active_lock
 
     run = cfg.run_dir
@@ -159,7 +158,7 @@ def _training(cfg, rep: Report, have_data: bool) -> bool:
     return True
 
 
-def _model(cfg, rep: Report, trained: bool) -> None:
+def _model(cfg: Config, rep: Report, trained: bool) -> None:
     from .infer.loading import find_model_source
 
     found = find_model_source(cfg)
@@ -169,7 +168,7 @@ def _model(cfg, rep: Report, trained: bool) -> None:
             rep.suggest("python -m chatbot.ops publish --encrypt")
         return
     path, kind = found
-    rel = path.relative_to(cfg.root) if path.is_relative_to(cfg.root) else path
+    rel = relative_path(cfg.root, path) or path
     newer = [p for p in (cfg.run_dir / "best.pt", cfg.run_dir / "latest.pt")
              if kind != "checkpoint" and p.is_file() and p.stat().st_mtime > path.stat().st_mtime]
     rep.add(f"Model        inference loads {rel} ({kind})" + ("; training has moved on since it was published" if newer else ""))
@@ -177,7 +176,7 @@ def _model(cfg, rep: Report, trained: bool) -> None:
         rep.suggest("python -m chatbot.ops publish --encrypt")
 
 
-def _policy(cfg, rep: Report) -> None:
+def _policy(cfg: Config, rep: Report) -> None:
     """reply_policy model on a two-person model works (it predicts plain turn-taking), but say so."""
     if cfg.gen.reply_policy != "model":
         return
@@ -198,7 +197,7 @@ def _policy(cfg, rep: Report) -> None:
                 f"every message in a group room); reply_policy addressed fits a group room better")
 
 
-def _eval(cfg, rep: Report, trained: bool) -> None:
+def _eval(cfg: Config, rep: Report, trained: bool) -> None:
     """The last ``eval`` figures (eval.json in the run folder), flagged when the checkpoints are newer."""
     path = cfg.run_dir / "eval.json"
     if not path.is_file():
@@ -217,15 +216,15 @@ def _eval(cfg, rep: Report, trained: bool) -> None:
     rep.add(f"Eval         {line}" + ("; training has moved on since" if newer else ""))
 
 
-def _env(cfg, rep: Report) -> None:
+def _env(cfg: Config, rep: Report) -> None:
     missing = []
     if not (cfg.secret("CHATBOT_PASSWORD") or cfg.secret("CHATBOT_PASSWORD_HASH")):
         missing.append("CHATBOT_PASSWORD or CHATBOT_PASSWORD_HASH (needed by reply/chat/smoke/bridge)")
     key = cfg.secret("CHATBOT_MODEL_KEY")
     if not key:
         missing.append("CHATBOT_MODEL_KEY (needed by publish --encrypt)")
-    elif len(key) < MIN_KEY_CHARS:
-        missing.append(f"CHATBOT_MODEL_KEY is shorter than {MIN_KEY_CHARS} characters")
+    elif len(key) < MIN_MODEL_KEY_CHARS:
+        missing.append(f"CHATBOT_MODEL_KEY is shorter than {MIN_MODEL_KEY_CHARS} characters")
     env_file = cfg.root / ".env"
     where = ".env" if env_file.is_file() else ".env (not created yet: cp .env.example .env)"
     rep.add(f"Secrets      {where}: " + ("complete" if not missing else "missing " + "; ".join(missing)))
@@ -233,7 +232,7 @@ def _env(cfg, rep: Report) -> None:
         rep.suggest("edit .env (see .env.example)")
 
 
-def build_report(cfg) -> Report:
+def build_report(cfg: Config) -> Report:
     rep = Report()
     rep.add(f"kakaotalk-chatbot status — project {cfg.root}")
     have_exports = _exports(cfg, rep)
@@ -250,5 +249,5 @@ def build_report(cfg) -> Report:
     return rep
 
 
-def status(cfg) -> None:
+def status(cfg: Config) -> None:
     print("\n".join(build_report(cfg).lines))

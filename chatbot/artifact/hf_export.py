@@ -25,8 +25,10 @@ from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..data.tokenizer import load_tokenizer, special_id
 from ..errors import ChatbotError
+from ..formats.artifact import Artifact
 from ..fsio import fsync_dir, make_private, private_mkdir, private_open
 from ..model import ModelArgs
 from ..tokens import BOS, EOT, PAD, speaker_token
@@ -42,7 +44,7 @@ def check_available() -> None:
         raise ChatbotError(_MISSING) from None
 
 
-def _speakers(cfg, persona: dict) -> tuple[str, str]:
+def _speakers(cfg: Config, persona: dict) -> tuple[str, str]:
     """(bot, user) pseudonyms for the chat template: the same choice reply/chat make (gen.yaml, else persona)."""
     from ..infer.persona import resolve_speakers
 
@@ -50,10 +52,10 @@ def _speakers(cfg, persona: dict) -> tuple[str, str]:
     return bot, user
 
 
-def hf_files(cfg, artifact: dict) -> dict[str, dict]:
+def hf_files(cfg: Config, artifact: Artifact) -> dict[str, dict]:
     """The JSON documents of the export (file name → content); model.safetensors is written separately."""
-    args = ModelArgs.from_dict(dict(artifact["model_args"]))
-    tok = load_tokenizer(artifact["tokenizer_json"], is_json=True)
+    args = ModelArgs.from_dict(dict(artifact.model_args))
+    tok = load_tokenizer(artifact.tokenizer_json, is_json=True)
     bos, eot, pad = special_id(tok, BOS), special_id(tok, EOT), special_id(tok, PAD)
     dtype = cfg.paths.publish.dtype
     config = {
@@ -85,7 +87,7 @@ def hf_files(cfg, artifact: dict) -> dict[str, dict]:
         "torch_dtype": dtype,
         "dtype": dtype,
     }
-    bot, user = _speakers(cfg, artifact["persona"])
+    bot, user = _speakers(cfg, artifact.persona)
     bot_tok, user_tok = speaker_token(bot), speaker_token(user)
     chat_template = (
         "{{ bos_token }}{% for message in messages %}{% if message['role'] != 'system' %}"
@@ -119,13 +121,13 @@ def hf_files(cfg, artifact: dict) -> dict[str, dict]:
     }
 
 
-def hf_state(artifact: dict) -> dict:
+def hf_state(artifact: Artifact) -> dict:
     """Contiguous tensors for safetensors; the tied ``lm_head.weight`` dropped (transformers re-ties it)."""
-    tied = bool(artifact["model_args"].get("tie_embeddings", True))
-    return {k: v.contiguous() for k, v in artifact["model"].items() if not (tied and k == "lm_head.weight")}
+    tied = bool(artifact.model_args.get("tie_embeddings", True))
+    return {k: v.contiguous() for k, v in artifact.model.items() if not (tied and k == "lm_head.weight")}
 
 
-def export_hf(cfg, artifact: dict, target: Path) -> None:
+def export_hf(cfg: Config, artifact: Artifact, target: Path) -> None:
     """Write the folder next to ``target`` under a temp name, then swap it in (a reader never sees half a folder)."""
     check_available()
     from safetensors.torch import save_file
@@ -133,7 +135,7 @@ def export_hf(cfg, artifact: dict, target: Path) -> None:
     def fill(tmp: Path) -> None:
         for name, doc in hf_files(cfg, artifact).items():
             _write(tmp / name, (json.dumps(doc, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
-        _write(tmp / "tokenizer.json", artifact["tokenizer_json"].encode("utf-8"))
+        _write(tmp / "tokenizer.json", artifact.tokenizer_json.encode("utf-8"))
         save_file(hf_state(artifact), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         make_private(tmp / "model.safetensors")  # safetensors creates it with the umask's mode
         _fsync(tmp / "model.safetensors")

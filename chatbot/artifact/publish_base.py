@@ -20,113 +20,72 @@ from pathlib import Path
 
 import torch
 
+from ..base.locate import check_base_block, locate_base
+from ..config import Config
 from ..device import DTYPES
 from ..errors import ChatbotError
-from ..fsio import atomic_open, atomic_write_json, sha256_file
-from ..formats.hf_artifact import (ContainerWriter, artifact_metadata, base_weight_files, base_weight_shapes, iter_base_tensors, lora_pairs,
-                          lora_scale, merge_lora, strip_prefixes, tokenizer_files)
+from ..formats import processed
+from ..formats.artifact import ENC_NAME, INFO_NAME, PT_NAME, check_persona, finite_number, open_sink
+from ..formats.checkpoint import Checkpoint, strip_prefixes
+from ..formats.hf_artifact import (HF_ARTIFACT_FORMAT, ContainerWriter, artifact_metadata, base_weight_files,
+                                   base_weight_shapes, iter_base_tensors, lora_pairs, lora_scale, merge_lora,
+                                   tokenizer_files)
+from ..fsio import atomic_write_json, relative_path, sha256_file
+
+HF_DIR = "hf"  # publish --format hf writes artifacts/hf/
 
 
-
-def _rel(cfg, path: Path) -> str:
-    from .publish import _rel as rel
-
-    return rel(cfg, path)
+def megabytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
-# ------------------------------------------------------------------------------------------------ base checks
-def base_info(cfg, ckpt: dict, source: Path) -> dict:
-    """The checkpoint's ``base`` block, checked for the fields publish and loading rely on."""
-    info = ckpt.get("base")
-    adapter = info.get("adapter") if isinstance(info, dict) else None
-    if (not isinstance(info, dict) or not isinstance(info.get("id"), str) or not info["id"]
-            or not isinstance(info.get("weight_hash"), str) or not isinstance(adapter, dict)
-            or adapter.get("kind") not in ("lora", "full")):
-        raise ChatbotError(f"{_rel(cfg, source)} has an incomplete base block (id, weight_hash, adapter); "
-                           "retrain with `python -m chatbot.ops train`")
-    if adapter["kind"] == "lora" and not (_pos(adapter.get("r")) and _pos(adapter.get("alpha"))):
-        raise ChatbotError(f"{_rel(cfg, source)} records no LoRA r/alpha; retrain with `python -m chatbot.ops train`")
-    return info
+def publishable_persona(cfg: Config, persona: object) -> dict:
+    """The persona block of stats.json, keeping only pseudonyms (refuses anything that looks like a name)."""
+    clean = check_persona(persona)
+    if clean is None:
+        raise ChatbotError(f"{display_path(cfg, cfg.processed_dir / processed.STATS)}: persona is not in "
+                           "pseudonym form (S1, S2 ...); re-run `python -m chatbot.ops preprocess`")
+    return clean
 
 
-def _pos(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0
-
-
-def locate_base(cfg, info: dict, label: str, *, download: bool) -> Path:
-    """The local folder of the base ``info`` names, whose weights must hash to ``info["weight_hash"]``.
-
-    ``download`` False = only a folder or a copy already in the Hugging Face cache (an artifact is loaded
-    offline); a missing or different base is one line.
-    """
-    from ..base import base_weight_hash, require_extra, resolve_base
-
-    require_extra()
-    base_id, revision = info["id"], info.get("revision") or ""
-    if download:
-        folder = resolve_base(base_id, revision, root=cfg.root)
-    else:
-        folder = _local_base(cfg, base_id, revision, label)
-    if base_weight_hash(folder) != info["weight_hash"]:
-        raise ChatbotError(f"{label} was trained on other weights than the base {base_id} found at {folder} "
-                           "(weight hash differs); restore that exact base (model.base_revision) or publish a "
-                           "merged artifact")
-    return folder
-
-
-def _local_base(cfg, base_id: str, revision: str, label: str) -> Path:
-    from ..base.hub import find_local
-
-    folder, note = find_local(base_id, revision, root=cfg.root)
-    if folder is None:
-        raise ChatbotError(f"{label} needs its base model {base_id}, which is not present here ({note[:120]}); "
-                           "put that base there (a folder, or the Hugging Face cache) or publish a merged artifact")
-    return folder
-
-
-def check_tokenizer(cfg, folder: Path, info: dict, ckpt: dict, label: str):
+def check_tokenizer(folder: Path, info: dict, ckpt: Checkpoint, label: str):
     """The base tokenizer, refused when it is not the one the run was trained with."""
     from ..base import tokenizer_hash
     from ..base.load import load_tokenizer
 
     tok = load_tokenizer(folder)
-    want = info.get("tokenizer_hash") or ckpt.get("tokenizer_hash")
+    want = info.get("tokenizer_hash") or ckpt.tokenizer_hash
     if want and tokenizer_hash(tok) != want:
         raise ChatbotError(f"the tokenizer of the base at {folder} is not the one {label} was trained with; "
                            "restore that exact base (model.base_revision)")
     return tok
 
 
-def _persona(cfg) -> dict:
-    from .publish import clean_persona
-
-    stats = cfg.processed_dir / "stats.json"
+def _persona(cfg: Config) -> dict:
     try:
-        persona = json.loads(stats.read_text(encoding="utf-8")).get("persona")
-    except (OSError, ValueError, AttributeError):
-        persona = None
-    return clean_persona(cfg, persona or {"target": "room", "self": None, "speakers": {}})
+        persona = processed.load_stats(cfg.processed_dir).get("persona")
+    except ChatbotError:
+        persona = None  # no or unreadable stats.json: the run's persona only picks default speakers
+    return publishable_persona(cfg, persona or processed.DEFAULT_PERSONA)
 
 
 # --------------------------------------------------------------------------------------------------- planning
 class BasePlan:
     """Everything needed to write one base-run output, checked before anything is written."""
 
-    def __init__(self, cfg, ckpt: dict, source: Path, *, adapter_only: bool):
-        from .publish import _num
-
-        self.cfg, self.source, self.label = cfg, source, _rel(cfg, source)
-        self.info = base_info(cfg, ckpt, source)
+    def __init__(self, cfg: Config, ckpt: Checkpoint, source: Path, *, adapter_only: bool):
+        self.cfg, self.source, self.label = cfg, source, display_path(cfg, source)
+        self.info = check_base_block(ckpt.base, self.label)
         self.adapter = self.info["adapter"]
         if adapter_only and self.adapter["kind"] != "lora":
             raise ChatbotError(f"--adapter-only needs a LoRA run; {self.label} trained every weight "
                                "(adapter.kind: full): publish without --adapter-only")
         self.folder = locate_base(cfg, self.info, self.label, download=True)
-        self.tokenizer = check_tokenizer(cfg, self.folder, self.info, ckpt, self.label)
+        self.tokenizer = check_tokenizer(self.folder, self.info, ckpt, self.label)
         self.files = base_weight_files(self.folder)
         self.shapes = base_weight_shapes(self.files)
         self.dtype = DTYPES[cfg.paths.publish.dtype]
-        state = strip_prefixes(ckpt["model"])
+        state = strip_prefixes(ckpt.model)
         if self.adapter["kind"] == "lora":
             self.pairs, self.full = lora_pairs(state, self.label), None
             self.scale = lora_scale(self.adapter)
@@ -138,11 +97,11 @@ class BasePlan:
         except (OSError, ValueError):
             raise ChatbotError(f"config.json of the base at {self.folder} is not readable JSON; download it again") from None
         self.tok_files = tokenizer_files(self.folder)
-        val = _num(ckpt.get("val_loss"))
-        self.step = int(_num(ckpt.get("step")) or 0)
-        self.val_loss = val if val is not None else _num(ckpt.get("best_val_loss"))
+        val = finite_number(ckpt.val_loss)
+        self.step = ckpt.step
+        self.val_loss = val if val is not None else finite_number(ckpt.best_val_loss)
         self.persona = _persona(cfg)
-        self.tokenizer_hash = self.info.get("tokenizer_hash") or ckpt.get("tokenizer_hash")
+        self.tokenizer_hash = self.info.get("tokenizer_hash") or ckpt.tokenizer_hash
 
     def _check_shapes(self) -> None:
         have = {name: shape for name, _, shape in self.shapes}
@@ -229,14 +188,8 @@ def write_container(plan: BasePlan, target: Path, weights: str, key: str | None)
     meta = plan.meta(weights)
     entries, tensors = ((plan.merged_entries(), plan.merged_tensors()) if weights == "merged"
                         else (plan.adapter_entries(), plan.adapter_tensors()))
-    if key is not None:
-        from ..crypto import EncryptingWriter
-
-        with EncryptingWriter(target, key) as sink:
-            _stream(sink, entries, meta, tensors)
-    else:
-        with atomic_open(target, "wb") as sink:
-            _stream(sink, entries, meta, tensors)
+    with open_sink(target, key) as sink:
+        _stream(sink, entries, meta, tensors)
     return meta
 
 
@@ -250,8 +203,6 @@ def _stream(sink, entries, meta, tensors) -> None:
 
 def base_model_info(plan: BasePlan, meta: dict, path: Path, encrypted: bool) -> dict:
     """model_info.json for a base-run artifact (numbers, hashes, the base id; no private text)."""
-    from ..formats.hf_artifact import HF_ARTIFACT_FORMAT
-
     weights = meta["weights"]
     return {
         "file": path.name,
@@ -269,14 +220,13 @@ def base_model_info(plan: BasePlan, meta: dict, path: Path, encrypted: bool) -> 
         "val_loss": meta["val_loss"],
         "tokenizer_hash": meta["tokenizer_hash"],
         "created": meta["created"],
-        "source": _rel(plan.cfg, plan.source),
+        "source": display_path(plan.cfg, plan.source),
     }
 
 
-def publish_base(cfg, ckpt: dict, source: Path, *, key: str | None, fmt: str, dry: bool, adapter_only: bool) -> None:
+def publish_base(cfg: Config, ckpt: Checkpoint, source: Path, *, key: str | None, fmt: str, dry: bool,
+                 adapter_only: bool) -> None:
     """The base-run branch of :func:`chatbot.artifact.publish.publish` (after the key and format checks)."""
-    from .publish import ARTIFACT_ENC, ARTIFACT_PT, HF_DIR, INFO_JSON, _mb
-
     plan = BasePlan(cfg, ckpt, source, adapter_only=adapter_only)
     del ckpt
     weights = "adapter" if adapter_only else "merged"
@@ -291,23 +241,28 @@ def publish_base(cfg, ckpt: dict, source: Path, *, key: str | None, fmt: str, dr
 
         target = out_dir / HF_DIR
         if dry:
-            print(f"would write {_rel(cfg, target)}/ (config.json, sharded *.safetensors ~{_mb(n_bytes)}, tokenizer "
-                  f"files) from {_rel(cfg, source)}: {summary}")
+            print(f"would write {display_path(cfg, target)}/ (config.json, sharded *.safetensors ~{megabytes(n_bytes)}, tokenizer "
+                  f"files) from {display_path(cfg, source)}: {summary}")
             return
         export_base_hf(plan, target)
-        print(f"wrote {_rel(cfg, target)}/ from {_rel(cfg, source)}: {summary}")
+        print(f"wrote {display_path(cfg, target)}/ from {display_path(cfg, source)}: {summary}")
         return
-    target = out_dir / (ARTIFACT_ENC if key is not None else ARTIFACT_PT)
-    info_path = out_dir / INFO_JSON
+    target = out_dir / (ENC_NAME if key is not None else PT_NAME)
+    info_path = out_dir / INFO_NAME
     if dry:
         how = "encrypted with CHATBOT_MODEL_KEY" if key is not None else "plaintext"
-        print(f"would write {_rel(cfg, target)} (~{_mb(n_bytes)}, {how}) and {_rel(cfg, info_path)} "
-              f"from {_rel(cfg, source)}: {summary}")
+        print(f"would write {display_path(cfg, target)} (~{megabytes(n_bytes)}, {how}) and {display_path(cfg, info_path)} "
+              f"from {display_path(cfg, source)}: {summary}")
         return
     meta = write_container(plan, target, weights, key)
     info = base_model_info(plan, meta, target, key is not None)
     atomic_write_json(info_path, info)
-    print(f"wrote {_rel(cfg, target)} ({_mb(info['bytes'])}, sha256 {info['sha256'][:16]}…) and "
-          f"{_rel(cfg, info_path)} from {_rel(cfg, source)}: {summary}")
+    print(f"wrote {display_path(cfg, target)} ({megabytes(info['bytes'])}, sha256 {info['sha256'][:16]}…) and "
+          f"{display_path(cfg, info_path)} from {display_path(cfg, source)}: {summary}")
     if adapter_only:
         print(f"note: {target.name} loads only where the base {plan.info['id']} is present with the same weights")
+
+
+def display_path(cfg: Config, path: Path) -> str:
+    """How messages show a path: relative to the project root, else as given."""
+    return str(relative_path(cfg.root, path) or path)

@@ -9,8 +9,9 @@ Layout under ``paths.bridge_memory`` (``data/bridge/``, git-ignored):
   windowed]], "speakers": {sender_key: [slot, messages]}, "overflow_noted": bool}`` (format 2). ``speaker`` is the
   sender's pseudonym slot (chatbot/infer/speakers.py) when it is not the room's first person ("user"); sender keys are
   keyed hashes, never names. Format-1 files (no speakers) still load: every user turn is "user".
-  Written through on every change with an atomic replace (chatbot.fsio), so a crash or kill -9 in the middle of
-  traffic loses at most the message being handled, never a room.
+  Read and written only by chatbot/formats/roomfile.py. Written through on every change with an atomic replace
+  (chatbot.fsio), so a crash or kill -9 in the middle of traffic loses at most the message being handled, never a
+  room.
 - ``archive/<hash>/<time_ns>.json`` — turns trimmed from a room once it holds more than ``memory_max_turns``
   (``memory_archive: false`` drops them instead). The archive chunk is written before the room file shrinks, so
   a crash between the two duplicates turns rather than losing them.
@@ -26,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
@@ -37,11 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..fsio import atomic_write_json, atomic_write_text, private_mkdir
-from ..infer.speakers import RoomSpeakers, is_slot
-
-FORMAT = "chatbot-bridge-room-2"
-READ_FORMATS = ("chatbot-bridge-room-1", FORMAT)  # format 1: two roles only, no speaker slots
+from ..formats import roomfile
+from ..fsio import atomic_write_text, private_mkdir
+from ..infer.speakers import RoomSpeakers
 SEEN_KEEP = 256  # idempotency keys remembered per room (message ids / platform timestamps)
 STRIPES = 64
 log = logging.getLogger("chatbot.bridge")
@@ -84,13 +82,6 @@ class RoomState:
             del self.seen[key]
         while len(self.seen) > SEEN_KEEP:
             self.seen.popitem(last=False)
-
-
-def _turn(t: dict) -> dict:
-    out = {"role": str(t["role"]), "text": str(t["text"]), "ts": float(t.get("ts", 0.0))}
-    if is_slot(t.get("speaker")) and out["role"] == "user":
-        out["speaker"] = t["speaker"]
-    return out
 
 
 class MemoryStore:
@@ -158,16 +149,12 @@ class MemoryStore:
     def _load(self, rh: str) -> RoomState:
         path = self._path(rh)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("format") not in READ_FORMATS:
-                raise ValueError("unknown format")
-            turns = [_turn(t) for t in data.get("turns", []) if t.get("role") in ("user", "bot")]
-            seen = OrderedDict((str(k), (float(ts), bool(w))) for k, ts, w in data.get("seen", []))
-            speakers = RoomSpeakers.from_json(data.get("speakers"))
-            return RoomState(rh, turns, seen, speakers, bool(data.get("overflow_noted", False)))
-        except FileNotFoundError:
-            return RoomState(rh)
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            stored = roomfile.read(path)
+            if stored is None:
+                return RoomState(rh)
+            speakers = RoomSpeakers.from_json(stored.speakers)
+            return RoomState(rh, stored.turns, stored.seen, speakers, stored.overflow_noted)
+        except (roomfile.RoomFileError, ValueError, TypeError, KeyError, AttributeError):
             aside = path.with_name(f"{path.name}.corrupt-{time.time_ns()}")
             with contextlib.suppress(OSError):
                 os.replace(path, aside)
@@ -185,17 +172,13 @@ class MemoryStore:
             old, state.turns = state.turns[:-keep], state.turns[-keep:]
             if self.archive:
                 try:
-                    atomic_write_json(self.archive_dir / state.hash / f"{time.time_ns()}.json",
-                                      {"format": FORMAT, "room": state.hash, "turns": old})
+                    roomfile.write_archive(self.archive_dir / state.hash / f"{time.time_ns()}.json", state.hash, old)
                 except BaseException:
                     state.turns = old + state.turns  # keep them in the room rather than lose them
                     raise
         state.prune_seen(now, self.dedupe_window_s)
-        atomic_write_json(self._path(state.hash), {
-            "format": FORMAT, "room": state.hash, "turns": state.turns,
-            "seen": [[k, round(ts, 3), w] for k, (ts, w) in state.seen.items()],
-            "speakers": state.speakers.to_json(), "overflow_noted": state.overflow_noted,
-        })
+        roomfile.write(self._path(state.hash), roomfile.RoomFile(
+            state.hash, state.turns, state.seen, state.speakers.to_json(), state.overflow_noted))
         self.saves += 1
 
     def flush(self) -> int:
@@ -209,5 +192,5 @@ class MemoryStore:
         folder = self.archive_dir / rh
         if folder.is_dir():
             for path in sorted(folder.glob("*.json"), key=lambda p: int(p.stem)):
-                out.extend(json.loads(path.read_text(encoding="utf-8"))["turns"])
+                out.extend(roomfile.read_archive(path))
         return out

@@ -27,6 +27,7 @@ from typing import BinaryIO, Iterable, Iterator
 import torch
 
 from ..errors import ChatbotError
+from .checkpoint import strip_prefix
 
 HF_ARTIFACT_FORMAT = "chatbot-artifact-hf-1"
 TORCH_ZIP_MAGIC = b"PK\x03\x04"
@@ -212,7 +213,7 @@ def lora_pairs(adapter: dict[str, torch.Tensor], label: str) -> dict[str, tuple[
     """{base weight name: (A, B)} from a peft LoRA state dict (``...q_proj.lora_A.weight`` keys)."""
     parts: dict[str, dict[str, torch.Tensor]] = {}
     for key, t in adapter.items():
-        m = _LORA_KEY.match(_strip_prefix(key))
+        m = _LORA_KEY.match(strip_prefix(key))
         if m is None or not torch.is_tensor(t):
             raise ChatbotError(f"{label}: adapter tensor {key[:80]!r} is not a LoRA A/B weight "
                                "(only plain LoRA adapters can be published)")
@@ -231,17 +232,6 @@ def merge_lora(weight: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scale: fl
 
 def lora_scale(adapter_info: dict) -> float:
     return float(adapter_info["alpha"]) / float(adapter_info["r"])
-
-
-def _strip_prefix(key: str) -> str:
-    for prefix in ("_orig_mod.", "module."):  # torch.compile / DDP wrappers
-        while key.startswith(prefix):
-            key = key[len(prefix):]
-    return key
-
-
-def strip_prefixes(state: dict) -> dict:
-    return {_strip_prefix(k): v for k, v in state.items()}
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer files

@@ -19,9 +19,11 @@ from pathlib import Path
 
 import torch
 
+from ..config import Config
 from ..device import DTYPES
 from ..errors import ChatbotError
-from ..formats.hf_artifact import lora_pairs, lora_scale, merge_lora, read_container, strip_prefixes
+from ..formats.checkpoint import Checkpoint, strip_prefixes
+from ..formats.hf_artifact import lora_pairs, lora_scale, merge_lora, read_container
 
 
 
@@ -109,10 +111,10 @@ def fold_adapter(model, state: dict, info: dict, label: str) -> None:
             p.copy_(merge_lora(p, a.to(p.device), b.to(p.device), scale).to(p.dtype))
 
 
-def base_model(cfg, info: dict, state: dict, label: str, device: torch.device):
+def base_model(cfg: Config, info: dict, state: dict, label: str, device: torch.device):
     """(model, tokenizer) = the locally present base named by ``info`` + the run's adapter folded in."""
     from ..base import load_base
-    from ..artifact.publish_base import locate_base
+    from ..base.locate import locate_base
 
     folder = locate_base(cfg, info, label, download=False)
     dtype = inference_dtype(device)
@@ -123,7 +125,7 @@ def base_model(cfg, info: dict, state: dict, label: str, device: torch.device):
 
 
 # --------------------------------------------------------------------------------------------------- sources
-def from_container(cfg, buf, label: str, device: torch.device) -> tuple[object, object, dict]:
+def from_container(cfg: Config, buf, label: str, device: torch.device) -> tuple[object, object, dict]:
     """(model, tokenizer, doc) from a decrypted / read container buffer."""
     from ..base import require_extra
 
@@ -148,26 +150,9 @@ def from_container(cfg, buf, label: str, device: torch.device) -> tuple[object, 
     raise ChatbotError(f"{label} holds {str(weights)[:20]!r} weights, which this version cannot load; update the tool")
 
 
-def from_checkpoint(cfg, ckpt: dict, label: str, device: torch.device) -> tuple[object, object]:
-    """(model, tokenizer) from a base run's checkpoint (adapter or full weights)."""
-    from ..artifact.publish_base import base_info
+def from_checkpoint(cfg: Config, ckpt: Checkpoint, label: str, device: torch.device) -> tuple[object, object]:
+    """(model, tokenizer) from a base run's checkpoint (adapter or full weights; formats.checkpoint checked them)."""
+    from ..base.locate import check_base_block
 
-    info = base_info(cfg, ckpt, Path(label))
-    if not isinstance(ckpt.get("model"), dict):
-        raise ChatbotError(f"{label} has no weights; retrain with `python -m chatbot.ops train`")
-    return base_model(cfg, info, ckpt["model"], label, device)
-
-
-def read_plain(path: Path) -> bytearray:
-    """The whole file in one writable buffer (tensors become views of it)."""
-    size = path.stat().st_size
-    buf = bytearray(size)
-    with open(path, "rb", buffering=0) as fh:
-        view, got = memoryview(buf), 0
-        while got < size:
-            n = fh.readinto(view[got:])
-            if not n:
-                raise ChatbotError(f"{path.name} changed while reading; try again")
-            got += n
-        view.release()
-    return buf
+    info = check_base_block(ckpt.base, label)
+    return base_model(cfg, info, ckpt.model, label, device)

@@ -18,8 +18,9 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from ..config import Config
 from ..errors import ChatbotError, LockedError
-from ..fsio import PRIVATE_DIR_MODE, atomic_write_json, fsync_dir, make_private, private_mkdir
+from ..fsio import PRIVATE_DIR_MODE, atomic_write_json, fsync_dir, make_private, private_mkdir, relative_path
 from ..lock import active_lock
 
 KEEP = {".gitkeep"}
@@ -42,7 +43,7 @@ def _check_locks(checkpoints: Path) -> None:
                               f"(create {d / 'STOP'}) or wait for it to finish, then archive")
 
 
-def _items(cfg, include_raw: bool) -> list[Path]:
+def _items(cfg: Config, include_raw: bool) -> list[Path]:
     archive_root = cfg.path(cfg.paths.archive).resolve()
     items = _contents(cfg.processed_dir) + _contents(cfg.path(cfg.paths.checkpoints)) + \
         _contents(cfg.path(cfg.paths.artifacts))
@@ -62,14 +63,14 @@ def _items(cfg, include_raw: bool) -> list[Path]:
     return out
 
 
-def _rel(cfg, p: Path) -> Path:
-    try:
-        return p.resolve().relative_to(cfg.root.resolve())
-    except ValueError:
-        return Path("external") / p.name
+def _rel(cfg: Config, path: Path) -> Path:
+    """Where ``path`` goes under the archive folder: its project-relative path, or ``external/<name>`` for an item
+    outside the project (a configured folder elsewhere), so nothing is ever moved outside the archive."""
+    rel = relative_path(cfg.root, path)
+    return rel if rel is not None else Path("external") / path.name
 
 
-def archive(cfg, dry: bool = False, tag: str = "", include_raw: bool = False) -> None:
+def archive(cfg: Config, dry: bool = False, tag: str = "", include_raw: bool = False) -> None:
     """Move processed data, checkpoints and artifacts (and with ``include_raw`` the raw data) into a new
     timestamped folder under ``paths.archive``. See the module doc."""
     if tag and not _TAG.match(tag):

@@ -53,119 +53,175 @@ def _saved_text(line: str) -> str | None:
 
 def detect(head: list[str]) -> Detected | None:
     """Detect the format from the first lines (raw, with newlines). None when it is no known export."""
-    lines = [_strip(x) for x in head]
-    i0 = next((i for i, x in enumerate(lines) if x.strip()), None)
-    if i0 is None:
+    lines = [_strip(line) for line in head]
+    start = next((k for k, line in enumerate(lines) if line.strip()), None)
+    if start is None:
         return None
-    first = lines[i0].strip()
+    first = lines[start].strip()
     if _csv_header(first) or S.CSV_FIRST_LINE.match(first):
         return Detected("csv", "", "", None, None, 0)
-
-    # ---- header: title line + saved line
-    title, saved_text, skip = "", None, i0
-    if _saved_text(first) is not None:
-        saved_text, skip = _saved_text(first), i0 + 1
+    header = _read_header(lines, start)
+    counts, nonblank = _body_evidence(lines[header.skip:])
+    scores = _scores(counts, header)
+    best = max(scores, key=lambda k: scores[k])
+    if not _is_export(scores[best], best, header, nonblank):
+        return None
+    if best == "windows":
+        fmt, family = _windows_language(counts, header, lines), "windows"
     else:
-        j = next((k for k in range(i0 + 1, min(i0 + 4, len(lines))) if lines[k].strip()), None)
-        if j is not None and _saved_text(lines[j]) is not None:
-            title, saved_text, skip = first, _saved_text(lines[j]), j + 1
-        elif is_title_line(first):
-            title, skip = first, i0 + 1
-    saved_at = S.parse_saved(saved_text) if saved_text else None
-    style = S.saved_style(saved_text) if saved_text else None
-    title_ios = bool(title) and (title.lower().endswith(".txt") or title.startswith("Talk_"))
+        fmt, family = best, best.split("_")[0]
+    room, members = parse_title(header.title, family) if header.title else ("", None)
+    ios_time = _ios_time(counts)
+    return Detected(fmt, header.title, room, members, header.saved_at, header.skip,
+                    ios_time_only=(family == "ios" and ios_time > 0
+                                   and counts["ios_ko"] + counts["ios_en"] + counts["en_shared"] == 0))
 
-    # ---- evidence from the body
-    c: Counter = Counter()
+
+@dataclass
+class _Header:
+    """The export's header as found: title line (or ""), the text after ``저장한 날짜 :`` (or None), lines to skip."""
+
+    title: str
+    saved_text: str | None
+    skip: int
+
+    @property
+    def saved_at(self) -> datetime | None:
+        return S.parse_saved(self.saved_text) if self.saved_text else None
+
+    @property
+    def style(self) -> str | None:
+        """The family the saved-date line's style points to (a hint only)."""
+        return S.saved_style(self.saved_text) if self.saved_text else None
+
+    @property
+    def ios_title(self) -> bool:
+        """Line 1 is the attachment's file name: only iPhone exports do that."""
+        return bool(self.title) and (self.title.lower().endswith(".txt") or self.title.startswith("Talk_"))
+
+
+def _read_header(lines: list[str], start: int) -> _Header:
+    """Title line + saved line at ``lines[start]`` (either may be missing)."""
+    first = lines[start].strip()
+    if _saved_text(first) is not None:
+        return _Header("", _saved_text(first), start + 1)
+    saved_line = next((k for k in range(start + 1, min(start + 4, len(lines))) if lines[k].strip()), None)
+    if saved_line is not None and _saved_text(lines[saved_line]) is not None:
+        return _Header(first, _saved_text(lines[saved_line]), saved_line + 1)
+    if is_title_line(first):
+        return _Header(first, None, start + 1)
+    return _Header("", None, start)
+
+
+def _body_evidence(body: list[str]) -> tuple[Counter, int]:
+    """(how many lines look like each family's records / separators, number of non-blank lines)."""
+    counts: Counter = Counter()
     nonblank = 0
-    for x in lines[skip:]:
-        if not x.strip():
+    for line in body:
+        if not line.strip():
             continue
         nonblank += 1
-        ch = x[0]
-        if ch == "[":
-            m = S.WIN_MSG.match(x)
-            if m and S.win_time(m):
-                c["win_msg"] += 1
-                c["win_t_ko" if m["ko"] else "win_t_en" if (m["ap"] or m["ap3"]) else "win_t_24"] += 1
-            continue
-        if ch == "-":
-            m = S.WIN_SEP.match(x)
-            d = S.win_sep_date(m["d"]) if m else None
-            if d:
-                c["win_sep_" + d[1]] += 1
-            continue
-        m = S.AND_KO.match(x)
-        if m and S.and_ko_dt(m):
-            c["and_ko"] += 1
-            continue
-        m = S.IOS_KO.match(x)
-        if m and S.ios_ko_dt(m):
-            c["ios_ko"] += 1
-            continue
-        a = S.AND_EN.match(x)
-        a_ok = bool(a and S.and_en_dt(a))
-        i = S.IOS_EN.match(x)
-        i_ok = bool(i and S.ios_en_dt(i))
-        if a_ok and i_ok:
-            c["en_shared"] += 1
-            c["en_abbr" if len(a["mon"] or "") == 3 and a["mon"].lower() != "may" else "en_full"] += 1
-        elif a_ok:
-            c["and_en"] += 1
-        elif i_ok:
-            c["ios_en"] += 1
-        if a_ok or i_ok:
-            continue
-        d = S.day_header_date(x)
-        if d:
-            c["day_" + d[1]] += 1
-            continue
-        m = S.IOS_TIME_KO.match(x) or S.IOS_TIME_EN.match(x)
-        if m:
-            c["ios_time"] += 1
+        _count_line(line, counts)
+    return counts, nonblank
 
-    ios_time = c["ios_time"] if (c["day_ko"] or c["day_en"]) else 0
-    shared = c["en_shared"]
+
+def _count_line(line: str, counts: Counter) -> None:
+    """Add the evidence of one non-blank line (the first shape that matches wins, as the parsers would read it)."""
+    lead = line[0]
+    if lead == "[":
+        match = S.WIN_MSG.match(line)
+        if match and S.win_time(match):
+            counts["win_msg"] += 1
+            counts["win_t_ko" if match["ko"] else "win_t_en" if (match["ap"] or match["ap3"]) else "win_t_24"] += 1
+        return
+    if lead == "-":
+        match = S.WIN_SEP.match(line)
+        day = S.win_sep_date(match["d"]) if match else None
+        if day:
+            counts["win_sep_" + day[1]] += 1
+        return
+    match = S.AND_KO.match(line)
+    if match and S.and_ko_dt(match):
+        counts["and_ko"] += 1
+        return
+    match = S.IOS_KO.match(line)
+    if match and S.ios_ko_dt(match):
+        counts["ios_ko"] += 1
+        return
+    if _count_english(line, counts):
+        return
+    day = S.day_header_date(line)
+    if day:
+        counts["day_" + day[1]] += 1
+        return
+    if S.IOS_TIME_KO.match(line) or S.IOS_TIME_EN.match(line):
+        counts["ios_time"] += 1
+
+
+def _count_english(line: str, counts: Counter) -> bool:
+    """Android-en and iOS-en record lines (they can be identical: then ``en_shared``). True if either matched."""
+    android = S.AND_EN.match(line)
+    android_ok = bool(android and S.and_en_dt(android))
+    ios = S.IOS_EN.match(line)
+    ios_ok = bool(ios and S.ios_en_dt(ios))
+    if android_ok and ios_ok:
+        counts["en_shared"] += 1
+        abbreviated = len(android["mon"] or "") == 3 and android["mon"].lower() != "may"
+        counts["en_abbr" if abbreviated else "en_full"] += 1
+    elif android_ok:
+        counts["and_en"] += 1
+    elif ios_ok:
+        counts["ios_en"] += 1
+    return android_ok or ios_ok
+
+
+def _ios_time(counts: Counter) -> int:
+    """Time-only iOS record lines, counted only under day headers (alone they could be anything)."""
+    return counts["ios_time"] if (counts["day_ko"] or counts["day_en"]) else 0
+
+
+def _scores(counts: Counter, header: _Header) -> dict[str, float]:
+    """Evidence per family (windows) or format; header hints break ties and decide for exports with no records."""
+    ios_time, shared = _ios_time(counts), counts["en_shared"]
     scores = {
-        "windows": c["win_msg"] + 3 * (c["win_sep_ko"] + c["win_sep_en"]),
-        "android_ko": c["and_ko"],
-        "android_en": c["and_en"] + shared,
-        "ios_ko": c["ios_ko"] + (c["day_ko"] if c["ios_ko"] or ios_time else 0) + (ios_time if c["day_ko"] else 0),
-        "ios_en": c["ios_en"] + shared + (c["day_en"] if c["ios_en"] or shared or ios_time else 0)
-        + (ios_time if c["day_en"] else 0),
+        "windows": counts["win_msg"] + 3 * (counts["win_sep_ko"] + counts["win_sep_en"]),
+        "android_ko": counts["and_ko"],
+        "android_en": counts["and_en"] + shared,
+        "ios_ko": (counts["ios_ko"] + (counts["day_ko"] if counts["ios_ko"] or ios_time else 0)
+                   + (ios_time if counts["day_ko"] else 0)),
+        "ios_en": (counts["ios_en"] + shared + (counts["day_en"] if counts["ios_en"] or shared or ios_time else 0)
+                   + (ios_time if counts["day_en"] else 0)),
     }
-    # header hints break ties (and decide for exports with no records at all)
-    if title_ios:  # line 1 is the attachment's file name: only iPhone exports do that
+    if header.ios_title:
         scores["ios_ko"] += 2
         scores["ios_en"] += 2
-    if style:
-        scores[style] += 0.5
-    if shared and c["en_abbr"] > c["en_full"]:
+    if header.style:
+        scores[header.style] += 0.5
+    if shared and counts["en_abbr"] > counts["en_full"]:
         scores["ios_en"] += 0.25
     elif shared:
         scores["android_en"] += 0.25
+    return scores
 
-    best = max(scores, key=lambda k: scores[k])
-    evidence = scores[best] - (2 if title_ios and best.startswith("ios") else 0) - (0.5 if style == best else 0)
-    has_header = bool(saved_text) or bool(title and is_title_line(title))
-    if scores[best] <= 0.25:
-        return None
-    if evidence <= 0.25 and (saved_at is None or nonblank > 2):
-        return None  # no record at all: only a complete header with (almost) nothing under it is an empty export
+
+def _is_export(score: float, best: str, header: _Header, nonblank: int) -> bool:
+    """Enough evidence for ``best``: records under the header, or a complete header with (almost) nothing under it."""
+    evidence = score - (2 if header.ios_title and best.startswith("ios") else 0) - (0.5 if header.style == best else 0)
+    has_header = bool(header.saved_text) or bool(header.title and is_title_line(header.title))
+    if score <= 0.25:
+        return False
+    if evidence <= 0.25 and (header.saved_at is None or nonblank > 2):
+        return False  # no record at all: only a complete header with (almost) nothing under it is an empty export
     if not has_header and evidence < max(2, 0.05 * nonblank):
-        return None  # a stray date-looking line in prose is not an export
+        return False  # a stray date-looking line in prose is not an export
+    return True
 
-    if best == "windows":
-        ko = c["win_sep_ko"] + c["win_t_ko"] * 0.01
-        en = c["win_sep_en"] + c["win_t_en"] * 0.01
-        if ko == en:  # no separators and only 24 h times: the header language
-            en = 1 if (saved_text is not None and title and "Date Saved" in lines[skip - 1]) else 0
-            ko = 1 - en
-        fmt = "windows_ko" if ko >= en else "windows_en"
-        family = "windows"
-    else:
-        fmt = best
-        family = best.split("_")[0]
-    room, members = parse_title(title, family) if title else ("", None)
-    return Detected(fmt, title, room, members, saved_at, skip,
-                    ios_time_only=family == "ios" and ios_time > 0 and c["ios_ko"] + c["ios_en"] + shared == 0)
+
+def _windows_language(counts: Counter, header: _Header, lines: list[str]) -> str:
+    """windows_ko or windows_en: the day separators, then the time style, then the header's language."""
+    ko = counts["win_sep_ko"] + counts["win_t_ko"] * 0.01
+    en = counts["win_sep_en"] + counts["win_t_en"] * 0.01
+    if ko == en:  # no separators and only 24 h times: the header language
+        en = 1 if (header.saved_text is not None and header.title and "Date Saved" in lines[header.skip - 1]) else 0
+        ko = 1 - en
+    return "windows_ko" if ko >= en else "windows_en"

@@ -54,9 +54,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from ..config import Config
 from ..errors import ChatbotError, FormatError
 from ..formats import manifest
-from ..fsio import PRIVATE_DIR_MODE, atomic_open, fsync_dir, make_private, private_mkdir, sha256_file
+from ..fsio import (PRIVATE_DIR_MODE, atomic_open, fsync_dir, make_private, private_mkdir, relative_path,
+                    sha256_file)
 from ..portable import cut_bytes, name_key, safe_name
 from ..records import SYSTEM_KINDS, Kind, Record
 from .merge import merge_timelines, norm_text
@@ -228,7 +230,7 @@ def _is_hidden(p: Path, base: Path) -> bool:
     return any(part.startswith(".") for part in p.relative_to(base).parts)
 
 
-def collect(cfg) -> list[Path]:
+def collect(cfg: Config) -> list[Path]:
     """Candidate export files: inbox (recursive) + project-root files matching ``raw.root_globs``."""
     found: dict[Path, None] = {}
     inbox = cfg.path(cfg.paths.raw.inbox)
@@ -349,16 +351,16 @@ def group_rooms(stats: list[FileStats], self_name: str) -> list[int]:
 
 
 # ------------------------------------------------------------------------------------------------ manifest
-def manifest_path(cfg) -> Path:
+def manifest_path(cfg: Config) -> Path:
     return cfg.path(cfg.paths.raw.manifest)
 
 
-def load_manifest(cfg) -> list[dict]:
+def load_manifest(cfg: Config) -> list[dict]:
     """The manifest's entries ([] when organize has not run yet). Raises ChatbotError if it is unreadable."""
     return manifest.read(manifest_path(cfg))
 
 
-def room_records(cfg, room: str) -> list[Record]:
+def room_records(cfg: Config, room: str) -> list[Record]:
     """All records of one room (by ``room`` or ``room_id``): its organized files parsed, concatenated exports
     split, and everything merged into one timeline without duplicates (see chatbot.kakao.merge)."""
     entries = [e for e in load_manifest(cfg) if room in (e.get("room"), e.get("room_id"))]
@@ -399,11 +401,11 @@ def _target(folder: Path, name: str, sha: str, taken: dict[str, str]) -> Path:
         k += 1
 
 
-def _rel(cfg, p: Path) -> str:
-    try:
-        return p.resolve().relative_to(cfg.root.resolve()).as_posix()
-    except ValueError:
-        return str(p)
+def _rel(cfg: Config, path: Path) -> str:
+    """How the manifest and the messages write a path: project-relative with ``/`` (the same on every OS), or as
+    given when it lies outside the project."""
+    rel = relative_path(cfg.root, path)
+    return rel.as_posix() if rel is not None else str(path)
 
 
 def _summary(entries: list[dict], out) -> None:
@@ -431,139 +433,182 @@ def _width(text: str) -> int:
     return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
-def organize(cfg, dry: bool = False) -> None:
+@dataclass
+class _Collected:
+    """What the pass over the inbox found: new exports to file, files already organized, refusals."""
+
+    new: list[FileStats] = field(default_factory=list)
+    already: list[Path] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def organize(cfg: Config, dry: bool = False) -> None:
     """Collect, parse, group and file new exports; rewrite the manifest. See the module doc."""
     out = sys.stdout
     raw = cfg.paths.raw
-    self_name = raw.self_name
     organized = cfg.path(raw.organized)
     entries = load_manifest(cfg)
+    kept = _entries_still_there(cfg, entries, out)
+    found = _collect_new(cfg, kept, dry, out)
+    for msg in found.failures:
+        print(f"refused: {msg}", file=sys.stderr)
+    if not found.new:
+        if not dry and kept != entries:
+            manifest.write(manifest_path(cfg), kept)
+        print(f"nothing new to organize ({len(found.already)} file(s) already organized)" if not found.failures
+              else "no new export organized", file=out)
+        if kept:
+            _summary(kept, out)
+        _finish(found.failures)
+        return
 
+    plan = _plan_new_files(cfg, kept, found.new)
+    verb = "move" if raw.move_files else "copy"
+    for st, dst, entry in plan:
+        what = _rel(cfg, st.path) + (f" ({st.info.member})" if st.info.member else "")
+        print(f"{'plan' if dry else verb}: {what} -> {entry['path']}  [{entry['format']}, {entry['messages']} "
+              f"messages, {entry['system']} system]", file=out)
+    final = sorted(kept + [entry for _, _, entry in plan], key=lambda entry: entry["path"])
+    if dry:
+        print(f"dry run: {len(plan)} new file(s) would be organized; nothing was changed", file=out)
+        _summary(final, out)
+        _finish(found.failures)
+        return
+
+    _copy_all_or_nothing(cfg, organized, [(st.path, st.sha256, dst) for st, dst, _ in plan],
+                         lambda: manifest.write(manifest_path(cfg), final))
+    if raw.move_files:
+        _remove_moved_sources(plan)
+    print(f"organized {len(plan)} new file(s) into {_rel(cfg, organized)}; manifest: {_rel(cfg, manifest_path(cfg))}",
+          file=out)
+    _summary(final, out)
+    _finish(found.failures)
+
+
+def _entries_still_there(cfg: Config, entries: list[dict], out) -> list[dict]:
+    """The manifest entries whose organized copy still exists (a note for each one that is gone)."""
     kept: list[dict] = []
-    for e in entries:
-        if cfg.path(e["path"]).is_file():
-            kept.append(e)
+    for entry in entries:
+        if cfg.path(entry["path"]).is_file():
+            kept.append(entry)
         else:
-            print(f"note: {e['path']} is gone from {raw.organized}; its manifest entry is dropped", file=out)
-    by_sha = {e["sha256"]: e for e in kept}
-    known = {(e["sha256"], e.get("member")) for e in kept}
-    limits = ZipLimits.from_raw(raw)
+            print(f"note: {entry['path']} is gone from {cfg.paths.raw.organized}; its manifest entry is dropped",
+                  file=out)
+    return kept
 
-    # ---- new files
-    failures: list[str] = []
-    new: list[FileStats] = []
-    already: list[Path] = []
+
+def _collect_new(cfg: Config, kept: list[dict], dry: bool, out) -> _Collected:
+    """Hash and scan every collected file; the exports not in the manifest yet are ``new``."""
+    raw = cfg.paths.raw
+    by_sha = {entry["sha256"]: entry for entry in kept}
+    known = {(entry["sha256"], entry.get("member")) for entry in kept}
+    limits = ZipLimits.from_raw(raw)
+    found = _Collected()
     seen_sha: set[str] = set()
     for path in collect(cfg):
         try:
             sha = sha256_file(path)
             members = _export_members(path, limits)
         except FormatError as exc:
-            failures.append(str(exc))
+            found.failures.append(str(exc))
             continue
         except OSError as exc:
-            failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
+            found.failures.append(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where it was")
             continue
-        todo = [m for m in members if (sha, m) not in known]
+        todo = [member for member in members if (sha, member) not in known]
         if todo and sha in seen_sha:
             print(f"skip: {_rel(cfg, path)} is a duplicate of a file collected above", file=out)
             continue
-        got, problem = _scan_members(path, sha, todo, len(members), self_name, limits, out) if todo else ([], None)
+        got, problem = (_scan_members(path, sha, todo, len(members), raw.self_name, limits, out) if todo
+                        else ([], None))
         if problem is not None:
-            failures.append(str(problem))
+            found.failures.append(str(problem))
             continue
         if not got:
-            already.append(path)  # every export in it is organized (what is left are members that are no export)
+            found.already.append(path)  # every export in it is organized (what is left are members that are no export)
             if raw.move_files and not dry and sha in by_sha:
                 _finish_move(cfg, path, by_sha[sha])
             continue
         seen_sha.add(sha)
-        new.extend(got)
+        found.new.extend(got)
+    return found
 
-    for msg in failures:
-        print(f"refused: {msg}", file=sys.stderr)
-    if not new:
-        if not dry and kept != entries:
-            manifest.write(manifest_path(cfg), kept)
-        print(f"nothing new to organize ({len(already)} file(s) already organized)" if not failures
-              else "no new export organized", file=out)
-        if kept:
-            _summary(kept, out)
-        _finish(failures)
-        return
 
-    # ---- rooms: the existing files take part in matching (re-scanned only now that something is new)
+def _plan_new_files(cfg: Config, kept: list[dict], new: list[FileStats]) -> list[tuple[FileStats, Path, dict]]:
+    """(export, destination, manifest entry) per new export. The organized files take part in the room matching
+    (re-scanned only now that something is new); ``kept`` gets their refreshed counts."""
+    self_name = cfg.paths.raw.self_name
+    old_stats, old_rooms = _rescan_organized(cfg, kept)
+    group_of = group_rooms(old_stats + new, self_name)
+    room_of_group = _name_new_rooms(kept, old_stats + new, group_of, old_rooms, self_name)
+    organized = cfg.path(cfg.paths.raw.organized)
+    plan: list[tuple[FileStats, Path, dict]] = []
+    taken: dict[str, str] = {name_key(str(cfg.path(entry["path"]))): entry["sha256"] for entry in kept}
+    for index, st in enumerate(new, start=len(old_stats)):
+        room = room_of_group[group_of[index]]
+        dst = _target(organized / room, st.path.name, st.sha256, taken)
+        taken[name_key(str(dst))] = st.sha256
+        plan.append((st, dst, manifest_entry(st, _rel(cfg, dst), room)))
+    return plan
+
+
+def _rescan_organized(cfg: Config, kept: list[dict]) -> tuple[list[FileStats], list[str]]:
+    """(stats, room folder) of every organized export that still scans; refreshes its entry in ``kept``."""
+    limits = ZipLimits.from_raw(cfg.paths.raw)
     old_stats: list[FileStats] = []
     old_rooms: list[str] = []
-    for idx, e in enumerate(kept):
+    for index, entry in enumerate(kept):
         try:
-            st = scan_file(cfg.path(e["path"]), self_name, e["sha256"], member=e.get("member"), limits=limits)
+            st = scan_file(cfg.path(entry["path"]), cfg.paths.raw.self_name, entry["sha256"],
+                           member=entry.get("member"), limits=limits)
         except (FormatError, OSError):
             continue
         old_stats.append(st)
-        old_rooms.append(e["room_id"])
+        old_rooms.append(entry["room_id"])
         # refresh the counts with this parser (its path, room and source name never change)
-        kept[idx] = {**manifest_entry(st, e["path"], e["room"]), "room_id": e["room_id"],
-                     "source": e.get("source", st.path.name)}
-    stats = old_stats + new
-    gid = group_rooms(stats, self_name)
+        kept[index] = {**manifest_entry(st, entry["path"], entry["room"]), "room_id": entry["room_id"],
+                       "source": entry.get("source", st.path.name)}
+    return old_stats, old_rooms
+
+
+def _name_new_rooms(kept: list[dict], stats: list[FileStats], group_of: list[int], old_rooms: list[str],
+                    self_name: str) -> dict[int, str]:
+    """Room folder per group: a group that holds an organized file keeps that file's folder; a new group is named
+    after its newest titled export (or its people), numbered past the names already taken."""
     room_of_group: dict[int, str] = {}
-    for i, room in enumerate(old_rooms):  # a group that holds an organized file keeps that file's folder
-        room_of_group.setdefault(gid[i], room)
+    for index, room in enumerate(old_rooms):
+        room_of_group.setdefault(group_of[index], room)
     # names of rooms in the manifest are taken; a folder on disk that no entry names (left by an interrupted
     # run) is reused — files in it are only reused when their bytes match (see _target)
-    used = {name_key(e["room_id"]) for e in kept}
+    used = {name_key(entry["room_id"]) for entry in kept}
     files_of_group: dict[int, list[FileStats]] = {}
-    for i, st in enumerate(stats):
-        files_of_group.setdefault(gid[i], []).append(st)
-    for g in sorted(set(gid[len(old_stats):])):
-        if g in room_of_group:
+    for index, st in enumerate(stats):
+        files_of_group.setdefault(group_of[index], []).append(st)
+    for group in sorted(set(group_of[len(old_rooms):])):
+        if group in room_of_group:
             continue
-        members = files_of_group[g]
+        members = files_of_group[group]
         titled = [m for m in members if m.info.room]
         if titled:
-            best = max(titled, key=lambda m: (m.info.saved_at or datetime.min, m.messages))
-            name = best.info.room
+            name = max(titled, key=lambda m: (m.info.saved_at or datetime.min, m.messages)).info.room
         else:
             name = _fallback_name(max(members, key=lambda m: m.messages), self_name)
         base, k = folder_name(name), 1
         while name_key(cand := numbered(base, k)) in used:
             k += 1
         used.add(name_key(cand))
-        room_of_group[g] = cand
+        room_of_group[group] = cand
+    return room_of_group
 
-    plan: list[tuple[FileStats, Path, dict]] = []
-    taken: dict[str, str] = {name_key(str(cfg.path(e["path"]))): e["sha256"] for e in kept}
-    for i, st in enumerate(new, start=len(old_stats)):
-        room = room_of_group[gid[i]]
-        dst = _target(organized / room, st.path.name, st.sha256, taken)
-        taken[name_key(str(dst))] = st.sha256
-        plan.append((st, dst, manifest_entry(st, _rel(cfg, dst), room)))
 
-    verb = "move" if raw.move_files else "copy"
-    for st, dst, e in plan:
-        what = _rel(cfg, st.path) + (f" ({st.info.member})" if st.info.member else "")
-        print(f"{'plan' if dry else verb}: {what} -> {e['path']}  [{e['format']}, {e['messages']} "
-              f"messages, {e['system']} system]", file=out)
-    final = sorted(kept + [e for _, _, e in plan], key=lambda e: e["path"])
-    if dry:
-        print(f"dry run: {len(plan)} new file(s) would be organized; nothing was changed", file=out)
-        _summary(final, out)
-        _finish(failures)
-        return
-
-    _copy_all_or_nothing(cfg, organized, [(st.path, st.sha256, dst) for st, dst, _ in plan],
-                         lambda: manifest.write(manifest_path(cfg), final))
-    if raw.move_files:
-        for st, dst, _ in plan:  # a zip of several rooms has several copies: removed after the first is checked
-            if (st.path.exists() and st.path.resolve() != dst.resolve() and dst.is_file()
-                    and sha256_file(dst) == st.sha256):
-                os.unlink(st.path)
-                fsync_dir(st.path.parent)
-    print(f"organized {len(plan)} new file(s) into {_rel(cfg, organized)}; manifest: {_rel(cfg, manifest_path(cfg))}",
-          file=out)
-    _summary(final, out)
-    _finish(failures)
+def _remove_moved_sources(plan: list[tuple[FileStats, Path, dict]]) -> None:
+    """``move_files``: remove each source once its copy is checked (a zip of several rooms has several copies:
+    removed after the first)."""
+    for st, dst, _ in plan:
+        if (st.path.exists() and st.path.resolve() != dst.resolve() and dst.is_file()
+                and sha256_file(dst) == st.sha256):
+            os.unlink(st.path)
+            fsync_dir(st.path.parent)
 
 
 def _export_members(path: Path, limits: ZipLimits) -> list[str | None]:
@@ -604,7 +649,7 @@ def _scan_members(path: Path, sha: str, members: list[str | None], n_members: in
     return got, None
 
 
-def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Path]], commit) -> None:
+def _copy_all_or_nothing(cfg: Config, organized: Path, copies: list[tuple[Path, str, Path]], commit) -> None:
     """Copy every ``(source, sha256, destination)``, then ``commit()`` (the manifest write). If anything fails
     (disk full, a name the file system refuses, Ctrl+C), the copies and folders this run made are removed again,
     so the organized folder and the manifest stay as they were before the run."""
@@ -640,7 +685,7 @@ def _copy_all_or_nothing(cfg, organized: Path, copies: list[tuple[Path, str, Pat
         raise
 
 
-def _finish_move(cfg, src: Path, entry: dict) -> None:
+def _finish_move(cfg: Config, src: Path, entry: dict) -> None:
     """``move_files``: a source whose content is already organized (an earlier run copied it and was stopped
     before removing it) is removed now — only after checking the organized copy's bytes."""
     dst = cfg.path(entry["path"])

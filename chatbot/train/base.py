@@ -18,6 +18,7 @@ from torch import nn
 
 from ..config import Config, TrainConfig, to_dict
 from ..errors import ChatbotError
+from ..formats.checkpoint import Checkpoint
 
 # adapter fields a checkpoint cannot change (the trainable tensors' shapes / meaning); alpha and dropout may change
 FIXED_ADAPTER_FIELDS = ("kind", "r", "target_modules", "quantize")
@@ -173,10 +174,10 @@ def load_trainable(lm: LossModel, state: dict, kind: str, name: str) -> None:
                            f"version); resume from a snapshot or set a new run_name") from None
 
 
-def check_compatible(ck: dict, info: dict, path: Path) -> list[str]:
+def check_compatible(ck: Checkpoint, info: dict, path: Path) -> list[str]:
     """Refuse a checkpoint of another base (weight hash), tokenizer or adapter shape; notes on harmless changes."""
     name = path.name
-    old = ck.get("base")
+    old = ck.base
     if not isinstance(old, dict):
         raise ChatbotError(f"{name} is a from-scratch checkpoint but train.yaml sets model.base {info['id']}; set a "
                            f"new run_name for the fine-tune (or model.base: \"\" to continue that run)")

@@ -1,7 +1,7 @@
-"""Checkpoint files of a run: what goes in them, how they are written, read and checked (docs/ARCHITECTURE.md).
+"""Checkpoint files of a run: what goes in them, when they are written, snapshots and pruning (docs/ARCHITECTURE.md).
 
-Every file is written through :func:`chatbot.fsio.atomic_torch_save` (temp file + fsync + rename), so a kill at any
-moment leaves the previous complete file. Everything inside is a plain tensor or Python value (RNG states as
+The file format itself (keys, reading with checks, the atomic write) is :mod:`chatbot.formats.checkpoint`: a kill at
+any moment leaves the previous complete file. Everything inside is a plain tensor or Python value (RNG states as
 tensors and lists, no numpy objects) so ``torch.load(..., weights_only=True)`` reads it.
 Snapshots are hard links to the ``latest.pt`` just written (no second copy on disk), with a copy as fallback.
 """
@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from ..errors import ChatbotError
-from ..fsio import atomic_open, atomic_torch_save, fsync_dir, private_mkdir
+from ..formats.checkpoint import Checkpoint
+from ..formats.checkpoint import read as read_checkpoint
+from ..formats.checkpoint import write as write_checkpoint
+from ..fsio import atomic_open, fsync_dir, private_mkdir
 from ..model import ModelArgs
 
-FORMAT = "chatbot-ckpt-1"
 SNAPSHOT_RE = re.compile(r"^step_(\d+)\.pt$")
 # model fields that may change between runs without touching the weights
 MUTABLE_MODEL_FIELDS = ("dropout",)
@@ -76,29 +78,16 @@ def to_cpu(obj, _memo: dict | None = None):
 
 
 # ---------------------------------------------------------------------------------------------- read / write
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a trainer checkpoint (weights_only) or raise one clear ChatbotError."""
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a checkpoint to resume from (or to start from, ``init_from``), with every key resuming needs."""
     path = Path(path)
-    if not path.is_file():
-        raise ChatbotError(f"checkpoint {path} not found (check train.yaml resume_path)")
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        raise ChatbotError(
-            f"{path} is not a readable checkpoint (corrupt or not made by this trainer); set resume_path to an "
-            f"older file in {path.parent / 'snapshots'} or move it away to start over"
-        ) from None
-    if not isinstance(ck, dict) or ck.get("format") != FORMAT:
-        raise ChatbotError(f"{path} is not a {FORMAT} training checkpoint; point resume_path at a trainer checkpoint")
-    for key in ("model", "model_args", "optimizer", "step", "tokenizer_hash", "sampler"):
-        if key not in ck:
-            raise ChatbotError(f"{path} lacks '{key}' (incomplete checkpoint); resume from another file")
-    return ck
+    return read_checkpoint(path, complete=True, remedy=f"set train.yaml resume_path to an older file in "
+                           f"{path.parent / 'snapshots'}, or move it away to start over")
 
 
-def save_checkpoint(ck: dict, path: Path, also: tuple[Path, ...] = ()) -> None:
+def save_checkpoint(ck: Checkpoint, path: Path, also: tuple[Path, ...] = ()) -> None:
     """Write ``ck`` atomically to ``path``, then give each path in ``also`` the same bytes (hard link or copy)."""
-    atomic_torch_save(ck, path)
+    write_checkpoint(path, ck)
     for other in also:
         link_or_copy(path, other)
 
@@ -152,16 +141,16 @@ def clean_temp_files(run_dir: Path) -> int:
 
 
 # -------------------------------------------------------------------------------------------- compatibility
-def check_compatible(ck: dict, args: ModelArgs, tokenizer_hash: str, path: Path) -> list[str]:
+def check_compatible(ck: Checkpoint, args: ModelArgs, tokenizer_hash: str, path: Path) -> list[str]:
     """Refuse a checkpoint that cannot continue on this data / model config; return notes on harmless changes."""
     name = path.name
-    if ck["tokenizer_hash"] != tokenizer_hash:
+    if ck.tokenizer_hash != tokenizer_hash:
         raise ChatbotError(
-            f"{name} was trained with a different tokenizer (hash {str(ck['tokenizer_hash'])[:12]}…) than the "
+            f"{name} was trained with a different tokenizer (hash {str(ck.tokenizer_hash)[:12]}…) than the "
             f"processed data (hash {tokenizer_hash[:12]}…); the data was rebuilt: set a new run_name to start a "
             f"new run, or restore the old processed data"
         )
-    old = ModelArgs.from_dict(ck["model_args"]).to_dict()
+    old = ModelArgs.from_dict(ck.model_args).to_dict()
     new = args.to_dict()
     if old["vocab_size"] != new["vocab_size"]:
         raise ChatbotError(

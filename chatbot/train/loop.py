@@ -40,8 +40,9 @@ from ..formats import processed
 from ..lock import RunLock
 from ..model import ModelArgs, Transformer
 from ..tokens import PAD
-from .checkpoint import (FORMAT, check_compatible, clean_temp_files, config_changes, load_checkpoint,
-                         prune_snapshots, rng_state, save_checkpoint, set_rng_state, snapshot_path, to_cpu)
+from ..formats.checkpoint import Checkpoint
+from .checkpoint import (check_compatible, clean_temp_files, config_changes, load_checkpoint, prune_snapshots,
+                         rng_state, save_checkpoint, set_rng_state, snapshot_path, to_cpu)
 from .dist import (Abort, Dist, StopSignals, all_ranks_ok, all_reduce, any_rank, destroy_process_group,
                          env_dist, gather_objects, init_process_group)
 from .report import (append_metrics, load_metrics, peak_flops, progress_line, sample_replies,
@@ -321,26 +322,26 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
         ck = load_checkpoint(resume)
         notes = _load_weights(ck, resume, raw, args, tok_hash, base)
         try:
-            opt.load_state_dict(_with_local_flags(ck["optimizer"], opt))
+            opt.load_state_dict(_with_local_flags(ck.optimizer, opt))
         except (ValueError, KeyError, RuntimeError, TypeError):
             raise ChatbotError(f"{resume.name}: its model/optimizer state does not fit this model (damaged or from "
                                f"another version); resume from a snapshot or set a new run_name") from None
         apply_hparams(opt, o)
-        if not sampler.load_state_dict(ck["sampler"]):
+        if not sampler.load_state_dict(ck.sampler):
             notes.append("the training data changed since this checkpoint: the sampler starts a fresh epoch")
-        if scaler is not None and ck.get("scaler"):
-            scaler.load_state_dict(ck["scaler"])
-        st.step = int(ck["step"])
-        st.best_val_loss, st.val_loss = ck.get("best_val_loss"), ck.get("val_loss")
-        st.train_loss, st.tokens_seen = ck.get("train_loss"), int(ck.get("tokens_seen", 0))
-        notes += [f"{c} (applied)" for c in config_changes(ck.get("train_config"), to_dict(tc))]
-        if int(ck.get("world_size", 1)) != d.world_size:
-            notes.append(f"world size {ck.get('world_size')} → {d.world_size} (the data stream continues)")
+        if scaler is not None and ck.scaler:
+            scaler.load_state_dict(ck.scaler)
+        st.step = ck.step
+        st.best_val_loss, st.val_loss = ck.best_val_loss, ck.val_loss
+        st.train_loss, st.tokens_seen = ck.train_loss, ck.tokens_seen
+        notes += [f"{c} (applied)" for c in config_changes(ck.train_config, to_dict(tc))]
+        if ck.world_size != d.world_size:
+            notes.append(f"world size {ck.world_size} → {d.world_size} (the data stream continues)")
         val = f"{st.val_loss:.4f}" if st.val_loss is not None else "-"
         _say(d, f"resuming {resume.name} at step {st.step} (val loss {val})")
         for n in notes:
             _say(d, f"  changed: {n}")
-        _restore_rng(ck.get("rng"), d, seed, st.step)
+        _restore_rng(ck.rng, d, seed, st.step)
     elif d.enabled and d.rank > 0:
         torch.manual_seed(seed + 1000 * d.rank)  # distinct dropout masks per rank
     if d.master:
@@ -412,21 +413,21 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
             return None
         return float(tot[0] / tot[1])
 
-    def checkpoint() -> dict:
+    def checkpoint() -> Checkpoint:
         """Collective (RNG states of all ranks); the result matters on rank 0 only."""
         states = gather_objects(rng_state(), d)
         rng = dict(states[0])
         rng["per_rank"] = [{"torch": s["torch"], "cuda": s["cuda"]} for s in states]
         weights = raw.state_dict() if base is None else train_base.trainable_state(raw, tc.adapter.kind)
-        return to_cpu({
-            "format": FORMAT, "model": weights, "model_args": args.to_dict(), "optimizer": opt.state_dict(),
+        return Checkpoint(**to_cpu({
+            "model": weights, "model_args": args.to_dict(), "optimizer": opt.state_dict(),
             "step": st.step, "best_val_loss": st.best_val_loss, "val_loss": st.val_loss,
             "train_loss": st.train_loss, "tokenizer_hash": tok_hash, "vocab_size": args.vocab_size, "rng": rng,
             "sampler": sampler.state_dict(), "train_config": to_dict(tc), "world_size": W,
             "tokens_seen": st.tokens_seen, "scaler": scaler.state_dict() if scaler is not None else None,
             "lr": lr_at(max(0, st.step - 1), o), "created": time.time(),
             **({"base": base.info} if base is not None else {}),
-        })
+        }))
 
     probe = None
     if lg.eval_replies > 0 and d.master and val_split.n_windows:
@@ -599,19 +600,19 @@ def _run(cfg, d: Dist, device, dtype, signals, on_step, lock, stats, tok, tok_ha
     return EXIT_DONE
 
 
-def _load_weights(ck: dict, path: Path, raw, args, tok_hash: str, base) -> list[str]:
+def _load_weights(ck: Checkpoint, path: Path, raw, args, tok_hash: str, base) -> list[str]:
     """Check a checkpoint against this run (one line when it cannot continue) and load its weights into ``raw``;
     returns notes on harmless changes."""
     if base is not None:
         notes = train_base.check_compatible(ck, base.info, path)
-        train_base.load_trainable(raw, ck["model"], base.info["adapter"]["kind"], path.name)
+        train_base.load_trainable(raw, ck.model, base.info["adapter"]["kind"], path.name)
         return notes
-    if ck.get("base") or ck.get("model_args") is None:
-        raise ChatbotError(f"{path.name} is a fine-tune of model.base {(ck.get('base') or {}).get('id')} but "
+    if ck.base or ck.model_args is None:
+        raise ChatbotError(f"{path.name} is a fine-tune of model.base {(ck.base or {}).get('id')} but "
                            f"train.yaml trains from scratch; set model.base back, or a new run_name")
     notes = check_compatible(ck, args, tok_hash, path)
     try:
-        raw.load_state_dict(ck["model"])
+        raw.load_state_dict(ck.model)
     except (ValueError, KeyError, RuntimeError, TypeError):
         raise ChatbotError(f"{path.name}: its model state does not fit this model (damaged or from another "
                            f"version); resume from a snapshot or set a new run_name") from None
@@ -622,7 +623,7 @@ def _init_weights_from(path: Path, raw, args, tok_hash: str, base, d: Dist) -> N
     """``init_from``: a new run starts from another run's weights (step, optimizer and data position start fresh)."""
     ck = load_checkpoint(path)
     notes = _load_weights(ck, path, raw, args, tok_hash, base)
-    _say(d, f"starting from the weights of {path} (its step {int(ck['step'])}); step, optimizer and data order "
+    _say(d, f"starting from the weights of {path} (its step {ck.step}); step, optimizer and data order "
             f"start fresh")
     for n in notes:
         _say(d, f"  changed: {n}")

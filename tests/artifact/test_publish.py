@@ -13,9 +13,12 @@ import torch
 from chatbot import crypto, ops
 from chatbot.errors import ChatbotError
 from chatbot.fsio import sha256_file
-from chatbot.artifact.publish import load_artifact, model_from_artifact, publish
+from chatbot.artifact.publish import publish
+from chatbot.formats import artifact as artifact_format
+from chatbot.formats import checkpoint as checkpoint_format
+from chatbot.formats.artifact import load as load_artifact
 from tests.support.publish import (FAKE_REAL_NAME, KEY, TORCH_ZIP_MAGIC, fast_crypto, logits, make_project,
-                                   record_writes, tree)
+                                   model_from_artifact, record_writes, tree)
 
 
 @pytest.fixture
@@ -39,22 +42,21 @@ def test_publish_round_trip_identical_logits_and_info(proj, capsys):
     art_dir = cfg.path(cfg.paths.artifacts)
     path = art_dir / "model_latest.pt"
     art = load_artifact(path, None)
-    assert art["format"] == "chatbot-artifact-1"
-    assert "optimizer" not in art and "rng" not in art
-    assert art["persona"] == {"target": "room", "self": "S2", "speakers": {"S1": 12, "S2": 9, "S3": 2}}
-    assert art["tokenizer_json"] == (cfg.processed_dir / "tokenizer.json").read_text(encoding="utf-8")
-    assert art["step"] == 42 and art["val_loss"] == pytest.approx(3.25)
+    assert list(art.to_dict()) == list(artifact_format.KEYS) and art.extra == {}  # no optimizer, no rng
+    assert art.persona == {"target": "room", "self": "S2", "speakers": {"S1": 12, "S2": 9, "S3": 2}}
+    assert art.tokenizer_json == (cfg.processed_dir / "tokenizer.json").read_text(encoding="utf-8")
+    assert art.step == 42 and art.val_loss == pytest.approx(3.25)
     model = model_from_artifact(art)
     ids = _ids(proj["args"].vocab_size)
     assert torch.equal(logits(model, ids), logits(proj["model"], ids))
     # tied embeddings stay shared inside the file (no duplicate tensor)
-    assert art["model"]["lm_head.weight"].data_ptr() == art["model"]["model.embed_tokens.weight"].data_ptr()
+    assert art.model["lm_head.weight"].data_ptr() == art.model["model.embed_tokens.weight"].data_ptr()
 
     info = json.loads((art_dir / "model_info.json").read_text(encoding="utf-8"))
     assert info["sha256"] == sha256_file(path) and info["bytes"] == path.stat().st_size
     assert info["encrypted"] is False and info["step"] == 42 and info["val_loss"] == pytest.approx(3.25)
     assert info["parameters"] == sum(p.numel() for p in proj["model"].parameters())
-    assert info["tokenizer_hash"] == art["tokenizer_hash"] and info["source"] == "checkpoints/default/best.pt"
+    assert info["tokenizer_hash"] == art.tokenizer_hash and info["source"] == "checkpoints/default/best.pt"
     # the private real-name map never reaches the published files
     assert FAKE_REAL_NAME.encode() not in _all_bytes(art_dir)
     assert "model_latest.pt" in capsys.readouterr().out
@@ -67,7 +69,7 @@ def test_publish_casts_dtype_and_prefers_best_then_latest(proj):
     os.replace(run_dir / "best.pt", run_dir / "latest.pt")  # only latest.pt left: the second preference
     publish(cfg, encrypt=False, fmt="pt", dry=False)
     art = load_artifact(cfg.path(cfg.paths.artifacts) / "model_latest.pt", None)
-    assert {t.dtype for t in art["model"].values()} == {torch.bfloat16}
+    assert {t.dtype for t in art.model.values()} == {torch.bfloat16}
     ids = _ids(proj["args"].vocab_size)
     got = logits(model_from_artifact(art), ids)
     want = logits(proj["model"], ids)
@@ -112,7 +114,7 @@ def test_publish_refusals_are_one_line(proj, case):
         obj = torch.load(ckpt, weights_only=True)
         obj["format"] = "something-else"
         torch.save(obj, ckpt)
-        match = "expected 'chatbot-ckpt-1'"
+        match = f"expected '{checkpoint_format.FORMAT}'"
     with pytest.raises(ChatbotError, match=match) as err:
         publish(cfg, encrypt=False, fmt="pt", dry=False)
     assert "\n" not in str(err.value) and FAKE_REAL_NAME not in str(err.value)
@@ -157,7 +159,7 @@ def test_encrypted_round_trip_never_writes_plaintext(proj, monkeypatch, tmp_path
     cfg = proj["cfg"]
     enc = _publish_encrypted(proj, monkeypatch, tmp_path)
     blob = enc.read_bytes()
-    assert blob.startswith(crypto.MAGIC) and TORCH_ZIP_MAGIC not in blob and b"chatbot-artifact-1" not in blob
+    assert blob.startswith(crypto.MAGIC) and TORCH_ZIP_MAGIC not in blob and artifact_format.FORMAT.encode() not in blob
     assert len(blob) > 10 * 4096  # many chunks
     info = json.loads((enc.parent / "model_info.json").read_text(encoding="utf-8"))
     assert info["encrypted"] is True and info["sha256"] == sha256_file(enc)
@@ -167,7 +169,7 @@ def test_encrypted_round_trip_never_writes_plaintext(proj, monkeypatch, tmp_path
     assert written == []  # decryption happens in memory only
     ids = _ids(proj["args"].vocab_size)
     assert torch.equal(logits(model_from_artifact(art), ids), logits(proj["model"], ids))
-    assert art["persona"]["speakers"] == {"S1": 12, "S2": 9, "S3": 2}
+    assert art.persona["speakers"] == {"S1": 12, "S2": 9, "S3": 2}
     with pytest.raises(ChatbotError, match="encrypted; set CHATBOT_MODEL_KEY"):
         load_artifact(enc, None)
 

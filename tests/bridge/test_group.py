@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from chatbot.bridge.jsonl import run_jsonl
 from chatbot.bridge.memory import MemoryStore
 from chatbot.config import GenConfig, SamplingConfig
+from chatbot.formats import roomfile
 from chatbot.infer.decode import generate
 from chatbot.infer.prompt import TokenIds
 from chatbot.infer.responder import Responder
@@ -161,7 +162,7 @@ def test_relay_group_room_slots_silence_and_memory(tmp_path: Path, caplog) -> No
     assert not any(n in logs for n in senders) and "메시지" not in logs
     raw = next((tmp_path / "rooms").glob("*.json")).read_text(encoding="utf-8")
     data = json.loads(raw)
-    assert data["format"] == "chatbot-bridge-room-2" and len(data["speakers"]) == 5
+    assert data["format"] == roomfile.FORMAT and len(data["speakers"]) == 5
     assert not any(n in raw for n in senders)  # sender keys are keyed hashes
     # a restart keeps every sender's slot
     fake2 = PolicyFake()
@@ -184,7 +185,7 @@ def test_jsonl_silent_line_and_format_1_room_still_loads(tmp_path: Path) -> None
     store = MemoryStore(tmp_path, max_turns=50)
     rh = store.room_hash("a")
     (tmp_path / "rooms" / f"{rh}.json").write_text(json.dumps({
-        "format": "chatbot-bridge-room-1", "room": rh, "seen": [],
+        "format": roomfile.READ_FORMATS[0], "room": rh, "seen": [],
         "turns": [{"role": "user", "text": "예전 메시지", "ts": 1.0}, {"role": "bot", "text": "예전 답", "ts": 2.0}]}),
         encoding="utf-8")
     fake = PolicyFake()

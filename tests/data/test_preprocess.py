@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 
+from chatbot.data import encode, parallel
 from chatbot.data import preprocess as pp
 from chatbot.data.tokenizer import encode_marked, placeholder_marker, train_tokenizer
 from chatbot.errors import ChatbotError
@@ -181,14 +182,14 @@ def test_worker_processes_give_the_same_bytes(tmp_path, monkeypatch):
 
     room = chat_room(12, seed=13)
     pp.build([list(room)], small_cfg(), tmp_path / "one")
-    monkeypatch.setattr(pp, "PARALLEL_MIN_TURNS", 0)
-    monkeypatch.setattr(pp, "CHUNK_TURNS", 16)  # several chunks, so the order of results matters
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_TURNS", 0)
+    monkeypatch.setattr(encode, "CHUNK_TURNS", 16)  # several chunks, so the order of results matters
     monkeypatch.setattr(pp.os, "cpu_count", lambda: 2)
     calls = []
     real_submit = multiprocessing.pool.Pool.apply_async
     monkeypatch.setattr(multiprocessing.pool.Pool, "apply_async",
                         lambda self, fn, args, *a: calls.append(fn) or real_submit(self, fn, args, *a))
     pp.build([list(room)], small_cfg(), tmp_path / "pool")
-    assert len(calls) > 2 and set(calls) == {pp._worker_encode}  # every chunk went through the workers
+    assert len(calls) > 2 and set(calls) == {parallel._worker_encode}  # every chunk went through the workers
     one = output_bytes(tmp_path / "one", exclude=("stats.json",))
     assert output_bytes(tmp_path / "pool", exclude=("stats.json",)) == one

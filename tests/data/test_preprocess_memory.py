@@ -7,6 +7,7 @@ from __future__ import annotations
 import weakref
 
 from chatbot.config import load_config
+from chatbot.data import encode
 from chatbot.data import preprocess as pp
 from tests.support.preprocess import chat_room, output_bytes
 
@@ -34,7 +35,7 @@ def test_rooms_are_read_one_at_a_time_and_the_spill_is_removed(project, monkeypa
 
     monkeypatch.setattr(pp, "_manifest_rooms", lambda _cfg: (keys, len(keys), "h" * 64, "i" * 64))
     monkeypatch.setattr(pp, "load_room", fake_load)
-    monkeypatch.setattr(pp, "CHUNK_TURNS", 32)
+    monkeypatch.setattr(encode, "CHUNK_TURNS", 32)
     pp.preprocess(cfg)
     assert held_at_load and max(held_at_load) == 0
     # two passes over the rooms; the room read last in the first pass is reused, not read again

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.config import load_config
-from chatbot.data import dataset
+from chatbot.data import dataset, outputs
 from chatbot.data import preprocess as pp
 from chatbot.errors import ChatbotError
 from chatbot.portable import try_lock
@@ -118,17 +118,17 @@ def test_crash_during_commit_is_rolled_forward(exports, monkeypatch, capsys):
     pp.preprocess(cfg)
     old = json.loads((out / "stats.json").read_text())
     cfg.paths.processed.preprocess.sample_stride = 2
-    real_apply = pp._apply
+    real_apply = outputs._apply
 
     def apply_then_die(out_dir, journal):
         real_apply(out_dir, {"renames": journal["renames"][:3]})
         raise KeyboardInterrupt  # killed after three of the renames
 
-    monkeypatch.setattr(pp, "_apply", apply_then_die)
+    monkeypatch.setattr(outputs, "_apply", apply_then_die)
     with pytest.raises(KeyboardInterrupt):
         pp.preprocess(cfg)
     assert pp.check_outputs(out) == "an interrupted commit is pending"
-    monkeypatch.setattr(pp, "_apply", real_apply)
+    monkeypatch.setattr(outputs, "_apply", real_apply)
     capsys.readouterr()
     pp.preprocess(cfg)  # finishes the commit; the result is the new build, so there is nothing else to do
     said = capsys.readouterr().out

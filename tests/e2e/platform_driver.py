@@ -19,7 +19,6 @@ import sys
 def main(config_dir: str, message: str) -> int:
     from pathlib import Path
 
-    import chatbot.data.preprocess as pp
     from chatbot.config import load_config
     from chatbot.ops import main as ops
     from chatbot.train.loop import EXIT_STOPPED, train
@@ -30,8 +29,10 @@ def main(config_dir: str, message: str) -> int:
             raise SystemExit(f"driver: {args[0]} exited {code}")
 
     verb("organize")
-    pp.PARALLEL_MIN_TURNS = 0  # a test-sized corpus, encoded by the worker pool all the same
-    pp.CHUNK_TURNS = 64  # many chunks: results must come back in order
+    from chatbot.data import encode, parallel
+
+    parallel.PARALLEL_MIN_TURNS = 0  # a test-sized corpus, encoded by the worker pool all the same
+    encode.CHUNK_TURNS = 64  # many chunks: results must come back in order
     verb("preprocess")
 
     cfg = load_config(Path(config_dir))

@@ -130,12 +130,12 @@ def _without(d: dict, *keys: str) -> dict:
 def _compare(name: str, a: Path, b: Path) -> None:
     import torch
 
-    from chatbot.artifact.publish import load_artifact
+    from chatbot.formats.artifact import load as load_artifact
 
     if name.endswith(".pt"):  # checkpoints: ``created`` is the wall-clock time of the save
         _same(*(_without(torch.load(p, weights_only=True), "created") for p in (a, b)), name)
     elif name.endswith(".enc"):  # fresh salt and nonces by design: compare what it decrypts to
-        _same(*(_without(load_artifact(p, MODEL_KEY), "created") for p in (a, b)), name)
+        _same(*(_without(load_artifact(p, MODEL_KEY).to_dict(), "created") for p in (a, b)), name)
     elif name == "data/processed/stats.json":  # its ``outputs`` holds every other output's sha256
         assert _without(json.loads(a.read_bytes()), "seconds") == _without(json.loads(b.read_bytes()), "seconds")
     elif name == "artifacts/model_info.json":  # hashes the encrypted bytes

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from chatbot.errors import ChatbotError
+from chatbot.formats import artifact as artifact_format
 from tests.support.base_infer import KEY, cli, logits_of, make_base_run
 from tests.support.publish import fast_crypto
 
@@ -26,7 +27,7 @@ def test_publish_encrypted_then_reply_end_to_end(project, monkeypatch, capsys, f
     art = project / "artifacts" / "model_latest.enc"
     assert art.read_bytes()[:8] == b"CHATENC\x00"
     info = json.loads((project / "artifacts" / "model_info.json").read_text(encoding="utf-8"))
-    assert info["format"] == "chatbot-artifact-hf-1" and info["weights"] == "merged" and info["encrypted"]
+    assert info["format"] == artifact_format.HF_FORMAT and info["weights"] == "merged" and info["encrypted"]
     assert info["base"]["id"] == str(run["base"]) and info["step"] == 17
 
     from chatbot.infer.loading import load_bundle
@@ -53,7 +54,7 @@ def test_encrypted_publish_writes_only_ciphertext(project, monkeypatch):
     assert all(".model_latest.enc." in p or p.endswith(("model_latest.enc", "model_info.json")) or "model_info" in p
                for p in written), written
     # the old (from-scratch) reader refuses it with one line instead of a traceback
-    from chatbot.artifact.publish import load_artifact
+    from chatbot.formats.artifact import load as load_artifact
 
     with pytest.raises(ChatbotError, match="fine-tuned from a pretrained base"):
         load_artifact(art / "model_latest.enc", KEY)

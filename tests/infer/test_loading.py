@@ -85,7 +85,7 @@ def test_corrupt_file_is_a_one_line_error(tmp_path: Path) -> None:
     path = write_checkpoint(cfg, random_model())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ChatbotError, match="best.pt is not a readable model file") as exc:
+    with pytest.raises(ChatbotError, match="best.pt is not a readable checkpoint") as exc:
         load_bundle(cfg)
     assert "\n" not in str(exc.value)
 
@@ -102,7 +102,7 @@ def test_loading_is_weights_only(tmp_path: Path, capsys) -> None:
     ckpt = torch.load(cfg.run_dir / "best.pt", weights_only=True)
     ckpt["extra"] = Payload()
     torch.save(ckpt, cfg.run_dir / "best.pt")
-    with pytest.raises(ChatbotError, match="not a readable model file"):
+    with pytest.raises(ChatbotError, match="best.pt is not a readable checkpoint"):
         load_bundle(cfg)
     assert "side effect" not in capsys.readouterr().out
 

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import torch
 
 from chatbot.config import load_config
+from chatbot.formats import checkpoint as checkpoint_format
 from tests.support.base import make_base
 from tests.support.gen import PASSWORD, make_project
 
@@ -44,7 +45,7 @@ def make_base_run(root: Path, family: str = "qwen2", *, kind: str = "lora", tie:
     state = get_peft_model_state_dict(model) if kind == "lora" else dict(model.state_dict())
     th = tokenizer_hash(tok)
     ckpt = {
-        "format": "chatbot-ckpt-1", "model": {k: v.detach().clone() for k, v in state.items()}, "model_args": None,
+        "format": checkpoint_format.FORMAT, "model": {k: v.detach().clone() for k, v in state.items()}, "model_args": None,
         "optimizer": {}, "step": 17, "best_val_loss": 2.5, "val_loss": 2.5, "train_loss": 2.6,
         "tokenizer_hash": th, "vocab_size": len(tok), "rng": {}, "sampler": {}, "train_config": {},
         "world_size": 1, "tokens_seen": 100,

@@ -14,6 +14,8 @@ import torch
 
 from chatbot.config import Config, load_config
 from chatbot.data.tokenizer import train_tokenizer
+from chatbot.formats import artifact as artifact_format
+from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.fsio import atomic_torch_save
 from chatbot.infer.prompt import TokenIds
 from chatbot.infer.stream import token_byte_table
@@ -139,7 +141,7 @@ def write_checkpoint(cfg: Config, model: Transformer, *, name: str = "best.pt", 
              "tokenizer_hash": hashlib.sha256(_tokenizer_json().encode()).hexdigest()}
     (cfg.processed_dir / "stats.json").write_text(json.dumps(stats), encoding="utf-8")
     ckpt = {
-        "format": "chatbot-ckpt-1", "model": model.state_dict(), "model_args": model.args.to_dict(),
+        "format": checkpoint_format.FORMAT, "model": model.state_dict(), "model_args": model.args.to_dict(),
         "optimizer": {}, "step": step, "best_val_loss": 2.5, "val_loss": 2.5, "train_loss": 2.4,
         "tokenizer_hash": hashlib.sha256(tok_json.encode()).hexdigest(), "vocab_size": model.args.vocab_size,
     }
@@ -153,7 +155,7 @@ def artifact_dict(model: Transformer, *, persona: dict | None = None, step: int 
     from chatbot.tokens import SPECIAL_TOKENS
 
     return {
-        "format": "chatbot-artifact-1",
+        "format": artifact_format.FORMAT,
         "model": {k: v.to(dtype) for k, v in model.state_dict().items()},
         "model_args": model.args.to_dict(),
         "tokenizer_json": tok_json,

@@ -15,6 +15,8 @@ import torch
 
 from chatbot.config import load_config
 from chatbot.data.tokenizer import tokenizer_hash, train_tokenizer
+from chatbot.formats import checkpoint as checkpoint_format
+from chatbot.formats.artifact import Artifact
 from chatbot.model import ModelArgs, Transformer
 
 FAKE_REAL_NAME = "가나다라마바사"  # invented; must never appear in any published file
@@ -61,7 +63,7 @@ def make_project(root: Path, *, step: int = 42, val_loss: float = 3.25, **model_
     opt.step()
     opt.zero_grad()
     ckpt = {
-        "format": "chatbot-ckpt-1", "model": model.state_dict(), "model_args": args.to_dict(),
+        "format": checkpoint_format.FORMAT, "model": model.state_dict(), "model_args": args.to_dict(),
         "optimizer": opt.state_dict(), "step": step, "best_val_loss": val_loss, "val_loss": val_loss,
         "train_loss": val_loss + 0.1, "tokenizer_hash": h, "vocab_size": vocab, "rng": {}, "sampler": {},
         "train_config": {}, "world_size": 1, "tokens_seen": 1000,
@@ -122,3 +124,11 @@ def tree(root: Path) -> dict[str, bytes]:
 def logits(model: Transformer, ids: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(ids)
+
+
+def model_from_artifact(artifact: Artifact) -> Transformer:
+    """A float32 eval-mode Transformer with the artifact's weights (CPU), built strictly (no prefix stripping):
+    what publish wrote must load as is."""
+    model = Transformer(ModelArgs.from_dict(dict(artifact.model_args)))
+    model.load_state_dict(artifact.model, strict=True)
+    return model.eval()

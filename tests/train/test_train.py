@@ -16,6 +16,7 @@ import torch
 
 from chatbot.data.dataset import WindowSampler, open_split, read_windows
 from chatbot.errors import ChatbotError, LockedError
+from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.train.loop import EXIT_ABORTED, EXIT_DONE, EXIT_STOPPED, lr_at, train
 from chatbot.train.dist import Abort, StopSignals
 from tests.support.train import load_ckpt, make_project, reload
@@ -66,7 +67,7 @@ def test_resume_after_stop_is_bit_identical_and_checkpoints_follow_the_contract(
     assert "resuming latest.pt at step 3" in capsys.readouterr().out
 
     a, b = load_ckpt(straight.run_dir / "latest.pt"), load_ckpt(split.run_dir / "latest.pt")
-    assert CKPT_KEYS <= set(a) and a["format"] == "chatbot-ckpt-1" and a["step"] == 8
+    assert CKPT_KEYS <= set(a) and a["format"] == checkpoint_format.FORMAT and a["step"] == 8
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for i, s in a["optimizer"]["state"].items():

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from chatbot.errors import ChatbotError
+from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.train.loop import EXIT_DONE, EXIT_STOPPED, train
 from tests.support.base import cached_base, make_base_project
 from tests.support.train import fork_train, load_ckpt, reload
@@ -51,7 +52,7 @@ def test_lora_run_writes_adapter_only_checkpoints_metrics_and_samples(straight, 
     from chatbot.base import apply_adapter, load_base
 
     ck = load_ckpt(straight.run_dir / "latest.pt")
-    assert ck["format"] == "chatbot-ckpt-1" and ck["model_args"] is None and ck["step"] == 8
+    assert ck["format"] == checkpoint_format.FORMAT and ck["model_args"] is None and ck["step"] == 8
     assert set(ck["base"]) == BASE_KEYS and ck["base"]["id"] == straight.train.model.base
     assert ck["base"]["adapter"] == {"kind": "lora", "r": 4, "alpha": 8.0, "dropout": 0.1,
                                      "target_modules": straight.train.adapter.target_modules, "quantize": "none"}

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.train.loop import EXIT_DONE, train
 from tests.support.train import fork_train, load_ckpt, make_project, reload
 
@@ -57,7 +58,7 @@ def test_kill_9_during_a_save_leaves_a_loadable_latest_and_resume_continues(tmp_
             proc.kill()
         caught_mid_save += any(n.startswith(".latest.pt.") for n in os.listdir(cfg.run_dir))
         ck = load_ckpt(latest)  # never half-written
-        assert ck["format"] == "chatbot-ckpt-1" and ck["step"] >= 1
+        assert ck["format"] == checkpoint_format.FORMAT and ck["step"] >= 1
         if caught_mid_save:
             break
     assert caught_mid_save >= 1
