@@ -111,6 +111,37 @@ def trim_text(text: str, limit: int) -> str:
     return text[:limit].rstrip() if len(text) > limit else text
 
 
+class RoomRateLimit:
+    """At most ``per_minute`` messages of one room taken for a reply in any 60 s (0 = no limit)."""
+
+    def __init__(self, per_minute: int):
+        self.per_minute = per_minute
+        self._hits: dict[str, deque] = {}  # room hash -> monotonic times of its recent replies
+        self._lock = threading.Lock()
+
+    def limited(self, rh: str) -> bool:
+        if self.per_minute <= 0:
+            return False
+        now = time.monotonic()
+        with self._lock:
+            hits = self._hits.get(rh)
+            if hits is None:
+                return False
+            while hits and now - hits[0] > 60.0:
+                hits.popleft()
+            return len(hits) >= self.per_minute
+
+    def hit(self, rh: str) -> None:
+        if self.per_minute <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._hits.setdefault(rh, deque()).append(now)
+            if len(self._hits) > 4096:  # forget rooms idle for a minute: bounded memory whatever the room count
+                for key in [k for k, d in self._hits.items() if not d or now - d[-1] > 60.0]:
+                    del self._hits[key]
+
+
 class Bridge:
     """Filters, memory, worker pool and logging shared by every transport (see the module docstring)."""
 
@@ -124,8 +155,7 @@ class Bridge:
         self.reply_limit = min(limit, KAKAO_TEXT_LIMIT) if self.transport == "kakao-skill" else limit
         self._bot_names = {n.strip().casefold() for n in bc.bot_names if n.strip()}
         self._allowed = set(bc.allowed_rooms)
-        self._rate: dict[str, deque] = {}
-        self._rate_lock = threading.Lock()
+        self._rate = RoomRateLimit(bc.rate_limit_per_minute)
         self._gen_lock: threading.Lock | None = None
         self.responder = None
         self.plan = SpeakerPlan("user", "bot")  # a responder without slots: every sender is "user"
@@ -212,7 +242,7 @@ class Bridge:
                 self.pool.release()
                 room.seen.pop(key, None)
                 raise
-            self._rate_hit(rh)
+            self._rate.hit(rh)
         # kakao-skill is a direct message to the bot: always answered, whatever gen.reply_policy says
         reply_kw = {"senders": senders}
         if self.transport == "kakao-skill":
@@ -228,7 +258,7 @@ class Bridge:
         now = msg.wall
         if room.is_duplicate(key, now, self.bc.dedupe_window_s):
             return self._done_early(msg, rh, "duplicate")
-        if self._rate_limited(rh):
+        if self._rate.limited(rh):
             room.mark_seen(key, now, windowed)
             room.add_turn("user", msg.text, now, self._sender_slot(room, msg, rh))
             self.store.save(room, now)
@@ -243,29 +273,6 @@ class Bridge:
             log.info("room=%s more senders than the model's %d speaker slots: later senders share %s",
                      rh, self.plan.capacity, self.plan.other)
         return slot
-
-    def _rate_limited(self, rh: str) -> bool:
-        limit = self.bc.rate_limit_per_minute
-        if limit <= 0:
-            return False
-        now = time.monotonic()
-        with self._rate_lock:
-            hits = self._rate.get(rh)
-            if hits is None:
-                return False
-            while hits and now - hits[0] > 60.0:
-                hits.popleft()
-            return len(hits) >= limit
-
-    def _rate_hit(self, rh: str) -> None:
-        if self.bc.rate_limit_per_minute <= 0:
-            return
-        now = time.monotonic()
-        with self._rate_lock:
-            self._rate.setdefault(rh, deque()).append(now)
-            if len(self._rate) > 4096:  # forget rooms idle for a minute: bounded memory whatever the room count
-                for key in [k for k, d in self._rate.items() if not d or now - d[-1] > 60.0]:
-                    del self._rate[key]
 
     # ------------------------------------------------------------------ generation (worker threads)
     def _work(self, job: Job) -> None:

@@ -30,14 +30,9 @@ def answer_skill(h: RequestHandler, b: Bridge, msg: Incoming) -> None:
         h.reject(400, problem)
         return
     expected = b.estimate_wait_s()
-    res = b.accept(msg)
-    if isinstance(res, str):
-        if res in NO_QUEUE:
-            h.busy(res)
-        else:
-            h.send_json(200, empty_template(), res)
+    job = _admit(h, b, msg, (200, empty_template()))
+    if job is None:
         return
-    job = res
     remaining = bc.request_timeout_s - (time.monotonic() - msg.received)
     if msg.callback_url:
         deliver = _callback_deliver(b, msg.callback_url) if b.send else _dry_deliver(b)
@@ -93,19 +88,27 @@ def _callback_deliver(b: Bridge, url: str) -> Callable[[Job], None]:
 
 def answer_relay(h: RequestHandler, b: Bridge, msg: Incoming) -> None:
     """relay: 200 with the reply, 204 without one, 504 when it is not ready within ``request_timeout_s``."""
-    res = b.accept(msg)
-    if isinstance(res, str):
-        if res in NO_QUEUE:
-            h.busy(res)
-        else:
-            h.send_json(204, None, res)
+    job = _admit(h, b, msg, (204, None))
+    if job is None:
         return
-    job = res
     remaining = b.bc.request_timeout_s - (time.monotonic() - msg.received)
     if not job.done.wait(max(0.0, remaining)) and job.hand_off("abandoned"):
         h.send_json(504, {"error": "no reply in time (bridge.request_timeout_s)"}, "timeout")
         return
     _answer(h, b, job, lambda text: (200, {"reply": text}) if text else (204, None))
+
+
+def _admit(h: RequestHandler, b: Bridge, msg: Incoming, no_reply: tuple[int, dict | None]) -> Job | None:
+    """The queued job, or None after answering a message that was not queued: 503 + Retry-After for the outcomes
+    that mean "try again later", else the transport's ``no_reply`` (status, body)."""
+    res = b.accept(msg)
+    if not isinstance(res, str):
+        return res
+    if res in NO_QUEUE:
+        h.busy(res)
+    else:
+        h.send_json(*no_reply, res)
+    return None
 
 
 def _answer(h: RequestHandler, b: Bridge, job: Job,

@@ -112,8 +112,8 @@ def has_signal(text: str) -> bool:
     """
     if _MARK in text:
         text = _MARKER_RE.sub("", text)
-    for ch in text:
-        cat = unicodedata.category(ch)
+    for char in text:
+        cat = unicodedata.category(char)
         if cat[0] not in "PZC":
             return True
     return False
@@ -139,18 +139,19 @@ class SpeakerCounts:
         self.first: dict[str, tuple[datetime, int]] = {}
 
     def add(self, room_index: int, records: Sequence[Record]) -> None:
-        people = [r for r in records if r.kind not in SYSTEM_KINDS and r.speaker]
-        self.counts.update(r.speaker for r in people)
+        people = [record for record in records if record.kind not in SYSTEM_KINDS and record.speaker]
+        self.counts.update(record.speaker for record in people)
         # the earliest message of each speaker in this room (later assignments win, so walk newest first)
-        earliest = {r.speaker: r.timestamp for r in sorted(people, key=lambda r: r.timestamp, reverse=True)}
+        newest_first = sorted(people, key=lambda record: record.timestamp, reverse=True)
+        earliest = {record.speaker: record.timestamp for record in newest_first}
         first = self.first
-        for name, ts in earliest.items():
-            if name not in first or (ts, room_index) < first[name]:
-                first[name] = (ts, room_index)
+        for name, stamp in earliest.items():
+            if name not in first or (stamp, room_index) < first[name]:
+                first[name] = (stamp, room_index)
 
     def ranking(self, max_speakers: int) -> dict[str, int]:
         counts, first = self.counts, self.first
-        order = sorted(counts, key=lambda n: (-counts[n], first[n], n))
+        order = sorted(counts, key=lambda speaker: (-counts[speaker], first[speaker], speaker))
         return {name: (rank if rank <= max_speakers else OVERFLOW_SPEAKER) for rank, name in enumerate(order, 1)}
 
 
@@ -176,56 +177,56 @@ def filter_records(
     message of speaker -1 with ``<|system|>`` (the event text, which names people, is never kept).
     """
     out: list[Message] = []
-    media_marker = {k: placeholder_marker(k.value) for k in MEDIA_KINDS}
+    media_marker = {media_kind: placeholder_marker(media_kind.value) for media_kind in MEDIA_KINDS}
     deleted_marker = placeholder_marker("deleted")
     system_marker = placeholder_marker("system")
     keep_media = cfg.media == "token"
     keep_system = cfg.system == "token"
-    lo, hi = cfg.min_message_chars, cfg.max_message_chars
+    min_chars, max_chars = cfg.min_message_chars, cfg.max_message_chars
     low_signal = cfg.drop_low_signal
     mask = masker.mask
-    for r in records:
-        kind = r.kind
+    for record in records:
+        kind = record.kind
         if kind is Kind.MESSAGE:
-            spk = speakers.get(r.speaker)
+            spk = speakers.get(record.speaker)
             if spk is None:
                 dropped["no_speaker"] += 1
                 continue
-            text = clean_text(r.text)
+            text = clean_text(record.text)
             if not text:
                 dropped["empty"] += 1
                 continue
             text = mask(text)
-            n = text_length(text)
-            if n < lo:
+            length = text_length(text)
+            if length < min_chars:
                 dropped["too_short"] += 1
-            elif n > hi:
+            elif length > max_chars:
                 dropped["too_long"] += 1
             elif low_signal and not has_signal(text):
                 dropped["low_signal"] += 1
             else:
-                out.append(Message(r.timestamp, spk, text, n))
+                out.append(Message(record.timestamp, spk, text, length))
         elif kind in SYSTEM_KINDS:
             if keep_system:
-                out.append(Message(r.timestamp, SYSTEM_SPEAKER, system_marker, 1))
+                out.append(Message(record.timestamp, SYSTEM_SPEAKER, system_marker, 1))
             else:
                 dropped["system"] += 1
         elif kind is Kind.DELETED:
-            spk = speakers.get(r.speaker)
+            spk = speakers.get(record.speaker)
             if low_signal or not keep_media:
                 dropped["deleted"] += 1
             elif spk is None:
                 dropped["no_speaker"] += 1
             else:
-                out.append(Message(r.timestamp, spk, deleted_marker, 1))
+                out.append(Message(record.timestamp, spk, deleted_marker, 1))
         else:  # media placeholder
-            spk = speakers.get(r.speaker)
+            spk = speakers.get(record.speaker)
             if not keep_media:
                 dropped["media"] += 1
             elif spk is None:
                 dropped["no_speaker"] += 1
             else:
-                out.append(Message(r.timestamp, spk, media_marker.get(kind, placeholder_marker("media")), 1))
+                out.append(Message(record.timestamp, spk, media_marker.get(kind, placeholder_marker("media")), 1))
     return out
 
 
@@ -245,8 +246,8 @@ def build_sessions(messages: Sequence[Message], cfg: PreprocessConfig, room: int
     sessions: list[Session] = []
     cur: Session | None = None
     last_ts: datetime | None = None
-    for m in messages:
-        if cur is None or m.ts - last_ts > gap:  # type: ignore[operator]
+    for message in messages:
+        if cur is None or message.ts - last_ts > gap:  # type: ignore[operator]
             cur = Session(room)
             sessions.append(cur)
             prev = None
@@ -255,18 +256,18 @@ def build_sessions(messages: Sequence[Message], cfg: PreprocessConfig, room: int
         if (
             merge
             and prev is not None
-            and prev.speaker == m.speaker
-            and m.speaker != SYSTEM_SPEAKER
-            and m.ts - prev.end <= merge_gap
-            and prev.length + 1 + m.length <= max_chars
+            and prev.speaker == message.speaker
+            and message.speaker != SYSTEM_SPEAKER
+            and message.ts - prev.end <= merge_gap
+            and prev.length + 1 + message.length <= max_chars
         ):
-            prev.text = prev.text + "\n" + m.text
-            prev.length += 1 + m.length
-            prev.end = m.ts
+            prev.text = prev.text + "\n" + message.text
+            prev.length += 1 + message.length
+            prev.end = message.ts
             prev.messages += 1
         else:
-            cur.turns.append(Turn(m.speaker, m.text, m.length, m.ts, m.ts))
-        last_ts = m.ts
+            cur.turns.append(Turn(message.speaker, message.text, message.length, message.ts, message.ts))
+        last_ts = message.ts
     return sessions
 
 
@@ -289,13 +290,13 @@ def split_sessions(sessions: list[Session], val_fraction: float,
     boundary nearest ``1 - val_fraction`` of its turns (the later part becomes its own session), so a small room
     still gets a validation split.
     """
-    ordered = sorted(sessions, key=lambda s: (s.start, s.room))
-    flags = [True] * len(ordered) if useful is None else [bool(useful(s)) for s in ordered]
-    k, t = split_point(flags, val_fraction, lambda i: len(ordered[i].turns))
-    if t is None:
-        return ordered[:k], ordered[k:]
-    room, turns = ordered[k].room, ordered[k].turns
-    return ordered[:k] + [Session(room, turns[:t])], [Session(room, turns[t:])] + ordered[k + 1 :]
+    ordered = sorted(sessions, key=lambda session: (session.start, session.room))
+    flags = [True] * len(ordered) if useful is None else [bool(useful(session)) for session in ordered]
+    cut, cut_turn = split_point(flags, val_fraction, lambda index: len(ordered[index].turns))
+    if cut_turn is None:
+        return ordered[:cut], ordered[cut:]
+    room, turns = ordered[cut].room, ordered[cut].turns
+    return ordered[:cut] + [Session(room, turns[:cut_turn])], [Session(room, turns[cut_turn:])] + ordered[cut + 1 :]
 
 
 def split_point(flags: Sequence[bool], val_fraction: float, n_turns: Callable[[int], int]) -> tuple[int, int | None]:
@@ -305,21 +306,21 @@ def split_point(flags: Sequence[bool], val_fraction: float, n_turns: Callable[[i
 
     ``flags[i]``: the i-th session in time order is useful; ``n_turns(i)``: its number of turns. Works on plain
     arrays, so preprocess can split sessions whose turns are not in memory."""
-    n = len(flags)
-    if val_fraction <= 0 or n == 0:
-        return n, None
+    n_sessions = len(flags)
+    if val_fraction <= 0 or n_sessions == 0:
+        return n_sessions, None
     positions = np.flatnonzero(np.asarray(flags, dtype=bool))
-    u = len(positions)
-    if u >= 2:
-        k = min(u - 1, max(1, round(val_fraction * u)))
-        return int(positions[u - k]), None
-    if u == 0:
-        return n, None
-    at = int(positions[0])
-    turns = n_turns(at)
+    n_useful = len(positions)
+    if n_useful >= 2:
+        n_val = min(n_useful - 1, max(1, round(val_fraction * n_useful)))
+        return int(positions[n_useful - n_val]), None
+    if n_useful == 0:
+        return n_sessions, None
+    only = int(positions[0])
+    turns = n_turns(only)
     if turns < 2:
-        return n, None
-    return at, min(turns - 1, max(1, round(turns * (1 - val_fraction))))
+        return n_sessions, None
+    return only, min(turns - 1, max(1, round(turns * (1 - val_fraction))))
 
 
 def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
@@ -327,15 +328,16 @@ def resolve_target(target: str, speakers: dict[str, int]) -> int | None:
 
     Raises ValueError with a message that never echoes any name.
     """
-    t = unicodedata.normalize("NFC", target.strip())
-    if t.lower() == "room":
+    wanted = unicodedata.normalize("NFC", target.strip())
+    if wanted.lower() == "room":
         return None
-    number = speakers.get(t)
+    number = speakers.get(wanted)
     if number is None:
-        by_nfc = {unicodedata.normalize("NFC", k.strip()): v for k, v in speakers.items()}
-        number = by_nfc.get(t)
-    if number is None and re.fullmatch(r"S([1-9]\d*)", t):
-        candidate = int(t[1:])
+        by_nfc = {unicodedata.normalize("NFC", name.strip()): speaker_number
+                  for name, speaker_number in speakers.items()}
+        number = by_nfc.get(wanted)
+    if number is None and re.fullmatch(r"S([1-9]\d*)", wanted):
+        candidate = int(wanted[1:])
         if candidate in set(speakers.values()):
             number = candidate
     if number is None:

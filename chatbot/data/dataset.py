@@ -62,12 +62,12 @@ def open_split(processed_dir: str | Path, split: str, dtype: str, vocab_size: in
     Checks: files present, tokens and masks of equal length, starts inside the token file, every token id below
     ``vocab_size`` (scanned in chunks, so a wrong dtype or a vocabulary larger than the model is caught here).
     """
-    d = Path(processed_dir)
-    paths = {k: d / processed.split_name(split, suffix)
-             for k, suffix in (("tokens", processed.TOKENS), ("mask", processed.MASK), ("starts", processed.STARTS))}
-    for p in paths.values():
-        if not p.is_file():
-            raise ChatbotError(f"{p} is missing: {_PREPROCESS} first")
+    folder = Path(processed_dir)
+    paths = {kind: folder / processed.split_name(split, suffix)
+             for kind, suffix in (("tokens", processed.TOKENS), ("mask", processed.MASK), ("starts", processed.STARTS))}
+    for path in paths.values():
+        if not path.is_file():
+            raise ChatbotError(f"{path} is missing: {_PREPROCESS} first")
     tokens = _memmap(paths["tokens"], processed.TOKEN_DTYPES[dtype])
     mask = _memmap(paths["mask"], processed.MASK_DTYPE)
     starts = _memmap(paths["starts"], processed.STARTS_DTYPE)
@@ -80,8 +80,8 @@ def open_split(processed_dir: str | Path, split: str, dtype: str, vocab_size: in
         raise ChatbotError(f"{paths['starts'].name} points past the end of {paths['tokens'].name}; "
                            f"{_PREPROCESS} --force")
     chunk = 1 << 24
-    for i in range(0, tokens.shape[0], chunk):
-        top = int(tokens[i : i + chunk].max())
+    for offset in range(0, tokens.shape[0], chunk):
+        top = int(tokens[offset : offset + chunk].max())
         if top >= vocab_size:
             raise ChatbotError(
                 f"{paths['tokens'].name} holds token id {top} but the vocabulary has {vocab_size} ids "
@@ -96,26 +96,26 @@ def read_windows(split: Split, starts: np.ndarray, block_size: int, pad_id: int,
     A window is ``block_size + 1`` tokens; past the end of the file it is padded with ``pad_id`` and weight 0.
     ``w`` is the mask byte of each predicted token (``response_only``) or 1 for every real token (``all``).
     """
-    n, width = len(starts), block_size + 1
-    tok = np.full((n, width), pad_id, dtype=np.int64)
-    msk = np.zeros((n, width), dtype=np.float32)
-    real = np.zeros((n, width), dtype=bool)
-    for i, s in enumerate(starts):
-        s = int(s)
-        e = min(s + width, split.n_tokens)
-        tok[i, : e - s] = split.tokens[s:e]
-        msk[i, : e - s] = split.mask[s:e]
-        real[i, : e - s] = True
-    x = torch.from_numpy(tok[:, :-1])
-    y = torch.from_numpy(tok[:, 1:])
-    w = msk[:, 1:] if loss_mode == "response_only" else real[:, 1:].astype(np.float32)
-    return x, y, torch.from_numpy(np.ascontiguousarray(w))
+    count, width = len(starts), block_size + 1
+    tok = np.full((count, width), pad_id, dtype=np.int64)
+    msk = np.zeros((count, width), dtype=np.float32)
+    real = np.zeros((count, width), dtype=bool)
+    for row, start in enumerate(starts):
+        start = int(start)
+        end = min(start + width, split.n_tokens)
+        tok[row, : end - start] = split.tokens[start:end]
+        msk[row, : end - start] = split.mask[start:end]
+        real[row, : end - start] = True
+    inputs = torch.from_numpy(tok[:, :-1])
+    targets = torch.from_numpy(tok[:, 1:])
+    weights = msk[:, 1:] if loss_mode == "response_only" else real[:, 1:].astype(np.float32)
+    return inputs, targets, torch.from_numpy(np.ascontiguousarray(weights))
 
 
 class WindowSampler:
     """Seeded per-epoch permutations of a split's window starts, consumed in global order.
 
-    ``take(n)`` returns the next ``n`` start *offsets* (crossing into the next epoch when needed). The state is just
+    ``take(count)`` returns the next ``count`` start *offsets* (crossing into the next epoch when needed). The state is
     ``(epoch, cursor)``, so saving and restoring it reproduces the exact stream of windows.
     """
 
@@ -133,14 +133,14 @@ class WindowSampler:
             self._perm_epoch = epoch
         return self._perm
 
-    def take(self, n: int) -> np.ndarray:
+    def take(self, count: int) -> np.ndarray:
         out = []
-        while n > 0:
+        while count > 0:
             perm = self._permutation(self.epoch)
-            k = min(n, len(perm) - self.cursor)
-            out.append(perm[self.cursor : self.cursor + k])
-            self.cursor += k
-            n -= k
+            taken = min(count, len(perm) - self.cursor)
+            out.append(perm[self.cursor : self.cursor + taken])
+            self.cursor += taken
+            count -= taken
             if self.cursor == len(perm):
                 self.epoch, self.cursor = self.epoch + 1, 0
         idx = np.concatenate(out) if out else np.empty(0, dtype=np.int64)

@@ -41,16 +41,16 @@ class SplitOut:
 
 def tokenizer_corpus(train: Sequence[conv.Session]) -> Iterator[str]:
     """Train-split turn texts without placeholder markers, sampled evenly to about TOKENIZER_SAMPLE_CHARS."""
-    total = sum(len(t.text) for s in train for t in s.turns)
+    total = sum(len(turn.text) for session in train for turn in session.turns)
     step = max(1, -(-total // TOKENIZER_SAMPLE_CHARS))
     batch: list[str] = []
-    i = 0
-    for s in train:
-        for t in s.turns:
-            i += 1
-            if i % step or t.speaker < 0:
+    counter = 0
+    for session in train:
+        for turn in session.turns:
+            counter += 1
+            if counter % step or turn.speaker < 0:
                 continue
-            text = t.text
+            text = turn.text
             if "\ue000" in text:
                 text = "\n".join(seg for seg in _SEGMENT_RE.split(text)[::2] if seg)
             batch.append(text)
@@ -65,23 +65,24 @@ def encode_texts(tok, texts: list[str]) -> list[list[int]]:
     """Marked texts → ids (placeholders as their token ids, everything typed as plain text), in two batch calls."""
     tok.encode_special_tokens = True
     out: list[list[int] | None] = [None] * len(texts)
-    plain = [i for i, t in enumerate(texts) if "\ue000" not in t]
+    plain = [position for position, text in enumerate(texts) if "\ue000" not in text]
     if plain:
-        for i, enc in zip(plain, tok.encode_batch([texts[i] for i in plain], add_special_tokens=False)):
-            out[i] = enc.ids
+        encoded = tok.encode_batch([texts[position] for position in plain], add_special_tokens=False)
+        for position, enc in zip(plain, encoded):
+            out[position] = enc.ids
     if len(plain) < len(texts):
-        marked = [i for i, t in enumerate(texts) if "\ue000" in t]
-        pieces = [_SEGMENT_RE.split(texts[i]) for i in marked]
-        segs = [seg for p in pieces for seg in p[::2] if seg]
+        marked = [position for position, text in enumerate(texts) if "\ue000" in text]
+        pieces = [_SEGMENT_RE.split(texts[position]) for position in marked]
+        segs = [seg for split_text in pieces for seg in split_text[::2] if seg]
         seg_ids = iter(tok.encode_batch(segs, add_special_tokens=False)) if segs else iter(())
-        for i, p in zip(marked, pieces):
+        for position, split_text in zip(marked, pieces):
             ids: list[int] = []
-            for j, seg in enumerate(p):
-                if j % 2:
+            for part_index, seg in enumerate(split_text):
+                if part_index % 2:
                     ids.append(special_id(tok, f"<|{seg[1:-1]}|>"))
                 elif seg:
                     ids.extend(next(seg_ids).ids)
-            out[i] = ids
+            out[position] = ids
     return out  # type: ignore[return-value]
 
 
@@ -96,8 +97,8 @@ class FastEncoder:
     Tests compare both paths on random text.
     """
 
-    _L = "A-Za-z\uac00-\ud7a3\u3131-\u318e"
-    PIECE = re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{_L}]+| ?[0-9]+| ?[^\s{_L}0-9]+|\s+(?!\S)|\s+")
+    _LETTERS = "A-Za-z\uac00-\ud7a3\u3131-\u318e"
+    PIECE = re.compile(rf"'s|'t|'re|'ve|'m|'ll|'d| ?[{_LETTERS}]+| ?[0-9]+| ?[^\s{_LETTERS}0-9]+|\s+(?!\S)|\s+")
     UNSAFE = re.compile(r"[^\t\n\x20-\x7e\uac00-\ud7a3\u3131-\u318e\ue000\ue001]")
     MAX_PIECES = 2_000_000  # cache bound (memory); the cache restarts when full
     SEP = "\x1c"  # batch separator: a control character, so never inside a text taking the joined path
@@ -132,8 +133,8 @@ class FastEncoder:
         if "\ue000" not in text:
             return self.PIECE.findall(text)
         out: list[str] = []
-        for j, seg in enumerate(_SEGMENT_RE.split(text)):
-            if j % 2:
+        for part_index, seg in enumerate(_SEGMENT_RE.split(text)):
+            if part_index % 2:
                 out.append(seg)
             elif seg:
                 out.extend(self.PIECE.findall(seg))
@@ -145,62 +146,63 @@ class FastEncoder:
         Marker-free texts without surrounding whitespace are split by one regex pass over the whole batch joined
         with SEP: between two such texts SEP is a piece of its own, so the split is the same as text by text.
         """
-        n = len(texts)
+        n_texts = len(texts)
         unsafe = self.UNSAFE.search
         joined: list[int] = []
         single: list[int] = []
         slow: list[int] = []
-        for i, t in enumerate(texts):
-            if unsafe(t) is not None:
-                slow.append(i)
-            elif t and "\ue000" not in t and not t[0].isspace() and not t[-1].isspace():
-                joined.append(i)
+        for position, text in enumerate(texts):
+            if unsafe(text) is not None:
+                slow.append(position)
+            elif text and "\ue000" not in text and not text[0].isspace() and not text[-1].isspace():
+                joined.append(position)
             else:
-                single.append(i)
-        lens = np.zeros(n, dtype=np.int64)
+                single.append(position)
+        lens = np.zeros(n_texts, dtype=np.int64)
         parts: list[tuple[np.ndarray, np.ndarray]] = []  # (text indices, ids of those texts in order)
         fast = joined + single
         if fast:
             sep = self.SEP
-            pieces = self.PIECE.findall(sep.join([texts[i] for i in joined])) if joined else []
-            for k, i in enumerate(single):
-                if joined or k:
+            pieces = self.PIECE.findall(sep.join([texts[position] for position in joined])) if joined else []
+            for number, position in enumerate(single):
+                if joined or number:
                     pieces.append(sep)
-                pieces.extend(self._pieces(texts[i]))
+                pieces.extend(self._pieces(texts[position]))
             rows = np.fromiter(map(self.index.get, pieces, repeat(-1)), dtype=np.int64, count=len(pieces))
             miss = np.flatnonzero(rows < 0)
             if miss.size:
-                new = list(dict.fromkeys(pieces[k] for k in miss.tolist()))
+                new = list(dict.fromkeys(pieces[number] for number in miss.tolist()))
                 if len(self.index) + len(new) > self.MAX_PIECES:
                     self._reset()
-                    new = [w for w in dict.fromkeys(pieces) if w not in self.index]
+                    new = [word for word in dict.fromkeys(pieces) if word not in self.index]
                     miss = np.arange(len(pieces))
-                self._add(new, [e.ids for e in self.tok.encode_batch(new, add_special_tokens=False)])
+                self._add(new, [encoding.ids for encoding in self.tok.encode_batch(new, add_special_tokens=False)])
                 get = self.index.__getitem__
-                rows[miss] = np.fromiter((get(pieces[k]) for k in miss.tolist()), dtype=np.int64, count=miss.size)
+                rows[miss] = np.fromiter((get(pieces[number]) for number in miss.tolist()), dtype=np.int64,
+                                         count=miss.size)
             del pieces
             seps = np.flatnonzero(rows == self.sep_row)
             assert seps.size == len(fast) - 1
-            wl = self.w_len[rows]
-            cum = np.concatenate([[0], np.cumsum(wl)])
+            piece_lens = self.w_len[rows]
+            cum = np.concatenate([[0], np.cumsum(piece_lens)])
             lens[np.asarray(fast, dtype=np.int64)] = (cum[np.append(seps, len(rows))]
                                                        - cum[np.concatenate([[0], seps + 1])])
             total = int(cum[-1])
-            gather = np.repeat(self.w_off[rows] - cum[:-1], wl) + np.arange(total, dtype=np.int64)
+            gather = np.repeat(self.w_off[rows] - cum[:-1], piece_lens) + np.arange(total, dtype=np.int64)
             parts.append((np.asarray(fast, dtype=np.int64), self.w_tok[gather]))
         if slow:
-            encs = encode_texts(self.tok, [texts[i] for i in slow])
+            encs = encode_texts(self.tok, [texts[position] for position in slow])
             idx = np.asarray(slow, dtype=np.int64)
             lens[idx] = np.fromiter(map(len, encs), dtype=np.int64, count=len(encs))
             parts.append((idx, np.fromiter(chain.from_iterable(encs), dtype=np.int64, count=int(lens[idx].sum()))))
-        if len(parts) == 1 and np.array_equal(parts[0][0], np.arange(n)):
+        if len(parts) == 1 and np.array_equal(parts[0][0], np.arange(n_texts)):
             return lens, parts[0][1]
         flat = np.empty(int(lens.sum()), dtype=np.int64)
         dest_start = np.cumsum(lens) - lens
         for idx, ids in parts:
-            ln = lens[idx]
-            src_start = np.cumsum(ln) - ln
-            flat[np.repeat(dest_start[idx] - src_start, ln) + np.arange(len(ids), dtype=np.int64)] = ids
+            lengths = lens[idx]
+            src_start = np.cumsum(lengths) - lengths
+            flat[np.repeat(dest_start[idx] - src_start, lengths) + np.arange(len(ids), dtype=np.int64)] = ids
         return lens, flat
 
 
@@ -223,7 +225,7 @@ def plan_chunks(sessions: Iterable[conv.Session], target: int | None, pcfg: Prep
     first: list[bool] = []
     elig: list[bool] = []
     sess_first: list[int] = []
-    n = 0
+    n_turns = 0
 
     def cut() -> None:
         chunks.append(Chunk(list(texts), np.array(first, dtype=bool), np.array(spk, dtype=np.int64),
@@ -232,14 +234,14 @@ def plan_chunks(sessions: Iterable[conv.Session], target: int | None, pcfg: Prep
             lst.clear()
 
     for session in sessions:
-        base = n
-        for i, turn in enumerate(session.turns):
+        base = n_turns
+        for index, turn in enumerate(session.turns):
             texts.append(turn.text)
             spk.append(turn.speaker)
-            first.append(i == 0)
-            elig.append(conv.is_target(turn, i, target, pcfg))
+            first.append(index == 0)
+            elig.append(conv.is_target(turn, index, target, pcfg))
             sess_first.append(base)
-            n += 1
+            n_turns += 1
         if len(texts) >= CHUNK_TURNS:
             cut()
             yield chunks.pop()
@@ -307,7 +309,7 @@ def scratch_chunks(sessions: Sequence[conv.Session], tok, encode_chunks, target:
     lists to ``(lengths, ids)`` pairs in order (in this process or in worker processes).
     """
     bos, eot = special_id(tok, BOS), special_id(tok, EOT)
-    spk_ids = np.array([special_id(tok, speaker_token(conv.pseudonym(i))) for i in range(MAX_SPEAKERS + 1)],
+    spk_ids = np.array([special_id(tok, speaker_token(conv.pseudonym(number))) for number in range(MAX_SPEAKERS + 1)],
                        dtype=np.int64)
     waiting: deque[Chunk] = deque()  # chunks handed to the encoder, in order, until their ids come back
 
@@ -352,11 +354,12 @@ def base_chunks(sessions: Sequence[conv.Session], layout, target: int | None,
     from ..base.layout import render
 
     start = layout.session_start()
-    prefixes = [layout.prefix(conv.pseudonym(i)) for i in range(MAX_SPEAKERS + 1)] + [layout.prefix(None)]
+    prefixes = [layout.prefix(conv.pseudonym(number)) for number in range(MAX_SPEAKERS + 1)] + [layout.prefix(None)]
     eos = [layout.eos_id]
     for chunk in plan_chunks(sessions, target, pcfg):
-        bodies = layout.enc_batch([render(t) for t in chunk.texts])
-        pres = [(start if first else []) + prefixes[spk] for first, spk in zip(chunk.first.tolist(), chunk.spk.tolist())]
+        bodies = layout.enc_batch([render(text) for text in chunk.texts])
+        pres = [(start if first else []) + prefixes[speaker]
+                for first, speaker in zip(chunk.first.tolist(), chunk.spk.tolist())]
         pre_len = np.fromiter(map(len, pres), dtype=np.int64, count=len(pres))
         body_len = np.fromiter(map(len, bodies), dtype=np.int64, count=len(bodies)) + 1
         pieces = chain.from_iterable(chain.from_iterable(zip(pres, bodies, repeat(eos))))

@@ -66,8 +66,9 @@ def commit(out_dir: str | os.PathLike, temps: dict[str, Path]) -> None:
     during the renames, :func:`recover` can finish them.
     """
     out_dir = Path(out_dir)
-    order = [n for n in OUTPUT_FILES if n in temps] + sorted(n for n in temps if n not in OUTPUT_FILES)
-    journal = {"renames": [[temps[n].name, n] for n in order]}
+    order = [name for name in OUTPUT_FILES if name in temps]
+    order += sorted(name for name in temps if name not in OUTPUT_FILES)
+    journal = {"renames": [[temps[name].name, name] for name in order]}
     atomic_write_json(out_dir / JOURNAL, journal)
     _apply(out_dir, journal)
     (out_dir / JOURNAL).unlink()

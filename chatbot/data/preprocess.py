@@ -72,7 +72,7 @@ long) commit is rolled forward by the next run. ``stats.json`` records size and 
 reader can tell a consistent set. Re-running with the same exports and settings says "up to date" and does nothing.
 
 Speed (100 MB export ≈ 1.3 M messages, 2 cores): the cyclic GC is paused during the build; the tokenizer trains on
-an even sample of ≤ TOKENIZER_SAMPLE_CHARS characters of the train split; encoding uses :class:`FastEncoder`
+an even sample of ≤ TOKENIZER_SAMPLE_CHARS characters of the train split; encoding uses :class:`.encode.FastEncoder`
 (exactly the tokenizer's ids, several times faster) in worker processes for big corpora (forked on Linux,
 spawned on Windows/macOS — the same bytes either way); token, mask and
 start files are streamed chunk by chunk from numpy arrays. See bench/bench_preprocess.py.
@@ -181,15 +181,15 @@ def _manifest_rooms(cfg: Config) -> tuple[list, int, str, str]:
         raise ChatbotError(f"the export manifest {path} lists no exports: {hint}")
     rooms: list = []
     shas, ids = [], []
-    for e in entries:
-        room, sha = e.get("room_id") or e.get("room"), e.get("sha256")
+    for entry in entries:
+        room, sha = entry.get("room_id") or entry.get("room"), entry.get("sha256")
         if room not in rooms:
             rooms.append(room)
         shas.append(str(sha))
         ids.append(f"{sha}\t{room}")
     inputs_hash = hashlib.sha256("\n".join(sorted(shas)).encode()).hexdigest()
     input_id = hashlib.sha256("\n".join(sorted(ids)).encode()).hexdigest()
-    return sorted(rooms, key=lambda r: str(r)), len(entries), inputs_hash, input_id
+    return sorted(rooms, key=lambda key: str(key)), len(entries), inputs_hash, input_id
 
 
 def load_room(cfg: Config, room) -> list[Record]:
@@ -209,15 +209,15 @@ class _RoomLoader:
         self.cfg, self.rooms = cfg, rooms
         self.kept: tuple[int, list[Record]] | None = None
 
-    def __call__(self, i: int, last: bool) -> list[Record]:
+    def __call__(self, room: int, last: bool) -> list[Record]:
         kept, self.kept = self.kept, None
-        if kept is not None and kept[0] == i:
+        if kept is not None and kept[0] == room:
             records = kept[1]
         else:
             del kept  # free the previous room before parsing the next one
-            records = load_room(self.cfg, self.rooms[i])
+            records = load_room(self.cfg, self.rooms[room])
         if not last:
-            self.kept = (i, records)
+            self.kept = (room, records)
         return records
 
 
@@ -232,8 +232,8 @@ def _fingerprint(pcfg: PreprocessConfig, self_name: str, input_id: str, base: di
 
 def _base_ref(cfg: Config) -> dict | None:
     """{"id", "revision"} of train.yaml's model.base, or None for a from-scratch run (its own BPE tokenizer)."""
-    m = cfg.train.model
-    return {"id": m.base, "revision": m.base_revision} if m.base else None
+    model = cfg.train.model
+    return {"id": model.base, "revision": model.base_revision} if model.base else None
 
 
 @dataclass
@@ -278,10 +278,10 @@ def build(
     if not isinstance(rooms, list):
         rooms = list(rooms)
 
-    def load(i: int, last: bool) -> list[Record]:
-        records = rooms[i]
+    def load(room: int, last: bool) -> list[Record]:
+        records = rooms[room]
         if last:
-            rooms[i] = []  # release the records as we go
+            rooms[room] = []  # release the records as we go
         return records
 
     with _no_gc():
@@ -376,7 +376,7 @@ def _rank_speakers(load, n_rooms: int, pcfg: PreprocessConfig) -> _Corpus:
         records = load(room, False)
         messages_in += len(records)
         ranking.add(room, records)
-        names.update(r.speaker for r in records if r.is_system and r.speaker)
+        names.update(record.speaker for record in records if record.is_system and record.speaker)
         del records
     speakers = ranking.ranking(min(pcfg.max_speakers, MAX_SPEAKERS))
     del ranking
@@ -404,13 +404,13 @@ def _spill_sessions(spill: "Spill", load, n_rooms: int, pcfg: PreprocessConfig, 
     """Pass 2: each room filtered, masked and cut into sessions, written to the spill (the room still in memory
     from pass 1 first, so a one-room corpus is parsed once)."""
     def useful(session: conv.Session) -> bool:
-        return any(conv.is_target(t, i, corpus.target, pcfg) for i, t in enumerate(session.turns))
+        return any(conv.is_target(turn, index, corpus.target, pcfg) for index, turn in enumerate(session.turns))
 
     for room in ([n_rooms - 1, *range(n_rooms - 1)] if n_rooms else []):
-        records = sorted(load(room, True), key=lambda r: r.timestamp)
+        records = sorted(load(room, True), key=lambda record: record.timestamp)
         msgs = conv.filter_records(records, pcfg, corpus.speakers, corpus.masker, corpus.dropped)
         del records
-        corpus.kept_by_speaker.update(m.speaker for m in msgs)
+        corpus.kept_by_speaker.update(message.speaker for message in msgs)
         for session in conv.build_sessions(msgs, pcfg, room=room):
             spill.add(session, useful(session))
         del msgs
@@ -455,9 +455,9 @@ def _write_outputs(out_dir: Path, corpus: _Corpus, tokenizer: _Tokenizer, train,
         clock("write")
     except BaseException:
         if not (out_dir / JOURNAL).exists():  # once the journal exists, recover() finishes the commit
-            for p in temps.values():
+            for path in temps.values():
                 with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
+                    path.unlink()
         raise
     return stats
 
@@ -493,7 +493,8 @@ def _persona(corpus: _Corpus, pcfg: PreprocessConfig, self_name: str) -> dict:
     persona = {
         "target": "room" if corpus.target is None else conv.pseudonym(corpus.target),
         "self": conv.pseudonym(speakers[self_name]) if speakers.get(self_name, 0) > 0 else None,
-        "speakers": {conv.pseudonym(n): kept[n] for n in sorted(kept, key=lambda n: (n == 0, n)) if n >= 0},
+        "speakers": {conv.pseudonym(number): kept[number]
+                     for number in sorted(kept, key=lambda number: (number == 0, number)) if number >= 0},
     }
     if pcfg.learn_turn_taking:
         persona["turn_taking"] = True  # the model can say who speaks next (status, reply_policy model)
@@ -505,8 +506,8 @@ def _private_speakers(corpus: _Corpus, persona: dict, fingerprint: str) -> dict:
     return {
         "_comment": "PRIVATE: real names of the chat participants. Never publish, share or commit this file.",
         "fingerprint": fingerprint,
-        "speakers": {name: conv.pseudonym(n)
-                     for name, n in sorted(corpus.speakers.items(), key=lambda kv: kv[1] or 1e9)},
+        "speakers": {name: conv.pseudonym(number)
+                     for name, number in sorted(corpus.speakers.items(), key=lambda item: item[1] or 1e9)},
         "target": persona["target"],
         "self": persona["self"],
     }
@@ -520,7 +521,7 @@ def _stats(corpus: _Corpus, tokenizer: _Tokenizer, pcfg: PreprocessConfig, perso
     public_cfg["target"] = persona["target"]
     if not pcfg.learn_turn_taking:  # off = the layout of earlier versions: keep their config hash
         public_cfg.pop("learn_turn_taking", None)
-    per_split = {key: {s: getattr(results[s], key) for s in SPLITS}
+    per_split = {key: {split: getattr(results[split], key) for split in SPLITS}
                  for key in ("sessions", "turns", "target_turns", "tokens", "target_tokens", "windows")}
     return {
         "format": FORMAT,
@@ -535,12 +536,12 @@ def _stats(corpus: _Corpus, tokenizer: _Tokenizer, pcfg: PreprocessConfig, perso
         "files": inputs.get("files", 0),
         "speakers": len(corpus.speakers),
         "messages": {"in": corpus.messages_in, "kept": corpus.kept,
-                     "dropped": {r: corpus.dropped[r] for r in conv.DROP_REASONS}},
-        "pii": {c: corpus.masker.counts[c] for c in (*PII_CLASSES, "name")},
+                     "dropped": {reason: corpus.dropped[reason] for reason in conv.DROP_REASONS}},
+        "pii": {kind: corpus.masker.counts[kind] for kind in (*PII_CLASSES, "name")},
         **per_split,
         **({"base": {"id": base.id, "revision": base.revision, "tokenizer_hash": stats_tok_hash(tokenizer.json),
                      "layout": "base-1"}} if base is not None else {}),
-        "outputs": {name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for name, p in temps.items()},
+        "outputs": {name: {"bytes": path.stat().st_size, "sha256": sha256_file(path)} for name, path in temps.items()},
         "seconds": round(time.perf_counter() - started, 2),
     }
 
@@ -563,7 +564,7 @@ class _Phases:
         self.last, self.last_cpu = now, cpu
 
     def __str__(self) -> str:
-        return ", ".join(f"{k} {w:.1f}s (cpu {c:.1f}s)" for k, (w, c) in self.spent.items())
+        return ", ".join(f"{phase} {wall:.1f}s (cpu {cpu:.1f}s)" for phase, (wall, cpu) in self.spent.items())
 
 
 def _json_bytes(obj) -> bytes:

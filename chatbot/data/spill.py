@@ -52,7 +52,7 @@ class Spill:
         return int(sum(self.turns_of))
 
     def add(self, session: conv.Session, useful: bool) -> None:
-        blob = marshal.dumps([(t.speaker, t.length, t.text) for t in session.turns])
+        blob = marshal.dumps([(turn.speaker, turn.length, turn.text) for turn in session.turns])
         self.out.fh.write(blob)
         self.start.append((session.start - _EPOCH) // _MICROSECOND)
         self.room.append(session.room)
@@ -71,20 +71,22 @@ class Spill:
         room; a stable sort, so ties keep the order the sessions were added in within a room)."""
         order = np.lexsort((np.frombuffer(self.room, dtype=np.int32), np.frombuffer(self.start, dtype=np.int64)))
         flags = np.frombuffer(self.useful, dtype=np.int8)[order].astype(bool)
-        k, t = conv.split_point(flags, val_fraction, lambda i: self.turns_of[int(order[i])])
-        if t is None:
-            return SpilledSplit(self, order[:k]), SpilledSplit(self, order[k:])
-        at = int(order[k])
-        return SpilledSplit(self, order[:k], tail=(at, 0, t)), SpilledSplit(self, order[k + 1:], head=(at, t, None))
+        cut, cut_turn = conv.split_point(flags, val_fraction, lambda i: self.turns_of[int(order[i])])
+        if cut_turn is None:
+            return SpilledSplit(self, order[:cut]), SpilledSplit(self, order[cut:])
+        cut_session = int(order[cut])
+        return (SpilledSplit(self, order[:cut], tail=(cut_session, 0, cut_turn)),
+                SpilledSplit(self, order[cut + 1:], head=(cut_session, cut_turn, None)))
 
-    def session(self, i: int, lo: int = 0, hi: int | None = None) -> conv.Session:
+    def session(self, index: int, first: int = 0, stop: int | None = None) -> conv.Session:
         """Session ``i`` (its turns ``lo:hi``). Turn times are not spilled (nothing after the split needs them)."""
         assert self.reader is not None
-        self.reader.seek(self.offset[i])
-        rows = marshal.loads(self.reader.read(self.size[i]))
-        if (lo, hi) != (0, None):
-            rows = rows[lo:hi]
-        return conv.Session(self.room[i], [conv.Turn(spk, text, n, None, None) for spk, n, text in rows])
+        self.reader.seek(self.offset[index])
+        rows = marshal.loads(self.reader.read(self.size[index]))
+        if (first, stop) != (0, None):
+            rows = rows[first:stop]
+        return conv.Session(self.room[index],
+                            [conv.Turn(speaker, text, length, None, None) for speaker, length, text in rows])
 
 
 class SpilledSplit:
@@ -100,7 +102,7 @@ class SpilledSplit:
     def __iter__(self) -> Iterator[conv.Session]:
         if self.head is not None:
             yield self.spill.session(*self.head)
-        for i in self.order:
-            yield self.spill.session(int(i))
+        for index in self.order:
+            yield self.spill.session(int(index))
         if self.tail is not None:
             yield self.spill.session(*self.tail)

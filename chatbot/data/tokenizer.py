@@ -64,7 +64,7 @@ def load_tokenizer(path_or_json: str, *, is_json: bool = False) -> Tokenizer:
     except Exception:
         what = "the tokenizer in the model file" if is_json else str(path_or_json)
         raise ChatbotError(f"{what} is not a valid tokenizer.json; re-run `python -m chatbot.ops preprocess`") from None
-    missing = [t for t in REQUIRED_TOKENS if tok.token_to_id(t) is None]
+    missing = [token for token in REQUIRED_TOKENS if tok.token_to_id(token) is None]
     if missing:
         raise ChatbotError(f"tokenizer lacks special token {missing[0]}; re-run `python -m chatbot.ops preprocess`")
     tok.encode_special_tokens = True
@@ -78,10 +78,10 @@ def tokenizer_hash(tok_or_json: Tokenizer | str) -> str:
 
 
 def special_id(tok: Tokenizer, token: str) -> int:
-    i = tok.token_to_id(token)
-    if i is None:
+    token_id = tok.token_to_id(token)
+    if token_id is None:
         raise ChatbotError(f"tokenizer lacks special token {token}; re-run `python -m chatbot.ops preprocess`")
-    return i
+    return token_id
 
 
 def encode_text(tok: Tokenizer, text: str) -> list[int]:
@@ -96,11 +96,11 @@ def encode_marked(tok: Tokenizer, text: str) -> list[int]:
         return encode_text(tok, text)
     ids: list[int] = []
     pos = 0
-    for m in _MARKER_RE.finditer(text):
-        if m.start() > pos:
-            ids.extend(encode_text(tok, text[pos : m.start()]))
-        ids.append(special_id(tok, f"<|{m.group(1)}|>"))
-        pos = m.end()
+    for marker in _MARKER_RE.finditer(text):
+        if marker.start() > pos:
+            ids.extend(encode_text(tok, text[pos : marker.start()]))
+        ids.append(special_id(tok, f"<|{marker.group(1)}|>"))
+        pos = marker.end()
     if pos < len(text):
         ids.extend(encode_text(tok, text[pos:]))
     return ids
@@ -110,12 +110,13 @@ def encode_marked_batch(tok: Tokenizer, texts: list[str]) -> list[list[int]]:
     """Batch form of :func:`encode_marked` (uses the tokenizer's parallel batch encoder for marker-free texts)."""
     tok.encode_special_tokens = True
     out: list[list[int] | None] = [None] * len(texts)
-    plain_idx = [i for i, t in enumerate(texts) if _MARK_OPEN not in t]
-    for i, enc in zip(plain_idx, tok.encode_batch([texts[i] for i in plain_idx], add_special_tokens=False)):
-        out[i] = enc.ids
-    for i, t in enumerate(texts):
-        if out[i] is None:
-            out[i] = encode_marked(tok, t)
+    plain_idx = [position for position, text in enumerate(texts) if _MARK_OPEN not in text]
+    encoded = tok.encode_batch([texts[position] for position in plain_idx], add_special_tokens=False)
+    for position, enc in zip(plain_idx, encoded):
+        out[position] = enc.ids
+    for position, text in enumerate(texts):
+        if out[position] is None:
+            out[position] = encode_marked(tok, text)
     return out  # type: ignore[return-value]
 
 
@@ -125,15 +126,15 @@ def decode(tok: Tokenizer, ids: Iterable[int], *, skip_special: bool = False) ->
 
 def iter_token_bytes(tok: Tokenizer, ids: Iterable[int]) -> Iterator[bytes]:
     """Raw bytes of each token (for streaming output that holds back incomplete UTF-8 sequences)."""
-    byte_decoder = {c: b for b, c in _bytes_to_unicode().items()}
-    for i in ids:
-        piece = tok.id_to_token(i)
+    byte_decoder = {char: byte for byte, char in _bytes_to_unicode().items()}
+    for token_id in ids:
+        piece = tok.id_to_token(token_id)
         if piece is None:
             continue
         if piece in _SPECIAL_SET:
             yield piece.encode("utf-8")
         else:
-            yield bytes(byte_decoder[c] for c in piece if c in byte_decoder)
+            yield bytes(byte_decoder[char] for char in piece if char in byte_decoder)
 
 
 _SPECIAL_SET = frozenset(SPECIAL_TOKENS)
@@ -141,12 +142,13 @@ _SPECIAL_SET = frozenset(SPECIAL_TOKENS)
 
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's byte ↔ printable-unicode table used by the ByteLevel pre-tokenizer."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars = printable[:]
+    shifted = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + shifted)
+            shifted += 1
+    return dict(zip(printable, map(chr, chars)))

@@ -31,16 +31,17 @@ def _contents(folder: Path) -> list[Path]:
     """Entries of ``folder`` to move (placeholders stay). A missing folder has none."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.name not in KEEP)
+    return sorted(path for path in folder.iterdir() if path.name not in KEEP)
 
 
 def _check_locks(checkpoints: Path) -> None:
-    dirs = [checkpoints] + ([p for p in sorted(checkpoints.iterdir()) if p.is_dir()] if checkpoints.is_dir() else [])
-    for d in dirs:
-        info = active_lock(d)
+    runs = [path for path in sorted(checkpoints.iterdir()) if path.is_dir()] if checkpoints.is_dir() else []
+    dirs = [checkpoints] + runs
+    for run in dirs:
+        info = active_lock(run)
         if info is not None:
-            raise LockedError(f"run '{d.name}' is being trained (pid {info.pid} on {info.host}); stop it "
-                              f"(create {d / 'STOP'}) or wait for it to finish, then archive")
+            raise LockedError(f"run '{run.name}' is being trained (pid {info.pid} on {info.host}); stop it "
+                              f"(create {run / 'STOP'}) or wait for it to finish, then archive")
 
 
 def _items(cfg: Config, include_raw: bool) -> list[Path]:
@@ -55,11 +56,11 @@ def _items(cfg: Config, include_raw: bool) -> list[Path]:
             items.append(manifest)
     # never move the archive into itself (e.g. an archive folder configured inside data/processed)
     out = []
-    for p in items:
-        rp = p.resolve()
-        if rp == archive_root or archive_root in rp.parents or rp in archive_root.parents:
+    for item in items:
+        resolved = item.resolve()
+        if resolved == archive_root or archive_root in resolved.parents or resolved in archive_root.parents:
             continue
-        out.append(p)
+        out.append(item)
     return out
 
 
@@ -83,10 +84,10 @@ def archive(cfg: Config, dry: bool = False, tag: str = "", include_raw: bool = F
     archive_root = cfg.path(cfg.paths.archive)
     name = datetime.now().strftime("%Y%m%d-%H%M%S") + (f"-{tag}" if tag else "")
     dest = archive_root / name
-    k = 2
+    number = 2
     while dest.exists():
-        dest, k = archive_root / f"{name}-{k}", k + 1
-    moves = [(p, dest / _rel(cfg, p)) for p in items]
+        dest, number = archive_root / f"{name}-{number}", number + 1
+    moves = [(item, dest / _rel(cfg, item)) for item in items]
     for src, dst in moves:
         print(f"{'plan' if dry else 'move'}: {_rel(cfg, src).as_posix()} -> {_rel(cfg, dst).as_posix()}")
     if dry:

@@ -63,23 +63,23 @@ def body_kind(text: str) -> Kind:
     An empty body is an emoticon: Android-en 2018 writes ``지안 : `` where Windows shows ``(이모티콘)``.
     Expects ``text`` already stripped at the end (the parsers rstrip bodies).
     """
-    k = _EXACT.get(text)
-    if k is not None:
-        return k
+    kind = _EXACT.get(text)
+    if kind is not None:
+        return kind
     if not text or text[0] in " \t\n\u3000\ufeff":
         text = text.strip()
         if not text:
             return Kind.EMOTICON
-        k = _EXACT.get(text)
-        if k is not None:
-            return k
-    c = text[0]
-    if "\uac00" <= c <= "\ud7a3" and c not in _KO_FIRST:
+        kind = _EXACT.get(text)
+        if kind is not None:
+            return kind
+    char = text[0]
+    if "\uac00" <= char <= "\ud7a3" and char not in _KO_FIRST:
         return _MESSAGE
-    m = _MEDIA_RX.match(text)
-    if m is None:
+    match = _MEDIA_RX.match(text)
+    if match is None:
         return _MESSAGE
-    return _KIND_OF_GROUP[m.lastgroup]
+    return _KIND_OF_GROUP[match.lastgroup]
 
 
 # -------------------------------------------------------------------------------------------------- system texts
@@ -113,15 +113,15 @@ HIDDEN_LINES = frozenset({"메시지가 삭제되었습니다.", "The message ha
 
 def system_kind(text: str) -> tuple[Kind, str] | None:
     """(kind, subject) when ``text`` is one of KakaoTalk's system sentences, else None."""
-    t = text.strip()
-    if t in HIDDEN_LINES:
+    stripped = text.strip()
+    if stripped in HIDDEN_LINES:
         return Kind.HIDDEN, ""
-    if t[-1:] != "." or _SYSTEM_HINT.search(t) is None:
+    if stripped[-1:] != "." or _SYSTEM_HINT.search(stripped) is None:
         return None
-    for rx, kind in _SYSTEM_RULES:
-        m = rx.match(t)
-        if m:
-            return kind, m.groupdict().get("s") or ""
+    for pattern, kind in _SYSTEM_RULES:
+        match = pattern.match(stripped)
+        if match:
+            return kind, match.groupdict().get("s") or ""
     return None
 
 
@@ -153,15 +153,16 @@ _CSV_NAME = re.compile(r"^KakaoTalk_Chat_(?P<r>.+)_\d{4}-\d{2}-\d{2}-\d{2}-\d{2}
 
 def csv_room(file_name: str) -> str:
     """Room name from KakaoTalk's CSV file name ``KakaoTalk_Chat_<room>_YYYY-MM-DD-HH-MM-SS.csv`` ("" if other)."""
-    m = _CSV_NAME.match(Path(file_name).name)
-    return m["r"].strip() if m else ""
+    match = _CSV_NAME.match(Path(file_name).name)
+    return match["r"].strip() if match else ""
 
 
 def is_title_line(line: str) -> bool:
     """Does this line look like line 1 of some export (used to spot concatenated exports)?"""
-    t = line.replace("\ufeff", "").strip()
-    return (t.endswith("카카오톡 대화") or t.endswith("with KakaoTalk Chats") or t.startswith("KakaoTalk Chats")
-            or (t.lower().endswith(".txt") and ("카카오톡 대화" in t or t.startswith(("Talk_", "KakaoTalk")))))
+    text = line.replace("\ufeff", "").strip()
+    return (text.endswith("카카오톡 대화") or text.endswith("with KakaoTalk Chats")
+            or text.startswith("KakaoTalk Chats")
+            or (text.lower().endswith(".txt") and ("카카오톡 대화" in text or text.startswith(("Talk_", "KakaoTalk")))))
 
 
 def parse_title(line: str, family: str) -> tuple[str, int | None]:
@@ -170,30 +171,30 @@ def parse_title(line: str, family: str) -> tuple[str, int | None]:
     ``family`` is windows / android / ios / csv: a bare trailing number is a member count only in Android
     titles (``캡스톤 팀 3 카카오톡 대화``); Windows titles carry no count, so ``… 2기 님과`` keeps its number.
     """
-    t = line.replace("\ufeff", "").strip()
+    text = line.replace("\ufeff", "").strip()
     members: int | None = None
-    if t.lower().endswith(".txt"):
-        t = _TXT_SUFFIX.sub("", t).strip()
-        if t.startswith("Talk_"):
+    if text.lower().endswith(".txt"):
+        text = _TXT_SUFFIX.sub("", text).strip()
+        if text.startswith("Talk_"):
             return "", None
-    m = _EN_TITLE.match(t)
-    if m:
-        return (m["r"] or "").strip(), int(m["n"]) if m["n"] else None
-    m = _WIN_EN_TITLE.match(t)
-    if m:
-        return m["r"].strip(), None
-    if t.endswith("카카오톡 대화"):
-        core = t[: -len("카카오톡 대화")].rstrip()
+    match = _EN_TITLE.match(text)
+    if match:
+        return (match["r"] or "").strip(), int(match["n"]) if match["n"] else None
+    match = _WIN_EN_TITLE.match(text)
+    if match:
+        return match["r"].strip(), None
+    if text.endswith("카카오톡 대화"):
+        core = text[: -len("카카오톡 대화")].rstrip()
         if core.endswith("님과"):
             core = core[:-2].rstrip()
         elif core.endswith(")과"):  # iOS: "여름 캠프방 (4명)과"
             core = core[:-1]
-        m = _COUNT_PAREN.match(core)
-        if m:
-            core, members = m["r"].strip(), int(m["n"])
+        match = _COUNT_PAREN.match(core)
+        if match:
+            core, members = match["r"].strip(), int(match["n"])
         elif family == "android":
-            m = _COUNT_BARE.match(core)
-            if m:
-                core, members = m["r"].strip(), int(m["n"])
+            match = _COUNT_BARE.match(core)
+            if match:
+                core, members = match["r"].strip(), int(match["n"])
         return core, members
-    return t, None
+    return text, None

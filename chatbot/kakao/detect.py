@@ -45,16 +45,16 @@ def _csv_header(first: str) -> bool:
 
 
 def _saved_text(line: str) -> str | None:
-    t = line.strip()
-    if not t.startswith(SAVED_PREFIXES) or ":" not in t:
+    text = line.strip()
+    if not text.startswith(SAVED_PREFIXES) or ":" not in text:
         return None
-    return t.split(":", 1)[1].strip()
+    return text.split(":", 1)[1].strip()
 
 
 def detect(head: list[str]) -> Detected | None:
     """Detect the format from the first lines (raw, with newlines). None when it is no known export."""
     lines = [_strip(line) for line in head]
-    start = next((k for k, line in enumerate(lines) if line.strip()), None)
+    start = next((index for index, line in enumerate(lines) if line.strip()), None)
     if start is None:
         return None
     first = lines[start].strip()
@@ -63,7 +63,7 @@ def detect(head: list[str]) -> Detected | None:
     header = _read_header(lines, start)
     counts, nonblank = _body_evidence(lines[header.skip:])
     scores = _scores(counts, header)
-    best = max(scores, key=lambda k: scores[k])
+    best = max(scores, key=lambda name: scores[name])
     if not _is_export(scores[best], best, header, nonblank):
         return None
     if best == "windows":
@@ -105,7 +105,7 @@ def _read_header(lines: list[str], start: int) -> _Header:
     first = lines[start].strip()
     if _saved_text(first) is not None:
         return _Header("", _saved_text(first), start + 1)
-    saved_line = next((k for k in range(start + 1, min(start + 4, len(lines))) if lines[k].strip()), None)
+    saved_line = next((index for index in range(start + 1, min(start + 4, len(lines))) if lines[index].strip()), None)
     if saved_line is not None and _saved_text(lines[saved_line]) is not None:
         return _Header(first, _saved_text(lines[saved_line]), saved_line + 1)
     if is_title_line(first):

@@ -47,88 +47,92 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def minute_of(ts: datetime) -> datetime:
-    return ts - timedelta(seconds=ts.second, microseconds=ts.microsecond) if (ts.second or ts.microsecond) else ts
+def minute_of(stamp: datetime) -> datetime:
+    if not (stamp.second or stamp.microsecond):
+        return stamp
+    return stamp - timedelta(seconds=stamp.second, microseconds=stamp.microsecond)
 
 
-def record_key(r: Record) -> Hashable:
+def record_key(record: Record) -> Hashable:
     """The cross-platform identity of a record (see module doc)."""
-    k = r.kind
-    if k in SYSTEM_KINDS:
-        return ("s", k.value, norm_text(r.speaker), r.timestamp.date())
-    if k is Kind.MESSAGE:
-        return ("m", minute_of(r.timestamp), norm_text(_first_line(r.text)))
-    return ("m", minute_of(r.timestamp), "\x00media" if k in MEDIA_KINDS else "\x00" + k.value)
+    kind = record.kind
+    if kind in SYSTEM_KINDS:
+        return ("s", kind.value, norm_text(record.speaker), record.timestamp.date())
+    if kind is Kind.MESSAGE:
+        return ("m", minute_of(record.timestamp), norm_text(_first_line(record.text)))
+    return ("m", minute_of(record.timestamp), "\x00media" if kind in MEDIA_KINDS else "\x00" + kind.value)
 
 
-def _aliases(a: Sequence[Record], b: Sequence[Record], pairs: list[tuple[int, int]], self_name: str
+def _aliases(base: Sequence[Record], incoming: Sequence[Record], pairs: list[tuple[int, int]], self_name: str
              ) -> tuple[dict[str, str], dict[str, str]]:
-    """Renames for A and for B when a self name consistently (>= 2 matches, >= 80 %) pairs with one nickname."""
+    """Renames for A (``base``) and B (``incoming``): a self name that consistently (>= 2 matches, >= 80 %)
+    pairs with one nickname."""
     by_b: dict[str, Counter] = defaultdict(Counter)
     by_a: dict[str, Counter] = defaultdict(Counter)
-    for ia, ib in pairs:
-        ra, rb = a[ia], b[ib]
-        if ra.kind in SYSTEM_KINDS:
+    for base_index, incoming_index in pairs:
+        base_record, incoming_record = base[base_index], incoming[incoming_index]
+        if base_record.kind in SYSTEM_KINDS:
             continue
-        by_b[rb.speaker][ra.speaker] += 1
-        by_a[ra.speaker][rb.speaker] += 1
+        by_b[incoming_record.speaker][base_record.speaker] += 1
+        by_a[base_record.speaker][incoming_record.speaker] += 1
     ren_a: dict[str, str] = {}
     ren_b: dict[str, str] = {}
     for counts, ren in ((by_b, ren_b), (by_a, ren_a)):
-        c = counts.get(self_name)
-        if not c:
+        partners = counts.get(self_name)
+        if not partners:
             continue
-        other, n = c.most_common(1)[0]
-        total = sum(c.values())
-        if other != self_name and n >= 2 and n >= 0.8 * total:
+        other, count = partners.most_common(1)[0]
+        total = sum(partners.values())
+        if other != self_name and count >= 2 and count >= 0.8 * total:
             ren[self_name] = other
     return ren_a, ren_b
 
 
-def _renamed(r: Record, ren: dict[str, str]) -> Record:
-    new = ren.get(r.speaker)
-    return r if new is None else Record(r.timestamp, new, r.text, r.kind)
+def _renamed(record: Record, ren: dict[str, str]) -> Record:
+    new = ren.get(record.speaker)
+    return record if new is None else Record(record.timestamp, new, record.text, record.kind)
 
 
-def merge_two(a: Sequence[Record], b: Sequence[Record], self_name: str = "나") -> list[Record]:
-    """Merge export ``b`` into export ``a`` (``a`` is the base). See the module doc."""
-    keys_a = [record_key(r) for r in a]
+def merge_two(base: Sequence[Record], incoming: Sequence[Record], self_name: str = "나") -> list[Record]:
+    """Merge export ``incoming`` into export ``base`` (B into A of the module doc)."""
+    keys_a = [record_key(record) for record in base]
     where: dict[Hashable, list[int]] = defaultdict(list)
-    for i, k in enumerate(keys_a):
-        where[k].append(i)
+    for position, key in enumerate(keys_a):
+        where[key].append(position)
     taken: Counter = Counter()
     pairs: list[tuple[int, int]] = []
     extras: list[int] = []
     anchor_of: dict[int, int] = {}
     last_anchor = -1
-    for ib, r in enumerate(b):
-        k = record_key(r)
-        j = taken[k]
-        taken[k] = j + 1
-        lst = where.get(k)
-        if lst is not None and j < len(lst):
-            pairs.append((lst[j], ib))
-            if k[0] == "m":  # only timed messages anchor the order (system keys are per day)
-                last_anchor = max(last_anchor, lst[j])
+    for incoming_index, record in enumerate(incoming):
+        key = record_key(record)
+        seen = taken[key]
+        taken[key] = seen + 1
+        lst = where.get(key)
+        if lst is not None and seen < len(lst):
+            pairs.append((lst[seen], incoming_index))
+            if key[0] == "m":  # only timed messages anchor the order (system keys are per day)
+                last_anchor = max(last_anchor, lst[seen])
         else:
-            extras.append(ib)
-            anchor_of[ib] = last_anchor
-    ren_a, ren_b = _aliases(a, b, pairs, self_name)
+            extras.append(incoming_index)
+            anchor_of[incoming_index] = last_anchor
+    ren_a, ren_b = _aliases(base, incoming, pairs, self_name)
 
     # running max of base minutes (monotone even if the base is not perfectly sorted)
     mins: list[datetime] = []
     cur = None
-    for r in a:
-        m = minute_of(r.timestamp)
-        cur = m if cur is None or m > cur else cur
+    for record in base:
+        minute = minute_of(record.timestamp)
+        cur = minute if cur is None or minute > cur else cur
         mins.append(cur)
-    items: list[tuple[int, int, int, Record]] = [(i, 0, 0, _renamed(r, ren_a)) for i, r in enumerate(a)]
-    for ib in extras:
-        r = b[ib]
-        by_time = bisect_left(mins, minute_of(r.timestamp)) - 1
-        items.append((max(anchor_of[ib], by_time), 1, ib, _renamed(r, ren_b)))
-    items.sort(key=lambda t: (t[0], t[1], t[2]))
-    return [t[3] for t in items]
+    items: list[tuple[int, int, int, Record]] = [(position, 0, 0, _renamed(record, ren_a))
+                                                 for position, record in enumerate(base)]
+    for incoming_index in extras:
+        record = incoming[incoming_index]
+        by_time = bisect_left(mins, minute_of(record.timestamp)) - 1
+        items.append((max(anchor_of[incoming_index], by_time), 1, incoming_index, _renamed(record, ren_b)))
+    items.sort(key=lambda item: (item[0], item[1], item[2]))
+    return [item[3] for item in items]
 
 
 def merge_timelines(exports: list[list[Record]], self_name: str = "나") -> list[Record]:
@@ -137,11 +141,11 @@ def merge_timelines(exports: list[list[Record]], self_name: str = "나") -> list
     ``self_name`` is the name the parser gave the exporter's placeholder (``paths.raw.self_name``); pass the
     same value used when parsing. Works across platforms (CSV seconds vs minutes, 회원님/you/You vs nickname).
     """
-    parts = [list(e) for e in exports if e]
+    parts = [list(export) for export in exports if export]
     if not parts:
         return []
-    order = sorted(range(len(parts)), key=lambda i: (-sum(not r.is_system for r in parts[i]), i))
+    order = sorted(range(len(parts)), key=lambda index: (-sum(not record.is_system for record in parts[index]), index))
     merged = parts[order[0]]
-    for i in order[1:]:
-        merged = merge_two(merged, parts[i], self_name)
+    for index in order[1:]:
+        merged = merge_two(merged, parts[index], self_name)
     return merged

@@ -85,57 +85,58 @@ class Sketch:
     level: int = 0
     items: dict[int, tuple[int, int]] = field(default_factory=dict)
 
-    def add(self, ts: datetime, text: str) -> None:
-        m = ts if not ts.second else ts - timedelta(seconds=ts.second)
-        hm = hash(m)
-        if hm & ((1 << self.level) - 1):
+    def add(self, stamp: datetime, text: str) -> None:
+        minute = stamp if not stamp.second else stamp - timedelta(seconds=stamp.second)
+        minute_hash = hash(minute)
+        if minute_hash & ((1 << self.level) - 1):
             return
-        t = norm_text(text)
-        if len(t) < 2:
+        norm = norm_text(text)
+        if len(norm) < 2:
             return
-        self.items[hash((hm, t))] = (m.toordinal() * 1440 + m.hour * 60 + m.minute, hm)
+        minute_number = minute.toordinal() * 1440 + minute.hour * 60 + minute.minute
+        self.items[hash((minute_hash, norm))] = (minute_number, minute_hash)
         if len(self.items) > SKETCH_CAP:
             self.thin()
 
     def thin(self) -> None:
         self.level += 1
         mask = (1 << self.level) - 1
-        self.items = {k: v for k, v in self.items.items() if not v[1] & mask}
+        self.items = {key: value for key, value in self.items.items() if not value[1] & mask}
 
     def at(self, level: int) -> dict[int, int]:
         """key -> minute number of the samples a sketch at ``level`` would keep."""
         mask = (1 << level) - 1
-        return {k: v[0] for k, v in self.items.items() if not v[1] & mask}
+        return {key: value[0] for key, value in self.items.items() if not value[1] & mask}
 
 
-def overlap(x: Sketch, y: Sketch) -> tuple[int, int]:
+def overlap(first: Sketch, second: Sketch) -> tuple[int, int]:
     """(shared samples, samples of the smaller side) within the time window both files cover."""
-    if not x.items or not y.items:
+    if not first.items or not second.items:
         return 0, 0
-    level = max(x.level, y.level)  # compare at the coarser sampling: both then hold the same minutes
-    sx, sy = x.at(level), y.at(level)
-    if not sx or not sy:
+    level = max(first.level, second.level)  # compare at the coarser sampling: both then hold the same minutes
+    first_at, second_at = first.at(level), second.at(level)
+    if not first_at or not second_at:
         return 0, 0
-    lo = max(min(sx.values()), min(sy.values()))
-    hi = min(max(sx.values()), max(sy.values()))
-    if lo > hi:
+    start = max(min(first_at.values()), min(second_at.values()))
+    end = min(max(first_at.values()), max(second_at.values()))
+    if start > end:
         return 0, 0
-    nx = sum(lo <= v <= hi for v in sx.values())
-    ny = sum(lo <= v <= hi for v in sy.values())
-    shared = sum(1 for k in sx.keys() & sy.keys() if lo <= sx[k] <= hi)
-    return shared, min(nx, ny)
+    n_first = sum(start <= minute <= end for minute in first_at.values())
+    n_second = sum(start <= minute <= end for minute in second_at.values())
+    shared = sum(1 for key in first_at.keys() & second_at.keys() if start <= first_at[key] <= end)
+    return shared, min(n_first, n_second)
 
 
-def same_content(x: Sketch, y: Sketch) -> bool:
+def same_content(first: Sketch, second: Sketch) -> bool:
     """Overlapping exports of one room share (nearly) every message where their time ranges overlap."""
-    shared, small = overlap(x, y)
+    shared, small = overlap(first, second)
     return small > 0 and shared >= min(3, small) and shared >= 0.5 * small
 
 
-def different_content(x: Sketch, y: Sketch) -> bool:
+def different_content(first: Sketch, second: Sketch) -> bool:
     """Both cover a common period with plenty of messages and share almost none (a "ㅋㅋ" in the same minute
     happens in unrelated rooms): two rooms with one name."""
-    shared, small = overlap(x, y)
+    shared, small = overlap(first, second)
     return small >= 10 and shared < 0.2 * small
 
 
@@ -161,73 +162,73 @@ def scan_file(path: Path, self_name: str, sha: str | None = None, *, member: str
               limits: ZipLimits | None = None) -> FileStats:
     """Parse ``path`` (or its zip ``member``) in one streaming pass and collect its statistics. Raises
     FormatError (ArchiveLimitError for a zip member beyond ``limits``)."""
-    info, it = iter_records(path, self_name, member=member, limits=limits)
-    st = FileStats(path=path, sha256=sha or sha256_file(path), size=path.stat().st_size, info=info)
+    info, records = iter_records(path, self_name, member=member, limits=limits)
+    scanned = FileStats(path=path, sha256=sha or sha256_file(path), size=path.stat().st_size, info=info)
     system_kinds, message = SYSTEM_KINDS, Kind.MESSAGE
     kinds: dict[Kind, int] = {}
-    speakers = st.speakers
+    speakers = scanned.speakers
     first = last = None
     messages = system = 0
-    sketch = st.sketch
+    sketch = scanned.sketch
     mask = 0
-    for r in it:
-        k = r.kind
-        kinds[k] = kinds.get(k, 0) + 1
-        if k in system_kinds:
+    for record in records:
+        kind = record.kind
+        kinds[kind] = kinds.get(kind, 0) + 1
+        if kind in system_kinds:
             system += 1
             continue
         messages += 1
-        speakers.add(r.speaker)
-        ts = r.timestamp
-        if first is None or ts < first:
-            first = ts
-        if last is None or ts > last:
-            last = ts
-        if k is message:
+        speakers.add(record.speaker)
+        stamp = record.timestamp
+        if first is None or stamp < first:
+            first = stamp
+        if last is None or stamp > last:
+            last = stamp
+        if kind is message:
             # Sketch.add inlined: the minute-hash test rejects most messages of a big file cheaply
-            m = ts if not ts.second else ts - timedelta(seconds=ts.second)
-            hm = hash(m)
-            if hm & mask:
+            minute = stamp if not stamp.second else stamp - timedelta(seconds=stamp.second)
+            minute_hash = hash(minute)
+            if minute_hash & mask:
                 continue
-            sketch.add(m, r.text)
+            sketch.add(minute, record.text)
             mask = (1 << sketch.level) - 1
-    st.messages, st.system, st.first, st.last = messages, system, first, last
-    st.kinds = Counter({k.value: n for k, n in kinds.items()})
-    return st
+    scanned.messages, scanned.system, scanned.first, scanned.last = messages, system, first, last
+    scanned.kinds = Counter({kind.value: count for kind, count in kinds.items()})
+    return scanned
 
 
-def _iso(ts: datetime | None) -> str | None:
-    return ts.isoformat() if ts is not None else None
+def _iso(stamp: datetime | None) -> str | None:
+    return stamp.isoformat() if stamp is not None else None
 
 
-def manifest_entry(st: FileStats, rel_path: str, room: str) -> dict[str, Any]:
-    info = st.info
+def manifest_entry(scanned: FileStats, rel_path: str, room: str) -> dict[str, Any]:
+    info = scanned.info
     return {
         "path": rel_path,
-        "sha256": st.sha256,
+        "sha256": scanned.sha256,
         "format": info.format,
         "room": room,
         "room_id": room,
         "title_room": info.room,
         "saved_at": _iso(info.saved_at),
-        "messages": st.messages,
-        "system": st.system,
-        "speakers": sorted(st.speakers),
-        "first": _iso(st.first),
-        "last": _iso(st.last),
-        "kinds": dict(sorted(st.kinds.items())),
+        "messages": scanned.messages,
+        "system": scanned.system,
+        "speakers": sorted(scanned.speakers),
+        "first": _iso(scanned.first),
+        "last": _iso(scanned.last),
+        "kinds": dict(sorted(scanned.kinds.items())),
         "encoding": info.encoding,
-        "source": st.path.name,
+        "source": scanned.path.name,
         "member": info.member,
         "members": info.members,
         "segments": len(info.segments),
-        "size": st.size,
+        "size": scanned.size,
     }
 
 
 # ------------------------------------------------------------------------------------------------ collecting
-def _is_hidden(p: Path, base: Path) -> bool:
-    return any(part.startswith(".") for part in p.relative_to(base).parts)
+def _is_hidden(path: Path, base: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(base).parts)
 
 
 def collect(cfg: Config) -> list[Path]:
@@ -236,18 +237,18 @@ def collect(cfg: Config) -> list[Path]:
     inbox = cfg.path(cfg.paths.raw.inbox)
     organized = cfg.path(cfg.paths.raw.organized).resolve()
     if inbox.is_dir():
-        for p in sorted(inbox.rglob("*")):
-            if (p.is_file() and not p.is_symlink() and p.suffix.lower() in EXPORT_SUFFIXES
-                    and not _is_hidden(p, inbox) and organized not in p.resolve().parents):
-                found[p] = None
+        for path in sorted(inbox.rglob("*")):
+            if (path.is_file() and not path.is_symlink() and path.suffix.lower() in EXPORT_SUFFIXES
+                    and not _is_hidden(path, inbox) and organized not in path.resolve().parents):
+                found[path] = None
     root = cfg.root
     for pattern in cfg.paths.raw.root_globs:
         if "/" in pattern or "\\" in pattern or pattern.startswith(".."):
             continue  # only the root folder itself
-        for p in sorted(root.glob(pattern)):
-            if (p.is_file() and not p.is_symlink() and p.suffix.lower() in EXPORT_SUFFIXES
-                    and not p.name.startswith(".") and not _ROOT_DENY.match(p.name)):
-                found[p] = None
+        for path in sorted(root.glob(pattern)):
+            if (path.is_file() and not path.is_symlink() and path.suffix.lower() in EXPORT_SUFFIXES
+                    and not path.name.startswith(".") and not _ROOT_DENY.match(path.name)):
+                found[path] = None
     return list(found)
 
 
@@ -269,48 +270,48 @@ def file_name(name: str) -> str:
     return safe_name(stem, FILE_MAX_BYTES - len(suffix.encode("utf-8")), fallback="export") + suffix.lower()
 
 
-def numbered(base: str, k: int, suffix: str = "", max_bytes: int = FOLDER_MAX_BYTES) -> str:
+def numbered(base: str, number: int, suffix: str = "", max_bytes: int = FOLDER_MAX_BYTES) -> str:
     """``base (k)suffix`` (``base`` cut so the whole stays within ``max_bytes``); k == 1 gives ``base suffix``."""
-    mark = "" if k == 1 else f" ({k})"
+    mark = "" if number == 1 else f" ({number})"
     return cut_bytes(base, max_bytes - len((mark + suffix).encode("utf-8"))).rstrip(" .") + mark + suffix
 
 
 def title_key(room: str) -> str:
     """Room names compare without spaces/case; member lists compare as sets (truncation marks dropped)."""
     if "," in room:
-        parts = sorted(p.strip() for p in room.split(",") if p.strip() and p.strip() not in ("...", "…"))
-        return "members:" + ",".join(re.sub(r"\s+", "", p).lower() for p in parts)
+        parts = sorted(part.strip() for part in room.split(",") if part.strip() and part.strip() not in ("...", "…"))
+        return "members:" + ",".join(re.sub(r"\s+", "", part).lower() for part in parts)
     return re.sub(r"\s+", "", room).lower()
 
 
-def _people(st: FileStats, self_name: str) -> frozenset[str]:
-    return frozenset(s for s in st.speakers if s and s != self_name)
+def _people(scanned: FileStats, self_name: str) -> frozenset[str]:
+    return frozenset(speaker for speaker in scanned.speakers if speaker and speaker != self_name)
 
 
-def _fallback_name(st: FileStats, self_name: str) -> str:
-    people = sorted(_people(st, self_name))
+def _fallback_name(scanned: FileStats, self_name: str) -> str:
+    people = sorted(_people(scanned, self_name))
     if people:
         name = ", ".join(people[:3])
         return name + (f" 외 {len(people) - 3}명" if len(people) > 3 else "")
-    return Path(st.info.source).stem
+    return Path(scanned.info.source).stem
 
 
 class _Groups:
     """Union-find over file indices."""
 
-    def __init__(self, n: int):
-        self.parent = list(range(n))
+    def __init__(self, size: int):
+        self.parent = list(range(size))
 
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
+    def find(self, index: int) -> int:
+        while self.parent[index] != index:
+            self.parent[index] = self.parent[self.parent[index]]
+            index = self.parent[index]
+        return index
 
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
+    def union(self, first: int, second: int) -> None:
+        root_first, root_second = self.find(first), self.find(second)
+        if root_first != root_second:
+            self.parent[max(root_first, root_second)] = min(root_first, root_second)
 
 
 def group_rooms(stats: list[FileStats], self_name: str) -> list[int]:
@@ -322,32 +323,32 @@ def group_rooms(stats: list[FileStats], self_name: str) -> list[int]:
     files' samples, and a sample's key does not depend on the level). A pair already in one group is not
     compared again. The groups are the connected components of the same matching pairs as comparing every pair,
     so the result is identical."""
-    g = _Groups(len(stats))
+    groups = _Groups(len(stats))
     by_title: dict[str, list[int]] = {}
     by_sample: dict[int, list[int]] = {}
-    for i, a in enumerate(stats):
-        ta = a.info.room
-        key_a = title_key(ta) if ta else None
+    for index, scanned in enumerate(stats):
+        title = scanned.info.room
+        key_a = title_key(title) if title else None
         same_title = by_title.setdefault(key_a, []) if key_a is not None else []
-        for j in same_title:
-            if g.find(i) != g.find(j) and not different_content(a.sketch, stats[j].sketch):
-                g.union(i, j)
+        for other in same_title:
+            if groups.find(index) != groups.find(other) and not different_content(scanned.sketch, stats[other].sketch):
+                groups.union(index, other)
         candidates: set[int] = set()
-        for k in a.sketch.items:
-            lst = by_sample.get(k)
-            if lst is None:
-                by_sample[k] = [i]
+        for key in scanned.sketch.items:
+            holders = by_sample.get(key)
+            if holders is None:
+                by_sample[key] = [index]
             else:
-                candidates.update(lst)
-                lst.append(i)
-        for j in sorted(candidates):
-            tb = stats[j].info.room
-            if key_a is not None and tb and title_key(tb) == key_a:
+                candidates.update(holders)
+                holders.append(index)
+        for other in sorted(candidates):
+            other_title = stats[other].info.room
+            if key_a is not None and other_title and title_key(other_title) == key_a:
                 continue  # same title: decided by the title rule above
-            if g.find(i) != g.find(j) and same_content(a.sketch, stats[j].sketch):
-                g.union(i, j)
-        same_title.append(i)
-    return [g.find(i) for i in range(len(stats))]
+            if groups.find(index) != groups.find(other) and same_content(scanned.sketch, stats[other].sketch):
+                groups.union(index, other)
+        same_title.append(index)
+    return [groups.find(index) for index in range(len(stats))]
 
 
 # ------------------------------------------------------------------------------------------------ manifest
@@ -363,16 +364,16 @@ def load_manifest(cfg: Config) -> list[dict]:
 def room_records(cfg: Config, room: str) -> list[Record]:
     """All records of one room (by ``room`` or ``room_id``): its organized files parsed, concatenated exports
     split, and everything merged into one timeline without duplicates (see chatbot.kakao.merge)."""
-    entries = [e for e in load_manifest(cfg) if room in (e.get("room"), e.get("room_id"))]
+    entries = [entry for entry in load_manifest(cfg) if room in (entry.get("room"), entry.get("room_id"))]
     if not entries:
         raise ChatbotError(f"no room '{room}' in {manifest_path(cfg)}; run organize, or pick a room listed there")
     self_name = cfg.paths.raw.self_name
     exports: list[list[Record]] = []
-    for e in entries:
-        path = cfg.path(e["path"])
+    for entry in entries:
+        path = cfg.path(entry["path"])
         if not path.exists():
-            raise ChatbotError(f"{e['path']} is listed in the manifest but missing; run organize again")
-        exports.extend(parse_file(path, self_name, member=e.get("member"),
+            raise ChatbotError(f"{entry['path']} is listed in the manifest but missing; run organize again")
+        exports.extend(parse_file(path, self_name, member=entry.get("member"),
                                   limits=ZipLimits.from_raw(cfg.paths.raw)).segment_records())
     return merge_timelines(exports, self_name)
 
@@ -382,8 +383,8 @@ def _copy_atomic(src: Path, dst: Path) -> None:
     """Copy ``src`` to ``dst`` through a temp file + fsync + rename (a crash never leaves a partial copy)."""
     with open(src, "rb") as fin, atomic_open(dst, "wb") as fout:
         shutil.copyfileobj(fin, fout, 1 << 20)
-    st = src.stat()  # the times only: the copy stays 0600 (copystat would give it the source's 0644)
-    os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    source_stat = src.stat()  # the times only: the copy stays 0600 (copystat would give it the source's 0644)
+    os.utime(dst, ns=(source_stat.st_atime_ns, source_stat.st_mtime_ns))
 
 
 def _target(folder: Path, name: str, sha: str, taken: dict[str, str]) -> Path:
@@ -392,13 +393,13 @@ def _target(folder: Path, name: str, sha: str, taken: dict[str, str]) -> Path:
     sha256; the same bytes share one copy: two exports inside one zip that belong to one room)."""
     safe = file_name(name)
     stem, suffix = safe[: len(safe) - len(Path(safe).suffix)], Path(safe).suffix
-    k = 1
+    number = 1
     while True:
-        cand = folder / numbered(stem, k, suffix, FILE_MAX_BYTES)
+        cand = folder / numbered(stem, number, suffix, FILE_MAX_BYTES)
         key = name_key(str(cand))
         if taken.get(key, sha) == sha and (key in taken or not cand.exists() or sha256_file(cand) == sha):
             return cand
-        k += 1
+        number += 1
 
 
 def _rel(cfg: Config, path: Path) -> str:
@@ -410,27 +411,27 @@ def _rel(cfg: Config, path: Path) -> str:
 
 def _summary(entries: list[dict], out) -> None:
     rooms: dict[str, list[dict]] = {}
-    for e in entries:
-        rooms.setdefault(e["room"], []).append(e)
+    for entry in entries:
+        rooms.setdefault(entry["room"], []).append(entry)
     rows = [("room", "files", "formats", "messages", "system", "speakers", "first", "last")]
     for room in sorted(rooms):
-        es = rooms[room]
-        firsts = [e["first"] for e in es if e.get("first")]
-        lasts = [e["last"] for e in es if e.get("last")]
+        room_entries = rooms[room]
+        firsts = [entry["first"] for entry in room_entries if entry.get("first")]
+        lasts = [entry["last"] for entry in room_entries if entry.get("last")]
         rows.append((
-            room, str(len(es)), ",".join(sorted({e["format"] for e in es})),
-            str(sum(e["messages"] for e in es)), str(sum(e["system"] for e in es)),
-            str(len({s for e in es for s in e["speakers"]})),
+            room, str(len(room_entries)), ",".join(sorted({entry["format"] for entry in room_entries})),
+            str(sum(entry["messages"] for entry in room_entries)), str(sum(entry["system"] for entry in room_entries)),
+            str(len({speaker for entry in room_entries for speaker in entry["speakers"]})),
             min(firsts)[:16] if firsts else "-", max(lasts)[:16] if lasts else "-",
         ))
-    widths = [max(_width(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c + " " * (w - _width(c)) for c, w in zip(r, widths)).rstrip(), file=out)
+    widths = [max(_width(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell + " " * (width - _width(cell)) for cell, width in zip(row, widths)).rstrip(), file=out)
 
 
 def _width(text: str) -> int:
     """Terminal columns of ``text`` (Hangul and other wide characters take two)."""
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
 
 
 @dataclass
@@ -464,8 +465,8 @@ def organize(cfg: Config, dry: bool = False) -> None:
 
     plan = _plan_new_files(cfg, kept, found.new)
     verb = "move" if raw.move_files else "copy"
-    for st, dst, entry in plan:
-        what = _rel(cfg, st.path) + (f" ({st.info.member})" if st.info.member else "")
+    for scanned, dst, entry in plan:
+        what = _rel(cfg, scanned.path) + (f" ({scanned.info.member})" if scanned.info.member else "")
         print(f"{'plan' if dry else verb}: {what} -> {entry['path']}  [{entry['format']}, {entry['messages']} "
               f"messages, {entry['system']} system]", file=out)
     final = sorted(kept + [entry for _, _, entry in plan], key=lambda entry: entry["path"])
@@ -475,7 +476,7 @@ def organize(cfg: Config, dry: bool = False) -> None:
         _finish(found.failures)
         return
 
-    _copy_all_or_nothing(cfg, organized, [(st.path, st.sha256, dst) for st, dst, _ in plan],
+    _copy_all_or_nothing(cfg, organized, [(scanned.path, scanned.sha256, dst) for scanned, dst, _ in plan],
                          lambda: manifest.write(manifest_path(cfg), final))
     if raw.move_files:
         _remove_moved_sources(plan)
@@ -544,11 +545,11 @@ def _plan_new_files(cfg: Config, kept: list[dict], new: list[FileStats]) -> list
     organized = cfg.path(cfg.paths.raw.organized)
     plan: list[tuple[FileStats, Path, dict]] = []
     taken: dict[str, str] = {name_key(str(cfg.path(entry["path"]))): entry["sha256"] for entry in kept}
-    for index, st in enumerate(new, start=len(old_stats)):
+    for index, scanned in enumerate(new, start=len(old_stats)):
         room = room_of_group[group_of[index]]
-        dst = _target(organized / room, st.path.name, st.sha256, taken)
-        taken[name_key(str(dst))] = st.sha256
-        plan.append((st, dst, manifest_entry(st, _rel(cfg, dst), room)))
+        dst = _target(organized / room, scanned.path.name, scanned.sha256, taken)
+        taken[name_key(str(dst))] = scanned.sha256
+        plan.append((scanned, dst, manifest_entry(scanned, _rel(cfg, dst), room)))
     return plan
 
 
@@ -559,15 +560,15 @@ def _rescan_organized(cfg: Config, kept: list[dict]) -> tuple[list[FileStats], l
     old_rooms: list[str] = []
     for index, entry in enumerate(kept):
         try:
-            st = scan_file(cfg.path(entry["path"]), cfg.paths.raw.self_name, entry["sha256"],
+            scanned = scan_file(cfg.path(entry["path"]), cfg.paths.raw.self_name, entry["sha256"],
                            member=entry.get("member"), limits=limits)
         except (FormatError, OSError):
             continue
-        old_stats.append(st)
+        old_stats.append(scanned)
         old_rooms.append(entry["room_id"])
         # refresh the counts with this parser (its path, room and source name never change)
-        kept[index] = {**manifest_entry(st, entry["path"], entry["room"]), "room_id": entry["room_id"],
-                       "source": entry.get("source", st.path.name)}
+        kept[index] = {**manifest_entry(scanned, entry["path"], entry["room"]), "room_id": entry["room_id"],
+                       "source": entry.get("source", scanned.path.name)}
     return old_stats, old_rooms
 
 
@@ -582,20 +583,20 @@ def _name_new_rooms(kept: list[dict], stats: list[FileStats], group_of: list[int
     # run) is reused — files in it are only reused when their bytes match (see _target)
     used = {name_key(entry["room_id"]) for entry in kept}
     files_of_group: dict[int, list[FileStats]] = {}
-    for index, st in enumerate(stats):
-        files_of_group.setdefault(group_of[index], []).append(st)
+    for index, scanned in enumerate(stats):
+        files_of_group.setdefault(group_of[index], []).append(scanned)
     for group in sorted(set(group_of[len(old_rooms):])):
         if group in room_of_group:
             continue
         members = files_of_group[group]
-        titled = [m for m in members if m.info.room]
+        titled = [member for member in members if member.info.room]
         if titled:
-            name = max(titled, key=lambda m: (m.info.saved_at or datetime.min, m.messages)).info.room
+            name = max(titled, key=lambda member: (member.info.saved_at or datetime.min, member.messages)).info.room
         else:
-            name = _fallback_name(max(members, key=lambda m: m.messages), self_name)
-        base, k = folder_name(name), 1
-        while name_key(cand := numbered(base, k)) in used:
-            k += 1
+            name = _fallback_name(max(members, key=lambda member: member.messages), self_name)
+        base, number = folder_name(name), 1
+        while name_key(cand := numbered(base, number)) in used:
+            number += 1
         used.add(name_key(cand))
         room_of_group[group] = cand
     return room_of_group
@@ -604,11 +605,11 @@ def _name_new_rooms(kept: list[dict], stats: list[FileStats], group_of: list[int
 def _remove_moved_sources(plan: list[tuple[FileStats, Path, dict]]) -> None:
     """``move_files``: remove each source once its copy is checked (a zip of several rooms has several copies:
     removed after the first)."""
-    for st, dst, _ in plan:
-        if (st.path.exists() and st.path.resolve() != dst.resolve() and dst.is_file()
-                and sha256_file(dst) == st.sha256):
-            os.unlink(st.path)
-            fsync_dir(st.path.parent)
+    for scanned, dst, _ in plan:
+        if (scanned.path.exists() and scanned.path.resolve() != dst.resolve() and dst.is_file()
+                and sha256_file(dst) == scanned.sha256):
+            os.unlink(scanned.path)
+            fsync_dir(scanned.path.parent)
 
 
 def _export_members(path: Path, limits: ZipLimits) -> list[str | None]:
@@ -617,7 +618,7 @@ def _export_members(path: Path, limits: ZipLimits) -> list[str | None]:
     if path.suffix.lower() != ".zip" and not zipfile.is_zipfile(path):
         return [None]
     infos, _room = zip_members(path, limits)
-    return [i.filename for i in infos]
+    return [info.filename for info in infos]
 
 
 def _scan_members(path: Path, sha: str, members: list[str | None], n_members: int, self_name: str,
@@ -627,16 +628,16 @@ def _scan_members(path: Path, sha: str, members: list[str | None], n_members: in
     member is one. Members of a several-file zip that are no export are skipped with a note."""
     got: list[FileStats] = []
     skipped: list[str] = []
-    for m in members:
+    for member in members:
         try:
-            got.append(scan_file(path, self_name, sha, member=m, limits=limits))
+            got.append(scan_file(path, self_name, sha, member=member, limits=limits))
         except ArchiveLimitError as exc:
             return [], exc
         except FormatError as exc:
             if n_members == 1:
                 return [], exc
             why = "is no KakaoTalk export" if f"{path.name} is " in str(exc) else f"cannot be read ({exc})"
-            skipped.append(f"note: {path.name}: {m} inside the zip {why}; skipped")
+            skipped.append(f"note: {path.name}: {member} inside the zip {why}; skipped")
         except OSError as exc:
             return [], FormatError(f"{path.name}: cannot read ({exc.strerror or type(exc).__name__}); left where "
                                    "it was")
@@ -660,24 +661,24 @@ def _copy_all_or_nothing(cfg: Config, organized: Path, copies: list[tuple[Path, 
         for src, sha, dst in copies:
             if dst.exists() and sha256_file(dst) == sha:
                 continue  # left by an interrupted run: reused
-            for d in reversed([dst.parent, *dst.parent.parents]):
-                if d == organized or organized in d.parents:
-                    if not d.exists():
-                        d.mkdir(mode=PRIVATE_DIR_MODE)  # room names: not even listable by others
-                        make_private(d, PRIVATE_DIR_MODE)
-                        made_dirs.append(d)
+            for folder in reversed([dst.parent, *dst.parent.parents]):
+                if folder == organized or organized in folder.parents:
+                    if not folder.exists():
+                        folder.mkdir(mode=PRIVATE_DIR_MODE)  # room names: not even listable by others
+                        make_private(folder, PRIVATE_DIR_MODE)
+                        made_dirs.append(folder)
             existed = dst.exists()
             _copy_atomic(src, dst)
             if not existed:
                 made_files.append(dst)
         commit()
     except BaseException as exc:
-        for f in made_files:
+        for made in made_files:
             with contextlib.suppress(OSError):
-                f.unlink()
-        for d in reversed(made_dirs):
+                made.unlink()
+        for folder in reversed(made_dirs):
             with contextlib.suppress(OSError):
-                d.rmdir()
+                folder.rmdir()
         if isinstance(exc, OSError):
             raise ChatbotError(f"could not write into {_rel(cfg, organized)} ({exc.strerror or type(exc).__name__});"
                                " nothing was organized and no file was changed — fix that and run organize again"

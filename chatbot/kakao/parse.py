@@ -50,7 +50,7 @@ class ParsedExport(ExportInfo):
     def segment_records(self) -> list[list[Record]]:
         """The records split at concatenated-export boundaries (each part is one export)."""
         cuts = [*self.segments, len(self.records)]
-        return [self.records[a:b] for a, b in zip(cuts, cuts[1:]) if b > a]
+        return [self.records[start:end] for start, end in zip(cuts, cuts[1:]) if end > start]
 
 
 def _read_head(fh: IO[str]) -> list[str]:
@@ -87,7 +87,7 @@ def iter_records(path: str | Path, self_name: str = "나", *, member: str | None
             except (UnicodeDecodeError, FormatError, OSError):
                 fh.close()
                 continue
-            if any(x.strip() for x in head):
+            if any(first_line.strip() for first_line in head):
                 empty = False
             det = detect(head)
             if det is None:
@@ -121,6 +121,6 @@ def _stream(fh: IO[str], head: list[str], det: Detected, info: ExportInfo, self_
 def parse_file(path: str | Path, self_name: str = "나", *, member: str | None = None,
                limits: ZipLimits | None = None) -> ParsedExport:
     """Parse a whole export into memory. See :func:`iter_records` for the streaming form and the arguments."""
-    info, it = iter_records(path, self_name, member=member, limits=limits)
-    records = list(it)
-    return ParsedExport(**{k: getattr(info, k) for k in info.__dataclass_fields__}, records=records)
+    info, record_stream = iter_records(path, self_name, member=member, limits=limits)
+    records = list(record_stream)
+    return ParsedExport(**{name: getattr(info, name) for name in info.__dataclass_fields__}, records=records)
