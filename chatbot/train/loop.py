@@ -35,7 +35,7 @@ from ..device import pick_device, pick_dtype
 from ..errors import ChatbotError
 from ..formats.checkpoint import Checkpoint
 from .checkpoint import checkpoint_payload, prune_snapshots, rng_of_all_ranks, save_checkpoint, snapshot_path
-from .dist import (Abort, StopSignals, all_reduce, any_rank, cpu_threads, destroy_process_group, env_dist,
+from .dist import (Abort, Dist, StopSignals, all_reduce, any_rank, cpu_threads, destroy_process_group, env_dist,
                    init_process_group)
 from .optim import lr_at, window_loss
 from .report import append_metrics, progress_line, sample_replies, write_loss_svg
@@ -75,7 +75,7 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
         destroy_process_group()
 
 
-def _auto_size(cfg: Config, device: torch.device, ranks) -> Config:
+def _auto_size(cfg: Config, device: torch.device, ranks: Dist) -> Config:
     """``model.size: auto`` and the other 0 = auto keys, filled in from the training token count (autosize.py)."""
     from .autosize import describe, resolve, train_tokens
 
