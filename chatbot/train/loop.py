@@ -35,7 +35,7 @@ from ..device import pick_device, pick_dtype
 from ..errors import ChatbotError
 from ..formats.checkpoint import Checkpoint
 from .checkpoint import checkpoint_payload, prune_snapshots, rng_of_all_ranks, save_checkpoint, snapshot_path
-from .dist import (Abort, StopSignals, all_reduce, any_rank, cpu_threads, destroy_process_group, env_dist,
+from .dist import (Abort, Dist, StopSignals, all_reduce, any_rank, cpu_threads, destroy_process_group, env_dist,
                    init_process_group)
 from .optim import lr_at, window_loss
 from .report import append_metrics, progress_line, sample_replies, write_loss_svg
@@ -75,7 +75,7 @@ def train(cfg: Config, *, on_step: Callable[[int], None] | None = None) -> int:
         destroy_process_group()
 
 
-def _auto_size(cfg: Config, device: torch.device, ranks) -> Config:
+def _auto_size(cfg: Config, device: torch.device, ranks: Dist) -> Config:
     """``model.size: auto`` and the other 0 = auto keys, filled in from the training token count (autosize.py)."""
     from .autosize import describe, resolve, train_tokens
 
@@ -353,15 +353,16 @@ def evaluate_and_report(state: TrainState) -> bool:
 
 
 def show_samples(state: TrainState) -> None:
-    """Greedy replies to logging.sample_prompts, and the reply metrics of the probe when it is on (rank 0)."""
+    """Greedy replies to logging.sample_prompts (through chat's Responder), and the reply metrics of the probe when
+    it is on (rank 0)."""
     data, logging = state.data, state.cfg.train.logging
     persona = data.stats.get("persona")
     if data.base is None:
-        samples = sample_replies(state.model, data.tokenizer, persona, logging.sample_prompts, state.runtime.device,
-                                 gen=state.cfg.gen)
-    else:
-        samples = train_base.sample_replies(state.model, data.tokenizer, persona, logging.sample_prompts,
-                                            state.runtime.device)
+        model, tokenizer = state.model, data.tokenizer
+    else:  # the causal LM inside the loss wrapper, with the base's own tokenizer (data.tokenizer is its layout)
+        model, tokenizer = state.model.causal_lm, data.base.tokenizer
+    samples = sample_replies(model, tokenizer, persona, logging.sample_prompts, state.cfg.gen,
+                             state.cfg.paths.processed.preprocess.pii)
     for prompt, reply in samples:
         print(f"  sample: {prompt} → {reply}", flush=True)
     if state.probe is None:

@@ -210,7 +210,7 @@ def test_eval_replies_are_deterministic(trained, monkeypatch, capsys) -> None:
 # ------------------------------------------------------------------------------ smoke's collapse check
 def test_smoke_fails_on_collapsed_replies(tmp_path: Path, monkeypatch, capsys) -> None:
     import chatbot.eval.smoke as smoke_mod
-    from chatbot.infer.generate import Reply
+    from chatbot.infer.responder import Reply
     from tests.support.gen import password_env
     from tests.support.workspace import make_workspace
 

@@ -65,7 +65,7 @@ def test_base_sessions_split_at_eos_and_read_speaker_prefixes() -> None:
 def test_eval_of_a_lora_run_end_to_end(base_run, monkeypatch, capsys) -> None:
     from chatbot.data.dataset import open_split, read_stats
     from chatbot.eval.runner import model_loss, read_sessions
-    from chatbot.infer.generate import Responder
+    from chatbot.infer.responder import Responder
     from chatbot.infer.loading import load_bundle
 
     cfg = base_run

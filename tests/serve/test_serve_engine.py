@@ -25,7 +25,7 @@ def client(srv) -> openai.OpenAI:
 
 
 def test_real_responder_streaming_matches_non_streaming(tmp_path):
-    from chatbot.infer.generate import Responder
+    from chatbot.infer.responder import Responder
     from chatbot.infer.loading import Bundle
 
     cfg = serve_project(tmp_path)

@@ -34,3 +34,22 @@ def test_repair_leaves_a_clean_file_untouched_and_ends_a_glued_last_line(tmp_pat
     _write(path, ['{"kind": "train", "step": 1}\n', '{"kind": "train", "step": 2}'])  # complete, but no newline
     assert repair_metrics(path, 2) is True
     assert path.read_text().endswith("\n") and len(load_metrics(path, 2)) == 2
+
+
+def test_a_resumed_run_repairs_the_log_a_killed_run_left(tmp_path):
+    from chatbot.train.loop import EXIT_DONE, EXIT_STOPPED, train
+    from tests.support.train import make_train_project
+
+    cfg = make_train_project(tmp_path)  # 8 steps, a train record every 2, eval/save every 4
+
+    def stop_at_6(step):
+        if step == 6:
+            (cfg.run_dir / cfg.train.stop_file_name).touch()
+
+    assert train(cfg, on_step=stop_at_6) == EXIT_STOPPED
+    path = cfg.run_dir / "metrics.jsonl"
+    # as if the process had logged past latest.pt and died in the middle of a line
+    path.write_text(path.read_text() + json.dumps({"kind": "train", "step": 7}) + "\n" + '{"kind": "tr')
+    assert train(cfg) == EXIT_DONE
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [2, 4, 6, 8]
