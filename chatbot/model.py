@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import NamedTuple
 
 import torch
 import torch.utils.checkpoint
@@ -68,15 +69,18 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight
-        if x.dtype == weight.dtype == torch.float32:
-            # torch's fused kernel: the same result as below to the bit in fp32, one op instead of seven (decoding
-            # a token is bound by the number of ops)
-            return F.rms_norm(x, weight.shape, weight, self.eps)
-        # computed in fp32 like HF, cast back to the input dtype (under autocast the weight keeps the result fp32)
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return weight * xf.to(x.dtype)
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == weight.dtype == torch.float32:
+        # torch's fused kernel: the same result as below to the bit in fp32, one op instead of seven (decoding
+        # a token is bound by the number of ops)
+        return F.rms_norm(x, weight.shape, weight, eps)
+    # computed in fp32 like HF, cast back to the input dtype (under autocast the weight keeps the result fp32)
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
 
 
 def rope_cache(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,11 +95,41 @@ def rope_cache(seq_len: int, head_dim: int, theta: float, device=None) -> tuple[
     return emb.cos(), torch.cat((-sin[:, :half], sin[:, half:]), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor, fused: bool = False) -> torch.Tensor:
     """HF's ``x·cos + rotate_half(x)·sin`` (x: (B, T, heads, D); cos/sin: (T, 1, D)): ``roll`` swaps the halves
-    and the signed sin supplies rotate_half's minus, equal to the bit."""
-    out = x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
+    and the signed sin supplies rotate_half's minus, equal to the bit. ``fused`` (decoding): the add and the
+    second product in one ``addcmul`` (one op fewer; the same products and sum)."""
+    if fused:
+        out = torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, -1), signed_sin)
+    else:
+        out = x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
     return out if out.dtype == x.dtype else out.to(x.dtype)  # fp32 tables promote a half-precision x
+
+
+Proj = tuple[torch.Tensor, "torch.Tensor | None"]  # a Linear's (weight, bias): ``F.linear(x, *proj)``
+
+
+class AttentionWeights(NamedTuple):
+    q: Proj
+    k: Proj
+    v: Proj
+    o: Proj
+    heads: tuple[int, int, int]  # H, K, D
+    layer: int  # the block's slot in a KVCache
+
+
+class BlockWeights(NamedTuple):
+    """A block's tensors as plain values, for the block maths functions below. Decoding a token is bound by
+    per-op Python overhead: nn.Module attribute lookups and calls cost about as much as a small model's maths, so
+    a :class:`KVCache` gathers these once; training gathers them per forward (negligible there)."""
+
+    norm1: torch.Tensor
+    attn: AttentionWeights
+    norm2: torch.Tensor
+    gate: Proj
+    up: Proj
+    down: Proj
+    eps: float
 
 
 class KVCache:
@@ -103,8 +137,9 @@ class KVCache:
 
     Preallocated once — (n_layer, batch, K, max_seq, D) each — and reused: a new sequence simply writes from
     position 0 again. Attention reads positions ``[0, end)`` only, so a single new token needs no mask. Also holds
-    the output projection transposed and contiguous: for one row ``x @ W.T`` that way is about 3x faster than
-    ``F.linear`` on CPU (copied when the cache is made: make a new cache after the weights change).
+    the output projection transposed and contiguous (for one row ``x @ W.T`` that way is about 3x faster than
+    ``F.linear`` on CPU) and every block's :class:`BlockWeights` (copied / gathered when the cache is made: make a
+    new cache after the weights change other than in place).
     A plain object owned by its user (the Responder), not by the model: one model can serve several caches.
     """
 
@@ -115,14 +150,72 @@ class KVCache:
         shape = (a.n_layer, batch, a.n_kv_head, self.max_seq, a.head_dim)
         self.k = torch.zeros(shape, dtype=head.dtype, device=head.device)
         self.v = torch.zeros_like(self.k)
+        self._layers = list(zip(self.k.unbind(0), self.v.unbind(0)))  # views: no per-step indexing of the layer
         self.lm_head_t = head.detach().t().contiguous()
+        self.blocks = [block.weights() for block in model.model.layers]
 
     def store(self, layer: int, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, K, T, D) at positions start … start+T-1; return the keys and values of 0 … start+T-1."""
         end = start + k.shape[2]
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        cached_k, cached_v = self._layers[layer]
+        cached_k[:, :, start:end] = k
+        cached_v[:, :, start:end] = v
+        return cached_k[:, :, :end], cached_v[:, :, :end]
+
+
+# ------------------------------------------------------------------------------------------- the block maths
+# Plain functions of a block's weights, the one place for the maths: training and the full forward run them
+# through the modules below, cached decoding straight from the KVCache's gathered weights. ``fused`` (decoding,
+# no autocast) merges an add into the op before it (rope's into addcmul, each residual add into addmm): the same
+# values up to rounding, about a fifth fewer ops per token; training and the full forward never fuse.
+
+def attend(x: torch.Tensor, w: AttentionWeights, cos, sin, cache: KVCache | None = None, start: int = 0,
+           mask=None, dropout: float = 0.0, fused: bool = False) -> torch.Tensor:
+    """x (B·T, C): B sequences of T tokens at positions start … start+T-1 (T = len(cos); cos/sin (T, 1, D)) →
+    the heads' outputs (B·T, H·D) before the output projection. Without a cache the T positions attend causally
+    among themselves (training, full forward); with one they are stored and attend over everything cached up to
+    them (``mask`` (T, start+T) when a chunk follows cached tokens; none for one token or a first chunk)."""
+    H, K, D = w.heads
+    T = cos.shape[0]
+    B = x.shape[0] // T
+    # rotary embedding in the (B, T, heads, D) layout the projections produce (contiguous), then heads first
+    q = apply_rope(F.linear(x, *w.q).view(B, T, H, D), cos, sin, fused).transpose(1, 2)
+    k = apply_rope(F.linear(x, *w.k).view(B, T, K, D), cos, sin, fused).transpose(1, 2)
+    v = F.linear(x, *w.v).view(B, T, K, D).transpose(1, 2)  # (B, K, T, D)
+    if cache is not None:
+        k, v = cache.store(w.layer, k, v, start)  # (B, K, S, D), S = start + T
+    # GQA inside SDPA (no repeat_interleave copies of k/v; faster forward and backward)
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
+                                       dropout_p=dropout, enable_gqa=K != H)
+    return y.transpose(1, 2).reshape(B * T, -1)
+
+
+def swiglu(x: torch.Tensor, gate: Proj, up: Proj) -> torch.Tensor:
+    """The MLP before its down projection."""
+    return F.silu(F.linear(x, *gate)) * F.linear(x, *up)
+
+
+def add_projected(x: torch.Tensor, h: torch.Tensor, proj: Proj, dropout: float = 0.0, fused: bool = False):
+    """The residual update ``x + dropout(proj(h))`` (dropout: the training probability, 0 in evaluation)."""
+    weight, bias = proj
+    if fused and bias is None:
+        return torch.addmm(x, h, weight.t())
+    h = F.linear(h, weight, bias)
+    return x + (F.dropout(h, dropout, True) if dropout > 0 else h)
+
+
+def block(x: torch.Tensor, w: BlockWeights, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None,
+          dropout: float = 0.0, fused: bool = False) -> torch.Tensor:
+    """One block: x (B·T, C), rows of B sequences of T tokens (2-D: one matrix product per projection, also when
+    decoding a single token) → the same shape; the other arguments as for :func:`attend`."""
+    h = attend(rms_norm(x, w.norm1, w.eps), w.attn, cos, sin, cache, start, mask, dropout, fused)
+    x = add_projected(x, h, w.attn.o, dropout, fused)
+    h = rms_norm(x, w.norm2, w.eps)
+    return add_projected(x, swiglu(h, w.gate, w.up), w.down, dropout, fused)
+
+
+def _proj(layer: nn.Linear) -> Proj:
+    return layer.weight, layer.bias
 
 
 class Attention(nn.Module):
@@ -136,31 +229,14 @@ class Attention(nn.Module):
         self.o_proj = nn.Linear(args.n_head * args.head_dim, args.n_embd, bias=args.bias)
         self.dropout = args.dropout
 
+    def weights(self) -> AttentionWeights:
+        return AttentionWeights(_proj(self.q_proj), _proj(self.k_proj), _proj(self.v_proj), _proj(self.o_proj),
+                                (self.n_head, self.n_kv_head, self.head_dim), self.layer)
+
     def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None):
-        """x (B·T, C): B sequences of T tokens at positions start … start+T-1 (T = len(cos); cos/sin (T, 1, D)).
-        Without a cache the T positions attend causally among themselves (training, full forward); with one they
-        are stored and attend over everything cached up to them (``mask`` (T, start+T) when a chunk follows cached
-        tokens; none for one token or a first chunk)."""
-        T = cos.shape[0]
-        B = x.shape[0] // T
-        # rotary embedding in the (B, T, heads, D) layout the projections produce (contiguous), then heads first
-        q = apply_rope(_linear(x, self.q_proj).view(B, T, self.n_head, self.head_dim), cos, sin).transpose(1, 2)
-        k = apply_rope(_linear(x, self.k_proj).view(B, T, self.n_kv_head, self.head_dim), cos, sin).transpose(1, 2)
-        v = _linear(x, self.v_proj).view(B, T, self.n_kv_head, self.head_dim).transpose(1, 2)  # (B, K, T, D)
-        if cache is not None:
-            k, v = cache.store(self.layer, k, v, start)  # (B, K, S, D), S = start + T
-        # GQA inside SDPA (no repeat_interleave copies of k/v; faster forward and backward)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None and T > 1,
-            dropout_p=self.dropout if self.training else 0.0, enable_gqa=self.n_kv_head != self.n_head,
-        )
-        return _linear(y.transpose(1, 2).reshape(B * T, -1), self.o_proj)
-
-
-def _linear(x: torch.Tensor, layer: nn.Linear) -> torch.Tensor:
-    """``layer(x)`` without the module call: the same op, but decoding a token runs a dozen of these per block and
-    is bound by per-call overhead (plain Linear layers, no hooks on them)."""
-    return F.linear(x, layer.weight, layer.bias)
+        """:func:`attend` and the output projection."""
+        y = attend(x, self.weights(), cos, sin, cache, start, mask, self.dropout if self.training else 0.0)
+        return F.linear(y, self.o_proj.weight, self.o_proj.bias)
 
 
 class MLP(nn.Module):
@@ -171,11 +247,11 @@ class MLP(nn.Module):
         self.down_proj = nn.Linear(args.ffn_hidden, args.n_embd, bias=args.bias)
 
     def forward(self, x):
-        return _linear(F.silu(_linear(x, self.gate_proj)) * _linear(x, self.up_proj), self.down_proj)
+        return F.linear(swiglu(x, _proj(self.gate_proj), _proj(self.up_proj)), *_proj(self.down_proj))
 
 
 class Block(nn.Module):
-    """The block maths, the one place for it: training, the full forward and cached decoding all run it."""
+    """The parameters of one block (HF's names); the maths is :func:`block`."""
 
     def __init__(self, args: ModelArgs, layer: int):
         super().__init__()
@@ -183,21 +259,17 @@ class Block(nn.Module):
         self.self_attn = Attention(args, layer)
         self.post_attention_layernorm = RMSNorm(args.n_embd, args.norm_eps)
         self.mlp = MLP(args)
-        self.dropout = args.dropout  # on the residual branches (F.dropout: nn.Dropout's op without a module call)
+        self.dropout = args.dropout  # attention and residual branches, in training
+
+    def weights(self) -> BlockWeights:
+        mlp = self.mlp
+        return BlockWeights(self.input_layernorm.weight, self.self_attn.weights(),
+                            self.post_attention_layernorm.weight, _proj(mlp.gate_proj), _proj(mlp.up_proj),
+                            _proj(mlp.down_proj), self.input_layernorm.eps)
 
     def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None):
-        """x (B·T, C), rows of B sequences of T tokens (2-D: one matrix product per projection, also when
-        decoding a single token) → the same shape; the arguments after it as for :meth:`Attention.forward`."""
-        # .forward directly: decoding one token is bound by per-call overhead, and the module-call machinery
-        # (hooks, of which these modules have none) costs about as much as the maths of a small model
-        h = self.self_attn.forward(self.input_layernorm.forward(x), cos, sin, cache, start, mask)
-        x = x + self._dropout(h)
-        h = self.mlp.forward(self.post_attention_layernorm.forward(x))
-        return x + self._dropout(h)
-
-    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
-        """nn.Dropout's op; skipped where it is the identity anyway (evaluation, p = 0)."""
-        return F.dropout(h, self.dropout, True) if self.training and self.dropout > 0 else h
+        """:func:`block` with this block's weights (dropout in training)."""
+        return block(x, self.weights(), cos, sin, cache, start, mask, self.dropout if self.training else 0.0)
 
 
 class Decoder(nn.Module):
@@ -272,7 +344,8 @@ class Transformer(nn.Module):
         """idx (T,) at positions start … start+T-1, after the ``start`` tokens already in ``cache`` → logits (V,)
         of the last one; the cache now holds all start+T."""
         x = self._hidden(idx[None], cache, start)
-        return (self.model.norm(x[-1:]) @ cache.lm_head_t)[0]
+        norm = self.model.norm
+        return (rms_norm(x[-1:], norm.weight, norm.eps) @ cache.lm_head_t)[0]
 
     def _hidden(self, idx: torch.Tensor, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:
         """The embeddings of idx (B, T) through every block: (B·T, C) (row b·T + t = sequence b, position t),
@@ -288,10 +361,16 @@ class Transformer(nn.Module):
         if cache is not None and T > 1 and start > 0:  # a chunk after cached tokens: causal, aligned to the end
             mask = torch.ones(T, end, dtype=torch.bool, device=idx.device).tril(diagonal=start)
         x = F.embedding(idx.reshape(-1), self.model.embed_tokens.weight)
-        recompute = self.gradient_checkpointing and self.training and cache is None and torch.is_grad_enabled()
+        if cache is not None:  # the cache's gathered weights, no module calls; autocast would round a fused add
+            fused = not torch.is_autocast_enabled(x.device.type)
+            dropout = self.args.dropout if self.training else 0.0
+            for weights in cache.blocks:
+                x = block(x, weights, cos, sin, cache, start, mask, dropout, fused)
+            return x
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for layer in self.model.layers:
             if recompute:
                 x = torch.utils.checkpoint.checkpoint(layer, x, cos, sin, use_reentrant=False)
             else:
-                x = layer(x, cos, sin, cache, start, mask)
+                x = layer(x, cos, sin)
         return x

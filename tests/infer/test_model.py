@@ -54,10 +54,11 @@ def hf_rope(x: torch.Tensor, T: int, theta: float = 10000.0) -> torch.Tensor:
     return x * emb.cos() + torch.cat((-x2, x1), dim=-1) * emb.sin()
 
 
-def test_kv_cache_decoding_matches_full_forward():
+@pytest.mark.parametrize("bias", [False, True])  # without biases decoding fuses the residual adds into addmm
+def test_kv_cache_decoding_matches_full_forward(bias):
     """Prefill, a chunk after cached tokens (masked), then single tokens: each step's last logits = the full
     forward's, and the cache is the caller's object (nothing is left on the model)."""
-    m = tiny().eval()
+    m = tiny(bias=bias).eval()
     idx = torch.randint(0, 97, (12,))
     buffers = dict(m.named_buffers())
     with torch.no_grad():
