@@ -2,11 +2,12 @@
 
 Instead of driving the KakaoTalk window with mouse coordinates (fragile, Windows-only, untestable) the bridge speaks
 protocols behind one small interface — a transport turns its wire format into :class:`core.Incoming` and writes
-the answer; filters, per-room memory, the bounded worker pool and logging are shared (core.py):
+the answer; filters, per-room memory and logging are shared (core.py), and so is the bounded worker pool (pool.py):
 
-- ``kakao-skill`` (server.py, wire.py): Kakao i Open Builder skill server, ``POST /skill``.
-- ``relay`` (server.py, wire.py): ``POST /relay`` with ``{"room", "sender", "msg"}`` for Android notification
-  auto-reply apps; ``{"reply": ...}`` or 204.
+- ``kakao-skill`` (server.py, transports.py, wire.py; the HTTP layer under both: listener.py): Kakao i Open
+  Builder skill server, ``POST /skill``.
+- ``relay`` (server.py, transports.py, wire.py): ``POST /relay`` with ``{"room", "sender", "msg"}`` for Android
+  notification auto-reply apps; ``{"reply": ...}`` or 204.
 - ``jsonl`` (jsonl.py): JSON lines on stdin or a followed file → JSON lines on stdout.
 
 ``--dry`` (default) runs everything — receive, context, generation — and only logs what would be sent;

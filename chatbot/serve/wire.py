@@ -23,6 +23,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..infer.speakers import SpeakerPlan
 
 MAX_STOP = 4
 MAX_STOP_CHARS = 200
@@ -295,7 +299,7 @@ class StopScanner:
         return out
 
 
-def to_history(messages: list[Message], plan=None) -> list[tuple[str, str]]:
+def to_history(messages: list[Message], plan: SpeakerPlan | None = None) -> list[tuple[str, str]]:
     """``(speaker, text)`` pairs as :meth:`chatbot.infer.generate.Responder.reply` takes them.
 
     ``Message.name`` (who said it, in a group room): with the responder's speaker ``plan`` each distinct name gets

@@ -19,6 +19,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+from ..config import TrainConfig
 from ..fsio import atomic_write_json, private_mkdir
 
 # name: (n_layer, n_head, n_kv_head, n_embd, learning rate)
@@ -61,58 +62,62 @@ def choose(train_tokens: int, device_type: str) -> str:
 def plan(train_tokens: int, device_type: str, tokens_per_step: int) -> dict:
     """The automatic choice for a corpus of ``train_tokens`` on ``device_type`` (cuda | mps | cpu)."""
     preset = choose(train_tokens, device_type)
-    L, H, K, C, lr = PRESETS[preset]
+    n_layer, n_head, n_kv_head, n_embd, lr = PRESETS[preset]
     passes = MAX_PASSES * max(train_tokens, 1) // max(tokens_per_step, 1)
     if device_type == "cuda":
         steps = min(GPU_STEPS, passes)
     else:  # about an hour of CPU time
         steps = min(HOUR_S * CPU_TOKENS_PER_S[preset] // max(tokens_per_step, 1), passes)
     steps = max(MIN_STEPS, int(steps))
-    return {"preset": preset, "n_layer": L, "n_head": H, "n_kv_head": K, "n_embd": C, "learning_rate": lr,
-            "max_steps": steps, "train_tokens": int(train_tokens), "device": device_type}
+    return {"preset": preset, "n_layer": n_layer, "n_head": n_head, "n_kv_head": n_kv_head, "n_embd": n_embd,
+            "learning_rate": lr, "max_steps": steps, "train_tokens": int(train_tokens), "device": device_type}
 
 
-def resolve(tc, train_tokens: int, device_type: str, run_dir: Path | None = None, write: bool = True):
+def resolve(train_cfg: TrainConfig, train_tokens: int, device_type: str, run_dir: Path | None = None,
+            write: bool = True) -> tuple[TrainConfig, dict | None]:
     """(TrainConfig with every auto value filled in, the plan or None when nothing was automatic).
 
     ``run_dir``: where auto_size.json is read (a resumed run keeps its first choice) and, with ``write``, saved.
     """
-    m, o, lg = tc.model, tc.optimization, tc.logging
-    if m.size == "custom" and not getattr(m, "base", ""):
-        missing = [k for k in ("n_layer", "n_head", "n_embd") if getattr(m, k) == 0]
+    model, optimization, logging = train_cfg.model, train_cfg.optimization, train_cfg.logging
+    if model.size == "custom" and not getattr(model, "base", ""):
+        missing = [k for k in ("n_layer", "n_head", "n_embd") if getattr(model, k) == 0]
         if missing:
             raise_config(f"train.yaml: model.size is custom but model.{missing[0]} is 0; set it, or use size: auto")
-    pretrained = bool(getattr(m, "base", ""))  # fine-tuning: the base's architecture, not ours
-    auto_model = m.size == "auto" and not pretrained and 0 in (m.n_layer, m.n_head, m.n_embd)
-    needs = auto_model or o.max_steps == 0 or o.learning_rate == 0
-    if not needs and o.lr_decay_steps and o.warmup_steps and lg.eval_interval and lg.save_interval:
-        return tc, None
-    tokens_per_step = o.batch_size * o.grad_accum_steps * m.block_size
+    pretrained = bool(getattr(model, "base", ""))  # fine-tuning: the base's architecture, not ours
+    auto_model = model.size == "auto" and not pretrained and 0 in (model.n_layer, model.n_head, model.n_embd)
+    needs = auto_model or optimization.max_steps == 0 or optimization.learning_rate == 0
+    if not needs and optimization.lr_decay_steps and optimization.warmup_steps and logging.eval_interval \
+            and logging.save_interval:
+        return train_cfg, None
+    tokens_per_step = optimization.batch_size * optimization.grad_accum_steps * model.block_size
     saved = run_dir / "auto_size.json" if run_dir is not None else None
-    p = _read(saved) or plan(train_tokens, device_type, tokens_per_step)
+    chosen = _read(saved) or plan(train_tokens, device_type, tokens_per_step)
     if auto_model:
-        m = dataclasses.replace(m, n_layer=m.n_layer or p["n_layer"], n_head=m.n_head or p["n_head"],
-                                n_embd=m.n_embd or p["n_embd"],
-                                n_kv_head=m.n_kv_head or (p["n_kv_head"] if not m.n_head else 0))
-    steps = o.max_steps or p["max_steps"]
-    lr = o.learning_rate or (PRETRAINED_LR if pretrained else p["learning_rate"])
-    min_lr = o.min_lr if o.learning_rate else (o.min_lr or lr / 10)
-    o = dataclasses.replace(o, max_steps=steps, learning_rate=lr, min_lr=min_lr,
-                            lr_decay_steps=o.lr_decay_steps or steps,
-                            warmup_steps=o.warmup_steps or max(1, min(200, steps // 20)))
-    every = lg.eval_interval or max(1, steps // 10)
-    lg = dataclasses.replace(lg, eval_interval=every, save_interval=lg.save_interval or every)
+        model = dataclasses.replace(
+            model, n_layer=model.n_layer or chosen["n_layer"], n_head=model.n_head or chosen["n_head"],
+            n_embd=model.n_embd or chosen["n_embd"],
+            n_kv_head=model.n_kv_head or (chosen["n_kv_head"] if not model.n_head else 0))
+    steps = optimization.max_steps or chosen["max_steps"]
+    lr = optimization.learning_rate or (PRETRAINED_LR if pretrained else chosen["learning_rate"])
+    min_lr = optimization.min_lr if optimization.learning_rate else (optimization.min_lr or lr / 10)
+    optimization = dataclasses.replace(optimization, max_steps=steps, learning_rate=lr, min_lr=min_lr,
+                                       lr_decay_steps=optimization.lr_decay_steps or steps,
+                                       warmup_steps=optimization.warmup_steps or max(1, min(200, steps // 20)))
+    every = logging.eval_interval or max(1, steps // 10)
+    logging = dataclasses.replace(logging, eval_interval=every, save_interval=logging.save_interval or every)
     if saved is not None and write and needs and not saved.is_file():
         private_mkdir(saved.parent)  # the run folder: 0700 whatever the umask
-        atomic_write_json(saved, p)
-    return dataclasses.replace(tc, model=m, optimization=o, logging=lg), (p if needs else None)
+        atomic_write_json(saved, chosen)
+    return (dataclasses.replace(train_cfg, model=model, optimization=optimization, logging=logging),
+            chosen if needs else None)
 
 
-def describe(p: dict, tc) -> str:
-    m, o = tc.model, tc.optimization
-    return (f"model.size auto: {p['train_tokens']:,} training tokens on {p['device']} → {m.n_layer} layers × "
-            f"{m.n_embd} wide ({p['preset']}), {o.max_steps} steps, learning rate {o.learning_rate:g} "
-            f"(explicit values in train.yaml win; see docs/MODEL_SIZE.md)")
+def describe(chosen: dict, train_cfg: TrainConfig) -> str:
+    model, optimization = train_cfg.model, train_cfg.optimization
+    return (f"model.size auto: {chosen['train_tokens']:,} training tokens on {chosen['device']} → {model.n_layer} "
+            f"layers × {model.n_embd} wide ({chosen['preset']}), {optimization.max_steps} steps, learning rate "
+            f"{optimization.learning_rate:g} (explicit values in train.yaml win; see docs/MODEL_SIZE.md)")
 
 
 def _read(path: Path | None) -> dict | None:

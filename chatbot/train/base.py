@@ -1,5 +1,6 @@
 """Trainer side of fine-tuning a pretrained base (``model.base``): the data contract, the model the loop trains,
-what a checkpoint holds, resume/init checks, and sample replies. train.py calls these only when model.base is set.
+what a checkpoint holds, resume/init checks, and sample replies. loop.py and state.py call these only when
+model.base is set.
 
 The loop itself is the same as from scratch: :class:`LossModel` gives a transformers causal LM the forward
 ``(x, select=idx) -> logits`` of :class:`chatbot.model.Transformer`, so only the weighted positions go through the
@@ -52,11 +53,11 @@ class BaseRun:
         return self.info["tokenizer_hash"]
 
 
-def adapter_record(tc: TrainConfig) -> dict:
-    a = to_dict(tc.adapter)
-    if a["kind"] == "full":
+def adapter_record(train_cfg: TrainConfig) -> dict:
+    adapter = to_dict(train_cfg.adapter)
+    if adapter["kind"] == "full":
         return {"kind": "full", "r": None, "alpha": None, "dropout": None, "target_modules": [], "quantize": "none"}
-    return a
+    return adapter
 
 
 def open_base(cfg: Config, stats: dict, device: torch.device, dtype: torch.dtype) -> BaseRun:
@@ -65,19 +66,19 @@ def open_base(cfg: Config, stats: dict, device: torch.device, dtype: torch.dtype
     from ..base import base_weight_hash, load_base, require_extra, resolve_base, tokenizer_hash
     from ..base.layout import BaseLayout
 
-    tc = cfg.train
+    train_cfg = cfg.train
     require_extra()
     made_for = stats.get("base")
-    want = {"id": tc.model.base, "revision": tc.model.base_revision}
+    want = {"id": train_cfg.model.base, "revision": train_cfg.model.base_revision}
     if not isinstance(made_for, dict) or {k: made_for.get(k) for k in want} != want:
         what = f"base {made_for.get('id')}" if isinstance(made_for, dict) else "a model trained from scratch"
-        raise ChatbotError(f"the processed data was made for {what}, not model.base {tc.model.base}; run "
+        raise ChatbotError(f"the processed data was made for {what}, not model.base {train_cfg.model.base}; run "
                            f"`python -m chatbot.ops preprocess` (it rebuilds for the base in train.yaml)")
-    folder = resolve_base(tc.model.base, tc.model.base_revision, root=cfg.root)
+    folder = resolve_base(train_cfg.model.base, train_cfg.model.base_revision, root=cfg.root)
     # LoRA on a GPU: the frozen base in the compute dtype (half the memory); the adapter stays float32 (peft).
     # A full fine-tune keeps float32 master weights (autocast computes in bf16/fp16).
-    load_dtype = dtype if (tc.adapter.kind == "lora" and device.type == "cuda") else torch.float32
-    model, tok = load_base(folder, device=device, dtype=load_dtype, quantize=tc.adapter.quantize)
+    load_dtype = dtype if (train_cfg.adapter.kind == "lora" and device.type == "cuda") else torch.float32
+    model, tok = load_base(folder, device=device, dtype=load_dtype, quantize=train_cfg.adapter.quantize)
     t_hash = tokenizer_hash(tok)
     if t_hash != stats["tokenizer_hash"]:
         raise ChatbotError("the base's tokenizer differs from the one the processed data was made with (the base "
@@ -89,13 +90,13 @@ def open_base(cfg: Config, stats: dict, device: torch.device, dtype: torch.dtype
         raise ChatbotError(f"the processed data has {stats['vocab_size']} token ids but the base's embedding has "
                            f"{vocab}; run `python -m chatbot.ops preprocess --force`")
     max_pos = getattr(text_cfg, "max_position_embeddings", None)
-    if max_pos and tc.model.block_size > int(max_pos):
-        raise ChatbotError(f"train.yaml model.block_size {tc.model.block_size} is longer than the base's context "
-                           f"({max_pos} tokens); lower model.block_size")
-    info = {"id": tc.model.base, "revision": tc.model.base_revision, "weight_hash": base_weight_hash(folder),
-            "tokenizer_hash": t_hash, "adapter": adapter_record(tc)}
+    if max_pos and train_cfg.model.block_size > int(max_pos):
+        raise ChatbotError(f"train.yaml model.block_size {train_cfg.model.block_size} is longer than the base's "
+                           f"context ({max_pos} tokens); lower model.block_size")
+    info = {"id": train_cfg.model.base, "revision": train_cfg.model.base_revision,
+            "weight_hash": base_weight_hash(folder), "tokenizer_hash": t_hash, "adapter": adapter_record(train_cfg)}
     pad = tok.pad_token_id if tok.pad_token_id is not None else layout.eos_id
-    args = BaseArgs(block_size=tc.model.block_size, n_embd=int(text_cfg.hidden_size), vocab_size=vocab)
+    args = BaseArgs(block_size=train_cfg.model.block_size, n_embd=int(text_cfg.hidden_size), vocab_size=vocab)
     return BaseRun(folder, model, tok, layout, info, args, int(pad))
 
 
@@ -135,15 +136,18 @@ class LossModel(nn.Module):
     def flops_per_token(self) -> float:
         """6N over all weights: a frozen weight still costs its forward and its input-gradient matmuls (4N) and a
         trainable one also its weight gradient; LoRA's own matmuls are negligible. Attention as in model.py."""
-        c = self._causal.config.get_text_config() if hasattr(self._causal.config, "get_text_config") else self._causal.config
-        return 6 * self.num_params(exclude_embeddings=False) + 12 * c.num_hidden_layers * c.hidden_size * self.args.block_size
+        config = self._causal.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        attention = 12 * text.num_hidden_layers * text.hidden_size * self.args.block_size
+        return 6 * self.num_params(exclude_embeddings=False) + attention
 
 
-def build_model(run: BaseRun, tc: TrainConfig) -> LossModel:
+def build_model(run: BaseRun, train_cfg: TrainConfig) -> LossModel:
     """The adapter on the loaded base (initialised from torch's global RNG: seed first), wrapped for the loop."""
     from ..base import apply_adapter
 
-    model = apply_adapter(run.model, tc.adapter, gradient_checkpointing=tc.runtime.gradient_checkpointing)
+    model = apply_adapter(run.model, train_cfg.adapter,
+                          gradient_checkpointing=train_cfg.runtime.gradient_checkpointing)
     model.train()
     return LossModel(model, run.args)
 

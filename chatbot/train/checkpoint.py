@@ -13,17 +13,21 @@ import os
 import random
 import re
 import shutil
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import TrainConfig, to_dict
 from ..errors import ChatbotError
 from ..formats.checkpoint import Checkpoint
 from ..formats.checkpoint import read as read_checkpoint
 from ..formats.checkpoint import write as write_checkpoint
 from ..fsio import atomic_open, fsync_dir, private_mkdir
 from ..model import ModelArgs
+from .dist import Dist, gather_objects
 
 SNAPSHOT_RE = re.compile(r"^step_(\d+)\.pt$")
 # model fields that may change between runs without touching the weights
@@ -57,6 +61,59 @@ def set_rng_state(state: dict) -> None:
     if state.get("cuda") and torch.cuda.is_available():
         states = state["cuda"][: torch.cuda.device_count()]
         torch.cuda.set_rng_state_all([s.cpu() for s in states])
+
+
+def rng_of_all_ranks(ranks: Dist) -> dict:
+    """Rank 0's generators, plus every rank's torch / CUDA state under ``per_rank`` (collective: all ranks call)."""
+    states = gather_objects(rng_state(), ranks)
+    rng = dict(states[0])
+    rng["per_rank"] = [{"torch": s["torch"], "cuda": s["cuda"]} for s in states]
+    return rng
+
+
+def restore_rng(rng: dict | None, ranks: Dist, seed: int, step: int) -> None:
+    """Put back this rank's generators; a rank the checkpoint did not have gets a fresh deterministic seed."""
+    if not isinstance(rng, dict) or "torch" not in rng:
+        return
+    per_rank = rng.get("per_rank") or []
+    state = dict(rng)
+    if ranks.rank < len(per_rank):
+        state.update(per_rank[ranks.rank])
+        set_rng_state(state)
+    else:
+        set_rng_state(state)
+        torch.manual_seed(seed + 1000 * ranks.rank + step)
+
+
+# ------------------------------------------------------------------------------------------------- contents
+@dataclass
+class Progress:
+    """Where a run stands: the counters a checkpoint records and a resume puts back."""
+
+    step: int = 0  # optimizer steps done (= the schedule position)
+    best_val_loss: float | None = None
+    val_loss: float | None = None
+    train_loss: float | None = None
+    tokens_seen: int = 0
+
+    @classmethod
+    def of(cls, ck: Checkpoint) -> "Progress":
+        return cls(step=ck.step, best_val_loss=ck.best_val_loss, val_loss=ck.val_loss, train_loss=ck.train_loss,
+                   tokens_seen=ck.tokens_seen)
+
+
+def checkpoint_payload(*, weights: dict, model_args: dict | None, optimizer: dict, sampler: dict,
+                       scaler: dict | None, rng: dict, progress: Progress, tokenizer_hash: str, vocab_size: int,
+                       train_config: TrainConfig, world_size: int, lr: float, base: dict | None) -> Checkpoint:
+    """Everything a checkpoint of this moment holds, on the CPU (shared tensors stay shared); ``base`` only for a
+    fine-tune of a pretrained base. ``lr`` is the rate of the last step taken. formats/checkpoint.py writes it."""
+    return Checkpoint(**to_cpu({
+        "model": weights, "model_args": model_args, "optimizer": optimizer, "step": progress.step,
+        "best_val_loss": progress.best_val_loss, "val_loss": progress.val_loss, "train_loss": progress.train_loss,
+        "tokenizer_hash": tokenizer_hash, "vocab_size": vocab_size, "rng": rng, "sampler": sampler,
+        "train_config": to_dict(train_config), "world_size": world_size, "tokens_seen": progress.tokens_seen,
+        "scaler": scaler, "lr": lr, "created": time.time(), "base": base,
+    }))
 
 
 # ---------------------------------------------------------------------------------------------- plain values

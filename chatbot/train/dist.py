@@ -1,4 +1,4 @@
-"""Process-level plumbing of the trainer: torchrun/DDP setup, cross-rank agreement, and stop signals.
+"""Process-level plumbing of the trainer: torchrun/DDP setup, CPU threads, cross-rank agreement, stop signals.
 
 Under ``torchrun`` every rank runs the same ``train()``; these helpers keep them in lock-step without the loop
 having to care whether it runs alone: every collective is a no-op for a single process.
@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..config import TrainConfig
 from ..portable import signal_name, stop_signals
 
 
@@ -51,9 +52,23 @@ def env_dist() -> Dist:
     return Dist(int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0")), world)
 
 
-def init_process_group(d: Dist, device: torch.device) -> None:
+def cpu_threads(train_cfg: TrainConfig, ranks: Dist, n_embd: int | None = None) -> int:
+    """Intra-op threads on CPU: the cores split between the local ranks, and a single thread for tiny models,
+    whose matmuls are too small to amortise thread wake-ups (on a busy machine 2 threads can be 50× slower).
+    ``OMP_NUM_THREADS`` set by the user wins."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return torch.get_num_threads()
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(ranks.world_size))) if ranks.enabled else 1
+    cores = max(1, (os.cpu_count() or 1) // max(1, local))
+    if train_cfg.model.base and n_embd is None:
+        return cores  # until the base is loaded and its width known (then this is asked again)
+    work = train_cfg.optimization.batch_size * train_cfg.model.block_size * (n_embd or train_cfg.model.n_embd)
+    return 1 if work < (1 << 18) else cores
+
+
+def init_process_group(ranks: Dist, device: torch.device) -> None:
     """NCCL on CUDA, gloo otherwise."""
-    if not d.enabled or dist.is_initialized():
+    if not ranks.enabled or dist.is_initialized():
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
@@ -87,21 +102,13 @@ def all_ranks_ok(ok: bool, device: torch.device) -> bool:
     return not any_rank(not ok, device)
 
 
-def gather_objects(obj, d: Dist) -> list:
+def gather_objects(obj, ranks: Dist) -> list:
     """Every rank's ``obj`` (a list of one for a single process)."""
-    if not d.enabled:
+    if not ranks.enabled:
         return [obj]
-    out = [None] * d.world_size
+    out = [None] * ranks.world_size
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj, d: Dist):
-    if not d.enabled:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 class StopSignals:

@@ -20,23 +20,40 @@ from ..tokens import BOS, EOT, SPEAKER_TOKENS, speaker_token
 
 # ---------------------------------------------------------------------------------------------- metrics.jsonl
 def load_metrics(path: Path, upto_step: int) -> list[dict]:
-    """Valid records with ``step <= upto_step``; the file is rewritten (atomically) when anything was dropped."""
+    """Valid records with ``step <= upto_step`` (the file is only read; :func:`repair_metrics` mends it)."""
+    return _read_metrics(path, upto_step)[0]
+
+
+def repair_metrics(path: Path, upto_step: int) -> bool:
+    """Cut ``metrics.jsonl`` back to the valid records with ``step <= upto_step``, atomically; True if it changed.
+
+    A resumed run trains the steps after its checkpoint again, so their old records would appear twice; a killed
+    process may have left a half-written last line, which the next appended record would otherwise be glued to.
+    The trainer calls this once, before it appends (rank 0, holding the run lock)."""
+    records, clean = _read_metrics(path, upto_step)
+    if clean:
+        return False
+    atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    return True
+
+
+def _read_metrics(path: Path, upto_step: int) -> tuple[list[dict], bool]:
+    """(records with ``step <= upto_step``, whether the file is exactly those lines, each ending in a newline)."""
     if not path.is_file():
-        return []
-    records, dropped = [], False
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        return [], True
+    text = path.read_text(encoding="utf-8", errors="replace")
+    records, clean = [], not text or text.endswith("\n")
+    for line in text.splitlines():
         try:
             rec = json.loads(line)
         except ValueError:
-            dropped = True
+            clean = False
             continue
         if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= upto_step:
             records.append(rec)
         else:
-            dropped = True
-    if dropped:
-        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    return records
+            clean = False
+    return records, clean
 
 
 def append_metrics(path: Path, record: dict) -> None:

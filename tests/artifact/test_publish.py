@@ -17,13 +17,13 @@ from chatbot.artifact.publish import publish
 from chatbot.formats import artifact as artifact_format
 from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.formats.artifact import load as load_artifact
-from tests.support.publish import (FAKE_REAL_NAME, KEY, TORCH_ZIP_MAGIC, fast_crypto, logits, make_project,
+from tests.support.publish import (FAKE_REAL_NAME, KEY, TORCH_ZIP_MAGIC, fast_crypto, logits, make_trained_run,
                                    model_from_artifact, record_writes, tree)
 
 
 @pytest.fixture
 def proj(project):
-    return make_project(project)
+    return make_trained_run(project)
 
 
 def _ids(vocab: int, seed: int = 1) -> torch.Tensor:
@@ -264,7 +264,7 @@ def test_failed_encrypted_publish_leaves_no_file(proj, monkeypatch):
 def test_hf_export_matches_our_logits(project, variant):
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
-    proj = make_project(project, **variant)
+    proj = make_trained_run(project, **variant)
     cfg = proj["cfg"]
     publish(cfg, encrypt=False, fmt="hf", dry=False)
     hf_dir = cfg.path(cfg.paths.artifacts) / "hf"

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 from tests.support.bridge import running_bridge
-from tests.support.gen import chatty_bias, make_project, password_env, shaped_model, tiny_tokenizer, write_artifact
+from tests.support.gen import chatty_bias, password_env, shaped_model, tiny_tokenizer, write_artifact
+from tests.support.workspace import make_workspace
 
 from chatbot.bridge import run_bridge
 from chatbot.errors import ChatbotError
@@ -17,7 +18,7 @@ from chatbot.errors import ChatbotError
 
 @pytest.fixture
 def cfg(tmp_path, monkeypatch):
-    cfg = make_project(tmp_path, gen={"bridge": {"transport": "jsonl"}})
+    cfg = make_workspace(tmp_path, gen={"bridge": {"transport": "jsonl"}}, password=True)
     write_artifact(cfg, shaped_model(chatty_bias(tiny_tokenizer())))
     password_env(monkeypatch)
     return cfg

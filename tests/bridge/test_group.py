@@ -23,8 +23,10 @@ from chatbot.eval.speak import BOT_NAME, SpeakPoint, group_room_messages, policy
 from chatbot.infer.speakers import RoomSpeakers, SpeakerPlan, make_plan, pre_decide
 
 from tests.support.bridge import FakeReply, FakeResponder, bridge_cfg, make_bridge, running_bridge
-from tests.support.gen import one_torch_thread  # noqa: F401  (autouse)
 from tests.support.gen import BigramModel, chain_of, chatty_bias, shaped_model, tiny_tokenizer
+
+# tiny models run fastest on one thread (the fixture is in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 PERSONA5 = {"target": "S2", "self": "S1", "speakers": {"S1": 50, "S2": 40, "S3": 30, "S4": 20, "S5": 10}}
 
@@ -275,9 +277,10 @@ def test_smoke_group_script(tmp_path: Path, monkeypatch, capsys, bot_p) -> None:
     import chatbot.infer.generate as g
     from chatbot.eval.smoke import GROUP_SCRIPT, smoke
 
-    from tests.support.gen import make_project, password_env, write_checkpoint
+    from tests.support.gen import password_env, write_checkpoint
+    from tests.support.workspace import make_workspace
 
-    cfg = make_project(tmp_path, gen={"reply_policy": "model", "bridge": {"bot_names": ["하늘"]}})
+    cfg = make_workspace(tmp_path, gen={"reply_policy": "model", "bridge": {"bot_names": ["하늘"]}}, password=True)
     write_checkpoint(cfg, shaped_model(chatty_bias(tiny_tokenizer()), seed=1))  # P(bot next) ≈ 0 after a turn
     password_env(monkeypatch)
     if bot_p is not None:  # as if the model were sure the bot speaks after every turn
@@ -295,24 +298,26 @@ def test_smoke_group_script(tmp_path: Path, monkeypatch, capsys, bot_p) -> None:
 def test_status_notes_reply_policy_model(tmp_path: Path) -> None:
     from chatbot.status import build_report
 
-    from tests.support.gen import make_project, random_model, write_checkpoint
+    from tests.support.gen import random_model, write_checkpoint
+    from tests.support.workspace import make_workspace
 
-    cfg = make_project(tmp_path, gen={"reply_policy": "model"})
+    cfg = make_workspace(tmp_path, gen={"reply_policy": "model"}, password=True)
     write_checkpoint(cfg, random_model())  # stats persona without turn_taking
     assert any("does not teach who speaks next" in line for line in build_report(cfg).lines)
     write_checkpoint(cfg, random_model(), persona={"target": "S2", "self": "S1", "turn_taking": True,
                                                    "speakers": {"S1": 5, "S2": 4}})
     assert any("only predicts two-person turn-taking" in line for line in build_report(cfg).lines)
-    cfg = make_project(tmp_path, gen={"reply_policy": "always"})
+    cfg = make_workspace(tmp_path, gen={"reply_policy": "always"}, password=True)
     assert not any(line.startswith("Replies") for line in build_report(cfg).lines)
 
 
 def test_reply_json_carries_the_decision(tmp_path: Path, monkeypatch, capsys) -> None:
     from chatbot.infer.chat import reply_command
 
-    from tests.support.gen import make_project, password_env, write_checkpoint
+    from tests.support.gen import password_env, write_checkpoint
+    from tests.support.workspace import make_workspace
 
-    cfg = make_project(tmp_path, gen={"reply_policy": "model", "bridge": {"bot_names": ["하늘"]}})
+    cfg = make_workspace(tmp_path, gen={"reply_policy": "model", "bridge": {"bot_names": ["하늘"]}}, password=True)
     write_checkpoint(cfg, shaped_model(chatty_bias(tiny_tokenizer()), seed=1))  # P(bot next) ≈ 0
     password_env(monkeypatch)
     reply_command(cfg, "오늘 뭐해?", as_json=True)

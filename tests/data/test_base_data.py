@@ -17,7 +17,6 @@ from chatbot.errors import ChatbotError
 from chatbot.records import Kind
 from tests.support.base import make_tokenizer
 from tests.support.preprocess import chat_room, rec
-from tests.data.test_preprocess_runs import exports  # noqa: F401  (fixture: a stand-in manifest of two invented rooms)
 
 # two invented sessions a day apart; A talks most (S1), B second (S2)
 ROOM = [

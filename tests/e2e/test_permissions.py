@@ -12,7 +12,8 @@ import pytest
 
 from chatbot import fsio
 from chatbot.lock import RunLock
-from tests.support.kakao import conversation, make_project, render, write
+from tests.support.kakao import conversation, render, write
+from tests.support.workspace import make_workspace
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes")
 
@@ -78,7 +79,7 @@ def test_pipeline_outputs_are_private_under_umask_022(tmp_path, umask_022, monke
     from tests.support.publish import KEY, fast_crypto
     from tests.support.train import reload
 
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     # exported straight into the project folder (raw.root_globs), readable by all as exports usually are
     events = conversation(datetime(2021, 3, 1, 9, 0), 600, ["김하늘", "박서준"], seed=3)
     src = write(tmp_path / "KakaoTalk_20210401_1200_00_000.txt", render("windows_ko", "우리방", events, datetime(2021, 4, 1)))

@@ -13,7 +13,9 @@ import pytest
 from chatbot.eval import baselines, metrics
 from chatbot.eval.items import pick, reply_items, sessions
 
-from tests.support.gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
+# tiny models run fastest on one thread (the fixture is in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 # ------------------------------------------------------------------ hand-computed n-gram baselines
 # vocabulary of 10 ids; 1 = BOS, 2 = EOT, 3/4 = speaker tokens, 5/6 = words
@@ -120,12 +122,12 @@ def test_sessions_and_items_follow_the_layout() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny model trained for a few seconds on a repetitive invented room (shared by the tests below)."""
-    from tests.support.train import make_project
+    from tests.support.train import make_train_project
 
     from chatbot.train.loop import train
 
     root = tmp_path_factory.mktemp("evalproj")
-    cfg = make_project(root, {"optimization": {"max_steps": 40, "lr_decay_steps": 40, "learning_rate": 1e-2},
+    cfg = make_train_project(root, {"optimization": {"max_steps": 40, "lr_decay_steps": 40, "learning_rate": 1e-2},
                               "logging": {"eval_interval": 20, "save_interval": 20, "eval_replies": 4}}, repeat=True,
                        n_sessions=30, val_sessions=5)
     (root / ".env").write_text("CHATBOT_PASSWORD=eval-test\n", encoding="utf-8")
@@ -208,9 +210,10 @@ def test_eval_replies_are_deterministic(trained, monkeypatch, capsys) -> None:
 def test_smoke_fails_on_collapsed_replies(tmp_path: Path, monkeypatch, capsys) -> None:
     import chatbot.eval.smoke as smoke_mod
     from chatbot.infer.generate import Reply
-    from tests.support.gen import make_project, password_env
+    from tests.support.gen import password_env
+    from tests.support.workspace import make_workspace
 
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     password_env(monkeypatch)
 
     class Fake:

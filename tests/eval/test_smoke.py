@@ -12,17 +12,18 @@ from chatbot.errors import ChatbotError
 from chatbot.infer.generate import TokenIds
 from chatbot.eval.smoke import check_reply, smoke
 
-from tests.support.gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
-from tests.support.gen import (
-    byte_token, chatty_bias, constant_bias, make_project, password_env, shaped_model, tiny_tokenizer,
-    write_checkpoint,
-)
+from tests.support.gen import (byte_token, chatty_bias, constant_bias, password_env, shaped_model, tiny_tokenizer,
+                               write_checkpoint)
+from tests.support.workspace import make_workspace
+
+# tiny models run fastest on one thread (the fixture is in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TIMING = re.compile(r"^    \[.*\]$|^smoke ok: .*$", re.M)
 
 
 def project(tmp_path: Path, monkeypatch, bias, **gen):
-    cfg = make_project(tmp_path, gen=gen or None)
+    cfg = make_workspace(tmp_path, gen=gen or None, password=True)
     write_checkpoint(cfg, shaped_model(bias))
     password_env(monkeypatch)
     return cfg

@@ -20,51 +20,35 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from typer.testing import CliRunner
 
 from chatbot.ops import app
+from tests.support.workspace import REPO, SECRET_VARS, edit_yaml, make_workspace
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "legacy_v1"
 EXPECTED = json.loads((FIXTURE / "expected.json").read_text(encoding="utf-8"))
 RUN = EXPECTED["run_name"]
 VOLATILE = {"created", "seconds", "latency_s", "first_token_s", "latency_mean_s", "latency_p95_s", "time",
             "tokens_per_s", "mfu"}
-_SECRETS = ("CHATBOT_PASSWORD", "CHATBOT_PASSWORD_HASH", "CHATBOT_ACCESS_PASSWORD", "CHATBOT_MODEL_KEY",
-            "CHATBOT_BRIDGE_SECRET")
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for key, value in over.items():
-        out[key] = _merge(out.get(key) or {}, value) if isinstance(value, dict) else value
-    return out
-
-
-def _edit_yaml(ws: Path, name: str, over: dict) -> None:
-    path = ws / "configs" / name
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    path.write_text(yaml.safe_dump(_merge(data, over), allow_unicode=True), encoding="utf-8")
-
-
-def make_workspace(root: Path) -> Path:
+def make_legacy_workspace(root: Path) -> Path:
     """A project: today's configs/ with the fixture's overrides, the legacy files, a .env with the test secrets."""
     ws = root / "ws"
     shutil.copytree(FIXTURE / "workspace", ws)
     # a checkout writes the files in any order: one mtime for all, so status never sees "training has moved on"
     for path in ws.rglob("*"):
         os.utime(path, (1_700_000_000, 1_700_000_000))
-    shutil.copytree(REPO / "configs", ws / "configs")
+    make_workspace(ws)
     for name, over in EXPECTED["overrides"].items():
-        _edit_yaml(ws, name, over)
+        edit_yaml(ws, name, over)
     (ws / ".env").write_text(f"CHATBOT_PASSWORD={EXPECTED['password']}\nCHATBOT_MODEL_KEY={EXPECTED['model_key']}\n",
                              encoding="utf-8")
     return ws
 
 
 def cli(ws: Path, *args: str, code: int = 0, stdin: str | None = None):
-    env = {name: None for name in _SECRETS} | {"CHATBOT_ACCESS_PASSWORD": EXPECTED["password"]}
+    env = {name: None for name in SECRET_VARS} | {"CHATBOT_ACCESS_PASSWORD": EXPECTED["password"]}
     result = CliRunner().invoke(app, [*args, "--config-dir", str(ws / "configs")], input=stdin, env=env)
     if result.exit_code != code:
         raise AssertionError(f"{args} exited {result.exit_code} (expected {code}):\n{result.output}\n{result.exception!r}")
@@ -94,7 +78,7 @@ def tensor_digest(state: dict) -> dict:
 @pytest.fixture(scope="module")
 def shared_ws(tmp_path_factory) -> Path:
     """One workspace for the read-only checks (reply, smoke, eval, status)."""
-    return make_workspace(tmp_path_factory.mktemp("legacy"))
+    return make_legacy_workspace(tmp_path_factory.mktemp("legacy"))
 
 
 # ------------------------------------------------------------------------------------------- inference
@@ -102,7 +86,7 @@ def shared_ws(tmp_path_factory) -> Path:
                                                 ("enc", "artifacts/model_latest.enc"),
                                                 ("best", "best"), ("latest", "latest")])
 def test_reply_from_legacy_model_files(shared_ws: Path, source: str, preference: str) -> None:
-    _edit_yaml(shared_ws, "gen.yaml", {"model_preference": [preference]})
+    edit_yaml(shared_ws, "gen.yaml", {"model_preference": [preference]})
     got = json.loads(cli(shared_ws, "reply", EXPECTED["prompt"], "--json").stdout)
     want = EXPECTED["reply"][source]
     assert got["text"] == want["text"]
@@ -120,7 +104,7 @@ def test_reply_from_legacy_merged_base_artifact(shared_ws: Path) -> None:
     with safe_open(str(shared_ws / base["path"]), framework="pt") as f:
         assert f.metadata()["format"] == base["format"]
         assert tensor_digest({name: f.get_tensor(name) for name in f.keys()}) == base["tensors"]
-    _edit_yaml(shared_ws, "gen.yaml", {"model_preference": [base["path"]]})
+    edit_yaml(shared_ws, "gen.yaml", {"model_preference": [base["path"]]})
     got = json.loads(cli(shared_ws, "reply", EXPECTED["prompt"], "--json").stdout)
     assert got["text"] == base["reply"]["text"]
     assert got["confidence"] == pytest.approx(base["reply"]["confidence"], abs=2e-4)
@@ -133,14 +117,14 @@ def _normalised_smoke(text: str) -> str:
 
 
 def test_smoke_on_legacy_encrypted_artifact(shared_ws: Path) -> None:
-    _edit_yaml(shared_ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
+    edit_yaml(shared_ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
     got = cli(shared_ws, "smoke", code=EXPECTED["smoke"]["returncode"])
     assert _normalised_smoke(got.stdout) == _normalised_smoke(EXPECTED["smoke"]["stdout"])
 
 
 @pytest.mark.parametrize("source", ["artifact", "best", "latest"])
 def test_eval_on_legacy_files(shared_ws: Path, source: str) -> None:
-    _edit_yaml(shared_ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
+    edit_yaml(shared_ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
     got = drop_volatile(json.loads(cli(shared_ws, "eval", "--source", source, "--json").stdout))
     want = drop_volatile(EXPECTED["eval"][source])
     assert got["loss"]["model"]["nats"] == pytest.approx(want["loss"]["model"]["nats"], abs=2e-4)
@@ -150,7 +134,7 @@ def test_eval_on_legacy_files(shared_ws: Path, source: str) -> None:
 
 
 def test_status_reads_the_legacy_workspace(shared_ws: Path) -> None:
-    _edit_yaml(shared_ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
+    edit_yaml(shared_ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
     got = cli(shared_ws, "status").stdout.splitlines()
     want = EXPECTED["status"].splitlines()
     assert got[1:] and got[1:] == want[1:]  # line 0 names the project folder (a temp dir)
@@ -158,8 +142,8 @@ def test_status_reads_the_legacy_workspace(shared_ws: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- train / publish
 def test_train_resumes_from_legacy_checkpoint(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path)
-    _edit_yaml(ws, "train.yaml", {"optimization": {"max_steps": EXPECTED["resume_steps"]}})
+    ws = make_legacy_workspace(tmp_path)
+    edit_yaml(ws, "train.yaml", {"optimization": {"max_steps": EXPECTED["resume_steps"]}})
     cli(ws, "train")
     run = ws / "checkpoints" / RUN
     latest = torch.load(run / "latest.pt", weights_only=True)
@@ -171,7 +155,7 @@ def test_train_resumes_from_legacy_checkpoint(tmp_path: Path) -> None:
 
 
 def test_publish_from_legacy_checkpoint_matches_legacy_artifact(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path)
+    ws = make_legacy_workspace(tmp_path)
     legacy_pt = (ws / "artifacts" / "model_latest.pt").read_bytes()
     shutil.rmtree(ws / "artifacts")
     cli(ws, "publish")
@@ -197,7 +181,7 @@ def _saved(obj) -> bytes:
 
 def test_publish_hf_from_legacy_checkpoint_is_byte_identical(tmp_path: Path) -> None:
     pytest.importorskip("safetensors")
-    ws = make_workspace(tmp_path)
+    ws = make_legacy_workspace(tmp_path)
     shutil.rmtree(ws / "artifacts")
     cli(ws, "publish", "--format", "hf")
     got = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((ws / "artifacts" / "hf").iterdir())}
@@ -205,12 +189,12 @@ def test_publish_hf_from_legacy_checkpoint_is_byte_identical(tmp_path: Path) -> 
 
 
 def test_encrypted_republish_still_answers_the_same(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path)
+    ws = make_legacy_workspace(tmp_path)
     (ws / "artifacts" / "model_latest.enc").unlink()
     cli(ws, "publish", "--encrypt")
     new = (ws / "artifacts" / "model_latest.enc").read_bytes()
     assert new[:8] == (FIXTURE / "workspace" / "artifacts" / "model_latest.enc").read_bytes()[:8]  # magic
-    _edit_yaml(ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
+    edit_yaml(ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
     got = json.loads(cli(ws, "reply", EXPECTED["prompt"], "--json").stdout)
     assert got["text"] == EXPECTED["reply"]["enc"]["text"]
 
@@ -222,7 +206,7 @@ def _rooms(ws: Path) -> dict[str, dict]:
 
 
 def test_bridge_continues_legacy_rooms_of_both_formats(tmp_path: Path) -> None:
-    ws = make_workspace(tmp_path)
+    ws = make_legacy_workspace(tmp_path)
     before = _rooms(ws)
     assert sorted(r["format"] for r in before.values()) == ["chatbot-bridge-room-1", "chatbot-bridge-room-2"]
     lines = EXPECTED["bridge_after"]["input"]

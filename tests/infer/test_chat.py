@@ -16,16 +16,18 @@ import chatbot.security as security
 from chatbot.infer.chat import chat_command, reply_command
 from chatbot.errors import ChatbotError
 
-from tests.support.gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
-from tests.support.gen import (PASSWORD, REPO, chatty_bias, make_project, password_env, shaped_model, tiny_tokenizer,
-                               write_checkpoint)
+from tests.support.gen import chatty_bias, password_env, shaped_model, tiny_tokenizer, write_checkpoint
+from tests.support.workspace import PASSWORD, REPO, make_workspace
+
+# tiny models run fastest on one thread (the fixture is in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 needs_pty = pytest.mark.skipif(not hasattr(pexpect, "spawn"), reason="pexpect.spawn needs a POSIX pty (not on Windows)")
 
 
 @pytest.fixture
 def cfg(tmp_path: Path, monkeypatch):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     write_checkpoint(cfg, shaped_model(chatty_bias(tiny_tokenizer())))
     password_env(monkeypatch)
     return cfg

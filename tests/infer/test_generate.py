@@ -17,11 +17,13 @@ from chatbot.infer.generate import (
 )
 from chatbot.infer.loading import Bundle
 
-from tests.support.gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
 from tests.support.gen import (
     PERSONA, BigramModel, byte_token, chain_of, random_model, shaped_model, chatty_bias, tiny_tokenizer,
     vocab_size,
 )
+
+# tiny models run fastest on one thread (the fixture is in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 GREEDY = SamplingConfig(temperature=0.0, repetition_penalty=1.0, stop_on_next_turn=True)
 

@@ -14,10 +14,11 @@ from chatbot.errors import ChatbotError
 from chatbot.infer.generate import load_responder
 from chatbot.infer.loading import find_model_source, load_bundle
 
-from tests.support.gen import one_torch_thread  # noqa: F401  (autouse: tiny models run on one thread)
-from tests.support.gen import (
-    PERSONA, artifact_dict, make_project, random_model, write_artifact, write_checkpoint,
-)
+from tests.support.gen import PERSONA, artifact_dict, random_model, write_artifact, write_checkpoint
+from tests.support.workspace import make_workspace
+
+# tiny models run fastest on one thread (the fixture is in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 MODEL_KEY = "invented-model-key-for-tests-0123456789"
 
@@ -28,7 +29,7 @@ def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_checkpoint_loads_with_processed_tokenizer_and_persona(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     model = random_model(seed=1)
     path = write_checkpoint(cfg, model, step=42)
     b = load_bundle(cfg)
@@ -40,7 +41,7 @@ def test_checkpoint_loads_with_processed_tokenizer_and_persona(tmp_path: Path) -
 
 
 def test_preference_order_and_best_latest(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     latest, best, art = random_model(seed=1), random_model(seed=2), random_model(seed=3)
     write_checkpoint(cfg, latest, name="latest.pt", step=5)
     assert load_bundle(cfg).step == 5  # best missing → latest
@@ -55,7 +56,7 @@ def test_preference_order_and_best_latest(tmp_path: Path) -> None:
 
 
 def test_nothing_found_says_which_command_makes_a_model(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     with pytest.raises(ChatbotError) as exc:
         load_bundle(cfg)
     msg = str(exc.value)
@@ -66,14 +67,14 @@ def test_nothing_found_says_which_command_makes_a_model(tmp_path: Path) -> None:
 
 
 def test_checkpoint_with_a_different_tokenizer_is_refused(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     write_checkpoint(cfg, random_model(), tokenizer_json='{"another": "tokenizer"}')
     with pytest.raises(ChatbotError, match="not the tokenizer .* was trained with"):
         load_bundle(cfg)
 
 
 def test_checkpoint_without_processed_tokenizer_is_refused(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     write_checkpoint(cfg, random_model())
     (cfg.processed_dir / "tokenizer.json").unlink()
     with pytest.raises(ChatbotError, match="tokenizer.json is missing.*preprocess"):
@@ -81,7 +82,7 @@ def test_checkpoint_without_processed_tokenizer_is_refused(tmp_path: Path) -> No
 
 
 def test_corrupt_file_is_a_one_line_error(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     path = write_checkpoint(cfg, random_model())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -96,7 +97,7 @@ class Payload:  # a pickled object that would run code on a plain torch.load
 
 
 def test_loading_is_weights_only(tmp_path: Path, capsys) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     model = random_model()
     write_checkpoint(cfg, model)
     ckpt = torch.load(cfg.run_dir / "best.pt", weights_only=True)
@@ -108,7 +109,7 @@ def test_loading_is_weights_only(tmp_path: Path, capsys) -> None:
 
 
 def test_wrapped_state_dict_keys_and_bf16_artifact(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     model = random_model(seed=6)
     write_artifact(cfg, model, dtype=torch.bfloat16)
     b = load_bundle(cfg)
@@ -126,7 +127,7 @@ def test_wrapped_state_dict_keys_and_bf16_artifact(tmp_path: Path) -> None:
 
 
 def test_mismatched_weights_are_refused(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     art = artifact_dict(random_model())
     art["model_args"] = {**art["model_args"], "n_embd": 64}
     cfg.path("artifacts").mkdir()
@@ -136,7 +137,7 @@ def test_mismatched_weights_are_refused(tmp_path: Path) -> None:
 
 
 def test_encrypted_artifact_is_decrypted_in_memory(tmp_path: Path, monkeypatch) -> None:
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path, password=True)
     model = random_model(seed=8)
     buf = io.BytesIO()
     torch.save(artifact_dict(model, step=12), buf)
@@ -157,7 +158,7 @@ def test_encrypted_artifact_is_decrypted_in_memory(tmp_path: Path, monkeypatch) 
 
 
 def test_load_responder_answers_from_a_checkpoint(tmp_path: Path) -> None:
-    cfg = make_project(tmp_path, gen={"sampling": {"max_new_tokens": 8}})
+    cfg = make_workspace(tmp_path, gen={"sampling": {"max_new_tokens": 8}}, password=True)
     write_checkpoint(cfg, random_model())
     r = load_responder(cfg)
     out = r.reply([("user", "안녕 뭐해?")])

@@ -12,7 +12,8 @@ import pytest
 from chatbot.kakao.archive import archive
 from chatbot.errors import ChatbotError, LockedError
 from chatbot.lock import LOCK_NAME, RunLock
-from tests.support.kakao import make_project, snapshot, write
+from tests.support.kakao import snapshot, write
+from tests.support.workspace import make_workspace
 
 
 def populate(cfg):
@@ -39,7 +40,7 @@ def contents(root):
 
 
 def test_archive_moves_and_never_deletes(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     populate(cfg)
     before = contents(tmp_path)
     archive(cfg, dry=False, tag="exp1", include_raw=False)
@@ -62,7 +63,7 @@ def test_archive_moves_and_never_deletes(tmp_path, capsys):
 
 
 def test_include_raw(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     populate(cfg)
     archive(cfg, dry=False, tag="", include_raw=True)
     (dest,) = list(cfg.path(cfg.paths.archive).iterdir())
@@ -73,7 +74,7 @@ def test_include_raw(tmp_path):
 
 
 def test_refuses_while_a_trainer_holds_the_lock(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     populate(cfg)
     before = snapshot(tmp_path)
     with RunLock(cfg.path(cfg.paths.checkpoints) / "run1"):
@@ -88,7 +89,7 @@ def test_refuses_while_a_trainer_holds_the_lock(tmp_path):
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="forks a short-lived process (POSIX only)")
 def test_stale_lock_does_not_block(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     populate(cfg)
     lock = cfg.path(cfg.paths.checkpoints) / "run1" / LOCK_NAME
     pid = os.fork()
@@ -102,7 +103,7 @@ def test_stale_lock_does_not_block(tmp_path):
 
 
 def test_dry_changes_nothing(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     populate(cfg)
     before = snapshot(tmp_path)
     archive(cfg, dry=True, tag="t", include_raw=True)
@@ -111,7 +112,7 @@ def test_dry_changes_nothing(tmp_path, capsys):
 
 
 def test_nothing_to_archive(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     write(cfg.path(cfg.paths.artifacts) / ".gitkeep", "")
     archive(cfg, dry=False, tag="", include_raw=False)
     assert "nothing to archive" in capsys.readouterr().out
@@ -119,6 +120,6 @@ def test_nothing_to_archive(tmp_path, capsys):
 
 
 def test_bad_tag(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     with pytest.raises(ChatbotError, match="--tag"):
         archive(cfg, dry=False, tag="../escape", include_raw=False)

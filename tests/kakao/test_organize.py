@@ -15,7 +15,8 @@ from chatbot.fsio import sha256_file
 from chatbot.kakao import parse_file
 from chatbot.kakao.organize import load_manifest, organize, room_records
 from chatbot.ops import main
-from tests.support.kakao import FIXTURES, conversation, make_project, render, snapshot, write
+from tests.support.kakao import FIXTURES, conversation, render, snapshot, write
+from tests.support.workspace import make_workspace
 
 PEOPLE = ["이도현(Leo)", "김민준", "이서연"]
 EVENTS = conversation(datetime(2018, 4, 7, 23, 40), 200, PEOPLE, seed=11)
@@ -51,7 +52,7 @@ def run(cfg, dry=False):
 
 
 def test_organize_groups_rooms_and_writes_the_manifest(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = drop_exports(cfg)
     notes = (inbox / "notes.txt").read_bytes()
     assert run(cfg)  # notes.txt is refused -> exit status 1, the rest organized
@@ -95,7 +96,7 @@ def test_organize_groups_rooms_and_writes_the_manifest(tmp_path, capsys):
 
 
 def test_second_run_changes_nothing(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     drop_exports(cfg)
     run(cfg)
     before = snapshot(tmp_path)
@@ -106,7 +107,7 @@ def test_second_run_changes_nothing(tmp_path, capsys):
 
 
 def test_dry_run_changes_nothing(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     drop_exports(cfg)
     before = snapshot(tmp_path)
     run(cfg, dry=True)
@@ -117,7 +118,7 @@ def test_dry_run_changes_nothing(tmp_path, capsys):
 
 
 def test_new_export_of_a_known_room_joins_its_folder(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = cfg.path(cfg.paths.raw.inbox)
     write(inbox / "a.txt", render("windows_ko", "스터디 모임", EVENTS[:100], datetime(2018, 5, 1)))
     organize(cfg)
@@ -134,7 +135,7 @@ def test_new_export_of_a_known_room_joins_its_folder(tmp_path):
 
 
 def test_same_file_twice_and_root_globs(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     paths_yaml = cfg.config_dir / "paths.yaml"
     text = paths_yaml.read_text(encoding="utf-8")
     paths_yaml.write_text(text.replace('    - "KakaoTalk*.txt"', '    - "KakaoTalk*.txt"\n    - "*.txt"'),
@@ -152,7 +153,7 @@ def test_same_file_twice_and_root_globs(tmp_path):
 
 
 def test_move_files_moves_only_after_the_manifest(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     paths_yaml = cfg.config_dir / "paths.yaml"
     paths_yaml.write_text(paths_yaml.read_text(encoding="utf-8").replace("move_files: false", "move_files: true"),
                           encoding="utf-8")
@@ -168,7 +169,7 @@ def test_move_files_moves_only_after_the_manifest(tmp_path):
 
 
 def test_zip_in_the_inbox(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     z = cfg.path(cfg.paths.raw.inbox) / "KakaoTalk_가족.zip"
     z.parent.mkdir(parents=True)
     with zipfile.ZipFile(z, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -180,7 +181,7 @@ def test_zip_in_the_inbox(tmp_path):
 
 
 def test_cli_exit_codes(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     write(cfg.path(cfg.paths.raw.inbox) / "a.txt", render("windows_ko", "가족", EVENTS[:10], datetime(2018, 5, 1)))
     assert main(["organize", "--config-dir", str(cfg.config_dir), "--dry"]) == 0
     assert main(["organize", "--config-dir", str(cfg.config_dir)]) == 0
@@ -190,7 +191,7 @@ def test_cli_exit_codes(tmp_path, capsys):
 
 
 def test_room_records_unknown_room(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     with pytest.raises(ChatbotError, match="no room"):
         room_records(cfg, "없는 방")
     assert load_manifest(cfg) == []
@@ -215,7 +216,7 @@ def test_content_fingerprints_at_different_sampling_levels(tmp_path, monkeypatch
 
 
 def test_two_rooms_with_one_name_stay_apart(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = cfg.path(cfg.paths.raw.inbox)
     t0 = datetime(2021, 5, 1, 10, 0)
     write(inbox / "a.txt", render("windows_ko", "가족", conversation(t0, 60, ["엄마", "아빠"], seed=1), t0))
@@ -228,7 +229,7 @@ def test_interrupted_run_is_completed_without_duplicates(tmp_path, monkeypatch):
     """A run killed after copying but before writing the manifest: the next run reuses the copy."""
     import chatbot.kakao.organize as org
 
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     write(cfg.path(cfg.paths.raw.inbox) / "a.txt", render("windows_ko", "가족", EVENTS[:20], datetime(2018, 5, 1)))
 
     def killed(*args, **kwargs):
@@ -249,7 +250,7 @@ def test_interrupted_run_is_completed_without_duplicates(tmp_path, monkeypatch):
 def test_room_title_longer_than_a_file_name_is_cut_by_bytes_and_kept_apart(tmp_path, capsys):
     """90 emoji (360 bytes) used to crash with 'File name too long' after copying some files; two such rooms whose
     titles differ only after the cut still get two folders."""
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = cfg.path(cfg.paths.raw.inbox)
     t0 = datetime(2021, 5, 1, 10, 0)
     long_a, long_b = "🎉" * 90 + "A", "🎉" * 90 + "B"
@@ -280,7 +281,7 @@ def test_folder_names_avoid_what_windows_forbids(title, folder):
 
 def test_names_that_differ_only_in_case_get_two_folders(tmp_path):
     """Windows and macOS ignore case: 'Family' and 'family' would be one folder there."""
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = cfg.path(cfg.paths.raw.inbox)
     t0 = datetime(2021, 5, 1, 10, 0)
     write(inbox / "a.txt", render("windows_en", "Family", conversation(t0, 60, ["Mom", "Dad"], seed=1), t0))
@@ -295,7 +296,7 @@ def test_a_failed_copy_leaves_no_half_done_organize(tmp_path, monkeypatch):
     written, one line says so; the next run organizes everything."""
     import chatbot.kakao.organize as org
 
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = cfg.path(cfg.paths.raw.inbox)
     t0 = datetime(2021, 5, 1, 10, 0)
     write(inbox / "a.txt", render("windows_ko", "가족", conversation(t0, 30, ["엄마", "아빠"], seed=1), t0))

@@ -14,7 +14,8 @@ from chatbot.errors import ChatbotError
 from chatbot.fsio import sha256_file
 from chatbot.kakao import text as ktext
 from chatbot.kakao.organize import load_manifest, organize, room_records
-from tests.support.kakao import conversation, make_project, render, snapshot, write
+from tests.support.kakao import conversation, render, snapshot, write
+from tests.support.workspace import make_workspace
 
 EVENTS = conversation(datetime(2019, 3, 2, 20, 0), 60, ["김하늘", "박바다"], seed=5)
 OTHER = conversation(datetime(2019, 3, 9, 21, 0), 50, ["최구름", "정노을"], seed=6)
@@ -36,7 +37,7 @@ def _refused(cfg, capsys) -> str:
 
 
 def test_zip_bomb_is_refused_and_left_in_place_while_the_rest_is_organized(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = cfg.path(cfg.paths.raw.inbox)
     good = render("windows_ko", "등산 모임", EVENTS, datetime(2019, 4, 1))
     # a real export header on top of 40 MB of one repeated line: deflate packs it ~1000x
@@ -54,7 +55,7 @@ def test_zip_bomb_is_refused_and_left_in_place_while_the_rest_is_organized(tmp_p
 
 
 def test_member_over_the_size_limit_is_refused(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     cfg.paths.raw.zip_max_member_mb = 1
     lines = render("windows_ko", "큰 방", conversation(datetime(2019, 1, 1), 25_000, ["가람", "나래"], seed=1),
                    datetime(2019, 6, 1))
@@ -69,7 +70,7 @@ def test_member_over_the_size_limit_is_refused(tmp_path, capsys):
 
 
 def test_only_stored_and_deflate_members_are_expanded(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     z = cfg.path(cfg.paths.raw.inbox) / "KakaoTalk_bz.zip"
     z.parent.mkdir(parents=True)
     with zipfile.ZipFile(z, "w", zipfile.ZIP_BZIP2) as zf:
@@ -123,7 +124,7 @@ def test_member_ratio_is_measured_by_the_bytes_it_really_has(tmp_path):
 
 
 def test_a_zip_with_several_exports_gives_one_entry_per_export(tmp_path, capsys):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     inbox = cfg.path(cfg.paths.raw.inbox)
     z = inbox / "KakaoTalk_all.zip"
     _zip(z, {"roomA/KakaoTalkChats.txt": render("android_ko", "등산 모임", EVENTS, datetime(2019, 4, 1)),
@@ -148,7 +149,7 @@ def test_a_zip_with_several_exports_gives_one_entry_per_export(tmp_path, capsys)
 def test_an_export_missed_by_an_older_organize_is_picked_up(tmp_path):
     """Manifests written before several-export zips were understood hold only the first member: the next run
     adds the others (the zip's hash alone no longer marks it as done)."""
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     z = cfg.path(cfg.paths.raw.inbox) / "KakaoTalk_all.zip"
     _zip(z, {"a/KakaoTalkChats.txt": render("android_ko", "등산 모임", EVENTS, datetime(2019, 4, 1)),
              "b/KakaoTalkChats.txt": render("android_ko", "독서 모임", OTHER, datetime(2019, 4, 2))})
@@ -161,7 +162,7 @@ def test_an_export_missed_by_an_older_organize_is_picked_up(tmp_path):
 
 
 def test_two_exports_of_one_room_in_one_zip_share_its_folder(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_workspace(tmp_path)
     cfg.paths.raw.move_files = True
     z = cfg.path(cfg.paths.raw.inbox) / "KakaoTalk_two.zip"
     _zip(z, {"old/KakaoTalkChats.txt": render("android_ko", "등산 모임", EVENTS[:40], datetime(2019, 4, 1)),

@@ -12,8 +12,11 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.support.gen import PERSONA, chatty_bias, one_torch_thread, shaped_model, tiny_tokenizer  # noqa: F401
+from tests.support.gen import PERSONA, chatty_bias, shaped_model, tiny_tokenizer
 from tests.support.serve import API_KEY, FakeResponder, running, serve_project, wait_until
+
+# tiny models run fastest on one thread (the fixture is in tests/conftest.py)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[2]
 

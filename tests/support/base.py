@@ -117,21 +117,18 @@ def make_base_project(root: str | Path, overrides: dict | None = None, *, family
                       base_dir: Path | None = None, n_sessions: int = 16):
     """``root`` with configs/ (tiny LoRA fine-tune of a tiny base) and data/processed/ made by preprocess's
     base path from an invented room; returns the loaded Config."""
-    import shutil
-
     from transformers import AutoTokenizer
 
-    from chatbot.config import PreprocessConfig, load_config
+    from chatbot.config import PreprocessConfig
     from chatbot.data.preprocess import BaseTokenizer, build
     from tests.support.preprocess import chat_room
-    from tests.support.train import REPO, _merge, write_train_yaml
+    from tests.support.train import TINY_TRAIN
+    from tests.support.workspace import make_workspace, merged
 
     root = Path(root)
     base_dir = base_dir or cached_base(family)
-    if not (root / "configs").is_dir():
-        shutil.copytree(REPO / "configs", root / "configs")
-    write_train_yaml(root, _merge(_merge(BASE_TRAIN, {"model": {"base": str(base_dir)}}), overrides or {}))
     tok = AutoTokenizer.from_pretrained(str(base_dir))
     build([chat_room(n_sessions=n_sessions, seed=1)], PreprocessConfig(val_fraction=0.2), root / "data" / "processed",
           base=BaseTokenizer(str(base_dir), "", tok))
-    return load_config(root / "configs")
+    over = merged(merged(BASE_TRAIN, {"model": {"base": str(base_dir)}}), overrides or {})
+    return make_workspace(root, train=merged(TINY_TRAIN, over))

@@ -13,7 +13,7 @@ import torch
 from chatbot.config import load_config
 from chatbot.formats import checkpoint as checkpoint_format
 from tests.support.base import make_base
-from tests.support.gen import PASSWORD, make_project
+from tests.support.workspace import PASSWORD, make_workspace
 
 KEY = "bq4-Tz7w-Nc2x-Rj8v-Ym5k-Gd3p"  # invented (not guessable by pattern: guessable keys are refused)
 PERSONA = {"target": "room", "self": "S2", "speakers": {"S1": 40, "S2": 30}}
@@ -29,7 +29,7 @@ def make_base_run(root: Path, family: str = "qwen2", *, kind: str = "lora", tie:
 
     from chatbot.base import apply_adapter, base_weight_hash, load_base, tokenizer_hash
 
-    make_project(root, gen=gen)
+    make_workspace(root, gen=gen, password=True)
     with open(root / ".env", "a", encoding="utf-8") as fh:
         fh.write(f"CHATBOT_MODEL_KEY={KEY}\n")
     cfg = load_config(root / "configs")

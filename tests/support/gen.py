@@ -6,22 +6,19 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
-from chatbot.config import Config, load_config
+from chatbot.config import Config
 from chatbot.data.tokenizer import train_tokenizer
 from chatbot.formats import artifact as artifact_format
 from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.fsio import atomic_torch_save
 from chatbot.infer.generate import TokenIds, token_byte_table
 from chatbot.model import ModelArgs, Transformer
+from tests.support.workspace import PASSWORD
 
-REPO = Path(__file__).resolve().parents[2]
-PASSWORD = "test-gate-pw-7"  # invented; the gate only needs .env and the access variable to agree
 
 CORPUS = [
     "안녕 뭐해?", "오늘 저녁 뭐 먹을까?", "주말에 뭐 할 거야?", "나는 집에서 쉬는 중이야", "라면 먹자 ㅋㅋㅋ",
@@ -104,30 +101,6 @@ def constant_bias(token_id: int, strength: float = 30.0) -> torch.Tensor:
     bias = torch.zeros(vocab_size())
     bias[token_id] = strength
     return bias
-
-
-def make_project(tmp_path: Path, *, gen: dict | None = None, env_password: bool = True) -> Config:
-    """tmp_path/configs copied from the repo (gen.yaml overrides merged in), .env with the gate password."""
-    import yaml
-
-    if not (tmp_path / "configs").exists():
-        shutil.copytree(REPO / "configs", tmp_path / "configs")
-    if gen:
-        path = tmp_path / "configs" / "gen.yaml"
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        _merge(data, gen)
-        path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    if env_password:
-        (tmp_path / ".env").write_text(f"CHATBOT_PASSWORD={PASSWORD}\n", encoding="utf-8")
-    return load_config(tmp_path / "configs")
-
-
-def _merge(dst: dict, src: dict) -> None:
-    for k, v in src.items():
-        if isinstance(v, dict) and isinstance(dst.get(k), dict):
-            _merge(dst[k], v)
-        else:
-            dst[k] = v
 
 
 def write_checkpoint(cfg: Config, model: Transformer, *, name: str = "best.pt", persona: dict | None = None,
@@ -215,12 +188,3 @@ def byte_token(tok, b: bytes) -> int:
     ids = TokenIds.from_tokenizer(tok)
     return token_byte_table(tok, ids.special).index(b)
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread (and do not stall when the CPU is shared); restored afterwards.
-    Autouse in every module that imports it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

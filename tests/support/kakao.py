@@ -7,14 +7,12 @@ platforms with overlapping periods. All names and texts are invented.
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from chatbot.config import Config, load_config
+from tests.support.workspace import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "tests" / "fixtures" / "kakao"
 MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December"]
@@ -158,12 +156,6 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode(encoding))
     return path
-
-
-def make_project(tmp_path: Path) -> Config:
-    """A throw-away project: the repo's configs copied into ``tmp_path/configs``; paths resolve inside it."""
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    return load_config(tmp_path / "configs")
 
 
 def snapshot(root: Path) -> dict[str, bytes]:

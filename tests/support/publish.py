@@ -36,7 +36,7 @@ def tiny_args(vocab_size: int, **over) -> ModelArgs:
     return ModelArgs(**base)
 
 
-def make_project(root: Path, *, step: int = 42, val_loss: float = 3.25, **model_over) -> dict:
+def make_trained_run(root: Path, *, step: int = 42, val_loss: float = 3.25, **model_over) -> dict:
     """Write data/processed (tokenizer.json, stats.json, speakers.json) and checkpoints/default/best.pt under ``root``
     (which must already hold configs/). Returns {"cfg", "model", "tokenizer", "args", "ckpt_path"}."""
     tok = train_tokenizer(_TEXTS * 20, 400)

@@ -78,11 +78,11 @@ class FakeResponder:
 
 
 def serve_project(tmp_path: Path, *, serve: dict | None = None, key: bool = True):
-    """A project folder (tests.support.gen.make_project) whose .env also holds the API key's hash."""
-    from tests.support.gen import make_project
+    """A workspace with the gate password (tests.support.workspace) whose .env also holds the API key's hash."""
+    from tests.support.workspace import make_workspace
 
     over = {"serve": {"header_timeout_s": 2, "body_timeout_s": 2, "shutdown_timeout_s": 5, **(serve or {})}}
-    cfg = make_project(tmp_path, gen=over)
+    cfg = make_workspace(tmp_path, gen=over, password=True)
     if key:
         with (tmp_path / ".env").open("a", encoding="utf-8") as fh:
             fh.write(f"CHATBOT_API_KEY_HASH='{hash_password(API_KEY, n=2**10)}'\n")

@@ -22,13 +22,12 @@ import traceback
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from chatbot.config import Config, load_config
+from chatbot.config import Config
 from chatbot.data.tokenizer import encode_text, special_id, train_tokenizer
 from chatbot.tokens import BOS, EOT, speaker_token
+from tests.support.workspace import REPO, make_workspace, merged
 
-REPO = Path(__file__).resolve().parents[2]
 
 PHRASES = [
     "hello there", "what are you doing", "just got home", "did you eat yet", "not yet, maybe noodles",
@@ -125,35 +124,16 @@ def make_processed(out_dir: Path, *, n_sessions: int = 40, val_sessions: int = 6
     return stats
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
-
-
-def write_train_yaml(root: Path, overrides: dict | None = None, *, tiny: bool = True) -> None:
-    """configs/train.yaml = the current file merged with TINY_TRAIN (when ``tiny``) and ``overrides``."""
-    path = root / "configs" / "train.yaml"
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    data = _merge(_merge(data, TINY_TRAIN if tiny else {}), overrides or {})
-    path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
-
-
-def make_project(root: Path, overrides: dict | None = None, **data_kw) -> Config:
-    """``root`` with configs/ (tiny train.yaml) and data/processed/; returns the loaded Config."""
-    root = Path(root)
-    if not (root / "configs").is_dir():
-        shutil.copytree(REPO / "configs", root / "configs")
-    write_train_yaml(root, overrides)
-    make_processed(root / "data" / "processed", **data_kw)
-    return load_config(root / "configs")
+def make_train_project(root: Path, overrides: dict | None = None, **data_kw) -> Config:
+    """A workspace (tests.support.workspace) with a tiny train.yaml (TINY_TRAIN, then ``overrides``) and
+    data/processed/ (make_processed with ``data_kw``); returns the loaded Config."""
+    make_processed(Path(root) / "data" / "processed", **data_kw)
+    return make_workspace(root, train=merged(TINY_TRAIN, overrides or {}))
 
 
 def reload(cfg: Config, overrides: dict | None = None) -> Config:
     """Merge new overrides into the project's current train.yaml and load the config again."""
-    write_train_yaml(cfg.root, overrides, tiny=False)
-    return load_config(cfg.config_dir)
+    return make_workspace(cfg.root, train=overrides)
 
 
 def cli_env() -> dict:

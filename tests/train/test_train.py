@@ -19,7 +19,7 @@ from chatbot.errors import ChatbotError, LockedError
 from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.train.loop import EXIT_ABORTED, EXIT_DONE, EXIT_STOPPED, lr_at, train
 from chatbot.train.dist import Abort, StopSignals
-from tests.support.train import load_ckpt, make_project, reload
+from tests.support.train import load_ckpt, make_train_project, reload
 
 CKPT_KEYS = {"format", "model", "model_args", "optimizer", "step", "best_val_loss", "val_loss", "train_loss",
              "tokenizer_hash", "vocab_size", "rng", "sampler", "train_config", "world_size", "tokens_seen"}
@@ -37,7 +37,7 @@ def stop_at(cfg, k):
 
 
 def test_loss_decreases_on_a_tiny_repeated_dataset(tmp_path, capsys):
-    cfg = make_project(tmp_path, {"optimization": {"max_steps": 40, "lr_decay_steps": 40, "learning_rate": 1e-2},
+    cfg = make_train_project(tmp_path, {"optimization": {"max_steps": 40, "lr_decay_steps": 40, "learning_rate": 1e-2},
                                   "logging": {"log_interval": 5, "eval_interval": 20, "save_interval": 20}},
                        repeat=True, n_sessions=12, val_sessions=2)
     assert train(cfg) == EXIT_DONE
@@ -55,9 +55,9 @@ def test_loss_decreases_on_a_tiny_repeated_dataset(tmp_path, capsys):
 
 def test_resume_after_stop_is_bit_identical_and_checkpoints_follow_the_contract(tmp_path, capsys):
     over = {"model": {"dropout": 0.1}, "logging": {"save_interval": 2, "keep_last_n_snapshots": 2}}
-    straight = make_project(tmp_path / "a", over)
+    straight = make_train_project(tmp_path / "a", over)
     assert train(straight) == EXIT_DONE
-    split = make_project(tmp_path / "b", over)
+    split = make_train_project(tmp_path / "b", over)
     assert train(split, on_step=stop_at(split, 3)) == EXIT_STOPPED
     out = capsys.readouterr().out
     assert "stopped at step 3/8" in out and "Resume with: python -m chatbot.ops train" in out
@@ -85,7 +85,7 @@ def test_resume_after_stop_is_bit_identical_and_checkpoints_follow_the_contract(
 
 
 def test_raised_max_steps_and_changed_lr_continue_and_are_announced(tmp_path, capsys):
-    cfg = make_project(tmp_path, {"optimization": {"max_steps": 4}})
+    cfg = make_train_project(tmp_path, {"optimization": {"max_steps": 4}})
     assert train(cfg) == EXIT_DONE
     assert train(cfg) == EXIT_DONE
     assert "already at step 4" in capsys.readouterr().out
@@ -99,7 +99,7 @@ def test_raised_max_steps_and_changed_lr_continue_and_are_announced(tmp_path, ca
 
 
 def test_second_interrupt_aborts_at_once_and_keeps_the_previous_checkpoint(tmp_path, capsys):
-    cfg = make_project(tmp_path, {"logging": {"save_interval": 2}})
+    cfg = make_train_project(tmp_path, {"logging": {"save_interval": 2}})
 
     def storm(step):
         if step == 3:
@@ -123,7 +123,7 @@ def test_stop_signals_first_requests_second_aborts():
 
 
 def test_live_lock_is_refused_and_stale_lock_taken_over(tmp_path, capsys):
-    cfg = make_project(tmp_path, {"optimization": {"max_steps": 2}})
+    cfg = make_train_project(tmp_path, {"optimization": {"max_steps": 2}})
     cfg.run_dir.mkdir(parents=True)
     lock = cfg.run_dir / "run.lock"
     import socket
@@ -151,7 +151,7 @@ def _break(path, fn):
     ("tokenizer_file", r"tokenizer.json does not match the tokenizer_hash"),
 ])
 def test_bad_processed_data_is_refused_with_one_line(tmp_path, case, pattern):
-    cfg = make_project(tmp_path)
+    cfg = make_train_project(tmp_path)
     p = cfg.processed_dir
     if case == "missing":
         (p / "stats.json").unlink()
@@ -175,7 +175,7 @@ def test_bad_processed_data_is_refused_with_one_line(tmp_path, case, pattern):
 
 
 def test_checkpoint_mismatches_are_refused(tmp_path):
-    cfg = make_project(tmp_path, {"optimization": {"max_steps": 2}})
+    cfg = make_train_project(tmp_path, {"optimization": {"max_steps": 2}})
     assert train(cfg) == EXIT_DONE
     before = (cfg.run_dir / "latest.pt").read_bytes()
     shape = reload(cfg, {"optimization": {"max_steps": 4}, "model": {"n_layer": 3}})
@@ -218,7 +218,7 @@ def test_lr_schedule_depends_on_decay_steps_not_max_steps():
 
 
 def test_sampler_streams_deterministically_and_resumes_from_its_state(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_train_project(tmp_path)
     split = open_split(cfg.processed_dir, "train", "uint16", 10_000)
     a = WindowSampler(split, seed=3)
     stream = np.concatenate([a.take(7) for _ in range(30)])  # crosses several epochs
@@ -233,7 +233,7 @@ def test_sampler_streams_deterministically_and_resumes_from_its_state(tmp_path):
 
 
 def test_windows_are_shifted_and_padded_past_the_end(tmp_path):
-    cfg = make_project(tmp_path)
+    cfg = make_train_project(tmp_path)
     split = open_split(cfg.processed_dir, "train", "uint16", 10_000)
     T, last = 32, split.n_tokens - 5
     x, y, w = read_windows(split, np.array([0, last]), T, pad_id=0, loss_mode="response_only")

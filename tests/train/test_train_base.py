@@ -162,13 +162,13 @@ def test_two_stage_recipe_from_yaml_and_a_full_fine_tune(tmp_path, capsys):
 
 @pytest.mark.parametrize("base", [True, False])
 def test_gradient_checkpointing_gives_the_same_training(tmp_path, base):
-    from tests.support.train import make_project
+    from tests.support.train import make_train_project
 
     over = {"optimization": {"max_steps": 1}, "model": {"dropout": 0.0}, "logging": {"eval_interval": 100}}
     results = []
     for gc in (False, True):
         o = {**over, "runtime": {"gradient_checkpointing": gc}}
-        cfg = (make_base_project(tmp_path / str(gc), o) if base else make_project(tmp_path / str(gc), o))
+        cfg = (make_base_project(tmp_path / str(gc), o) if base else make_train_project(tmp_path / str(gc), o))
         assert train(cfg) == EXIT_DONE
         results.append(load_ckpt(cfg.run_dir / "latest.pt")["model"])
     for k in results[0]:

@@ -15,7 +15,7 @@ import torch
 
 from chatbot.config import load_config
 from chatbot.train.loop import EXIT_DONE, train
-from tests.support.train import load_ckpt, make_project, reload
+from tests.support.train import load_ckpt, make_train_project, reload
 
 pytestmark = pytest.mark.skipif("fork" not in mp.get_all_start_methods(), reason="ranks are forked (POSIX only)")
 
@@ -69,9 +69,9 @@ def assert_close_models(a: dict, b: dict) -> None:
 
 
 def test_two_gloo_ranks_match_one_process_and_resume_across_world_sizes(tmp_path):
-    ddp = make_project(tmp_path / "ddp", DDP)
+    ddp = make_train_project(tmp_path / "ddp", DDP)
     assert run_ddp(ddp) == [0, 0]
-    single = make_project(tmp_path / "single", SINGLE)
+    single = make_train_project(tmp_path / "single", SINGLE)
     assert train(single) == EXIT_DONE
     a, b = load_ckpt(ddp.run_dir / "latest.pt"), load_ckpt(single.run_dir / "latest.pt")
     assert a["world_size"] == 2 and a["step"] == b["step"] == 4 and a["sampler"] == b["sampler"]
@@ -90,7 +90,7 @@ def test_two_gloo_ranks_match_one_process_and_resume_across_world_sizes(tmp_path
 
 
 def test_interrupt_on_one_rank_stops_every_rank_after_the_same_step(tmp_path):
-    cfg = make_project(tmp_path, {**DDP, "optimization": {**DDP["optimization"], "max_steps": 50}})
+    cfg = make_train_project(tmp_path, {**DDP, "optimization": {**DDP["optimization"], "max_steps": 50}})
     (cfg.run_dir).mkdir(parents=True)
     assert run_ddp(cfg, interrupt_at=3) == [0, 0]  # graceful stop under torchrun exits 0 (no restart, no crash)
     ck = load_ckpt(cfg.run_dir / "latest.pt")

@@ -11,14 +11,14 @@ import pytest
 
 from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.train.loop import EXIT_DONE, train
-from tests.support.train import fork_train, load_ckpt, make_project, reload
+from tests.support.train import fork_train, load_ckpt, make_train_project, reload
 
 # the trainer is forked and sent POSIX signals; Windows' Ctrl+Break path: tests/test_portable.py
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the trainer and signals it (POSIX only)")
 
 
 def test_sigint_finishes_the_step_saves_and_exits_3(tmp_path):
-    cfg = make_project(tmp_path, {"optimization": {"max_steps": 100000},
+    cfg = make_train_project(tmp_path, {"optimization": {"max_steps": 100000},
                                   "logging": {"log_interval": 1, "save_interval": 100000, "eval_interval": 100000}})
     proc = fork_train(tmp_path)
     try:
@@ -37,7 +37,7 @@ def test_sigint_finishes_the_step_saves_and_exits_3(tmp_path):
 
 def test_kill_9_during_a_save_leaves_a_loadable_latest_and_resume_continues(tmp_path, capsys):
     # a model big enough that writing a checkpoint takes a noticeable share of each step
-    cfg = make_project(tmp_path, {"model": {"n_embd": 256, "n_head": 4, "n_kv_head": 2},
+    cfg = make_train_project(tmp_path, {"model": {"n_embd": 256, "n_head": 4, "n_kv_head": 2},
                                   "optimization": {"max_steps": 100000, "batch_size": 2, "grad_accum_steps": 1},
                                   "logging": {"log_interval": 1000, "save_interval": 1, "eval_interval": 100000,
                                               "keep_last_n_snapshots": 0}})
