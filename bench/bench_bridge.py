@@ -7,7 +7,7 @@
     python bench/bench_bridge.py --slowloris 200      # ... while 200 connections dribble one header byte every 2 s
 
 The bridge runs in this process with the settings of configs/gen.yaml ``bridge:`` (port 0, a temporary memory
-folder; ``--send`` mode so replies are stored as the bot's turns). The model is a real ``chatbot.infer.generate.Responder``
+folder; ``--send`` mode so replies are stored as the bot's turns). The model is a real ``chatbot.infer.responder.Responder``
 over a tiny random-weight Transformer (2 layers, 64 dims, block 64, the repo's BPE tokenizer trained on a small
 invented corpus) — random weights mean most replies run to ``max_new_tokens``, the slow case. Requests go in two
 equal rounds from ``--concurrency`` client threads in a separate client process (so the clients do not share the
@@ -60,7 +60,7 @@ class FakeReply:
 
 
 class FakeResponder:
-    """Stand-in with realistic latency (used with --fake or when chatbot.infer.generate is unavailable)."""
+    """Stand-in with realistic latency (used with --fake or when chatbot.infer.responder is unavailable)."""
 
     def __init__(self, latency_s: float):
         self.latency_s = latency_s
@@ -270,9 +270,9 @@ def main() -> int:
     if not args.fake:
         try:
             responder = tiny_responder(cfg.gen)
-            what = "real tiny model (chatbot.infer.generate.Responder, 2 layers x 64 dims, random weights)"
+            what = "real tiny model (chatbot.infer.responder.Responder, 2 layers x 64 dims, random weights)"
         except ImportError as exc:
-            print(f"chatbot.infer.generate unavailable ({exc}); using the fake responder")
+            print(f"chatbot.infer.responder unavailable ({exc}); using the fake responder")
     if responder is None:
         responder = FakeResponder(args.fake_latency)
         what = f"fake responder ({args.fake_latency * 1000:.0f} ms per reply)"

@@ -8,8 +8,8 @@ For each model (random init; speed does not depend on the weights' values) the p
 (256) and ``--new`` tokens (64) are generated greedily without any stop token, so every path does exactly the
 same work. Paths, all in this one process:
 
-* ours, cached      — ``chatbot.infer.generate.generate``: prefill once, then one token per step through the KV cache
-  (``FastDecoder``), with gen.yaml's ``decode_threads`` for the token steps as in reply/chat
+* ours, cached      — ``chatbot.infer.decode.generate``: prefill once, then one token per step through the KV cache
+  (``Transformer.decode``), with gen.yaml's ``decode_threads`` for the token steps as in reply/chat
 * ours, sampling    — the same with gen.yaml's sampling knobs (temperature, top-k, top-p, repetition penalty)
 * ours, no cache    — the same loop recomputing the whole sequence every step (what a cache saves)
 * transformers      — ``LlamaForCausalLM.generate`` (greedy, its default dynamic cache) with the same weights,
@@ -38,7 +38,7 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from chatbot.config import SamplingConfig, load_config  # noqa: E402
-from chatbot.infer.generate import generate  # noqa: E402
+from chatbot.infer.decode import generate  # noqa: E402
 from chatbot.model import ModelArgs, Transformer  # noqa: E402
 
 GREEDY = SamplingConfig(temperature=0.0, repetition_penalty=1.0, stop_on_next_turn=False)

@@ -6,7 +6,7 @@
 
 speed — a tiny random Qwen2-shaped model (no download), greedy, ``--context`` prompt tokens, ``--new`` tokens
 without a stop token, so both paths do the same work:
-* reply's loop — ``chatbot.infer.generate.generate`` (what ``Responder.reply`` runs for a base model: transformers
+* reply's loop — ``chatbot.infer.decode.generate`` (what ``Responder.reply`` runs for a base model: transformers
   forward with a DynamicCache, one token per step, logits of the last position only, gen.yaml decode_threads)
 * transformers — ``model.generate()`` (greedy, its default cache) on the very same weights
 TTFT = prompt in → first token out; decode tok/s = (new - 1) / time after the first token. Best and median of
@@ -78,7 +78,7 @@ class PeakRss:
 
 # ------------------------------------------------------------------------------------------------------ speed
 def time_ours(model, prompt, new, sampling, threads):
-    from chatbot.infer.generate import generate
+    from chatbot.infer.decode import generate
 
     t0 = time.perf_counter()
     out = generate(model, prompt, sampling, max_new_tokens=new, decode_threads=threads)

@@ -93,7 +93,7 @@ def run_client(url: str, concurrency: int, requests: int, max_tokens: int, strea
 def load(model: str):
     """(cfg, responder): the demo workspace's model, or a tiny random one."""
     from chatbot.config import load_config
-    from chatbot.infer.generate import Responder
+    from chatbot.infer.responder import Responder
 
     demo = REPO / "runs" / "demo" / "configs"
     if model == "demo":

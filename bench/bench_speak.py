@@ -77,7 +77,7 @@ def _train(ws: Path) -> None:
 def _points(ws: Path, room: str):
     from chatbot.config import load_config
     from chatbot.data.tokenizer import decode
-    from chatbot.infer.generate import TokenIds, resolve_speakers
+    from chatbot.infer.prompt import TokenIds, resolve_speakers
     from chatbot.infer.loading import load_bundle
     from chatbot.eval.speak import BOT_NAME, speak_points
 

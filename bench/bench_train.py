@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import yaml
 
 from fixtures import REPO, copy_configs  # bench/fixtures.py
@@ -41,10 +42,19 @@ sys.path.insert(0, str(REPO))
 
 from chatbot.config import load_config  # noqa: E402
 from chatbot.data.tokenizer import train_tokenizer  # noqa: E402
-from chatbot.model import ModelArgs, Transformer, masked_cross_entropy  # noqa: E402
+from chatbot.model import ModelArgs, Transformer  # noqa: E402
 from chatbot.device import pick_device, pick_dtype  # noqa: E402
 from chatbot.train.loop import cpu_threads  # noqa: E402
 from chatbot.train.report import _GPU_PEAK_BF16, measure_matmul_peak  # noqa: E402
+
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The plain loop's loss: mean cross-entropy over the positions whose weight is 1, from the full logits."""
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+    w = weights.reshape(-1).to(loss.dtype)
+    return (loss * w).sum() / w.sum().clamp(min=1.0)
+
 
 TINY = {"block_size": 64, "n_layer": 2, "n_head": 2, "n_kv_head": 1, "n_embd": 64, "multiple_of": 32}
 # "default" = the shape configs/train.yaml shipped before model.size: auto (6 × 384), kept for comparable figures

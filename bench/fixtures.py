@@ -59,7 +59,7 @@ def tiny_responder(gen_cfg: Any, corpus: list[str], *, vocab_size: int, persona:
     import torch
 
     from chatbot.data.tokenizer import train_tokenizer
-    from chatbot.infer.generate import Responder
+    from chatbot.infer.responder import Responder
     from chatbot.infer.loading import Bundle
     from chatbot.model import ModelArgs, Transformer
 

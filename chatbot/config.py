@@ -206,21 +206,13 @@ class RuntimeConfig:
 
 
 @dataclass
-class ModelConfig:
-    """LLaMA-style decoder. block_size: context length in tokens. n_kv_head: key/value heads (GQA; 0 = n_head).
+class ModelShape:
+    """The decoder's architecture, defined once: train.yaml's ``model:`` keys (:class:`ModelConfig`) and the
+    built model's arguments (``chatbot.model.ModelArgs``, which adds the vocabulary size) both inherit these
+    fields. block_size: context length in tokens. n_kv_head: key/value heads (GQA; 0 = n_head).
     bias: linear biases (HF attention_bias/mlp_bias). tie_embeddings: share input and output embeddings.
     ffn_hidden: SwiGLU hidden size (0 = LLaMA rule: 8/3·n_embd rounded up to multiple_of).
-    size: "auto" = n_layer / n_head / n_kv_head / n_embd left at 0 are picked from the training token count and
-    the device (chatbot/train/autosize.py, docs/MODEL_SIZE.md); a non-zero value always wins. "custom" = all explicit.
-    base: "" = train from scratch with the keys above. Else fine-tune a pretrained model: a Hugging Face model id
-    ("Qwen/Qwen2.5-1.5B-Instruct") or a local folder with config.json + *.safetensors + tokenizer files; the
-    architecture keys above are then ignored (block_size still bounds the training window).
-    base_revision: commit hash, branch or tag of a hub id ("" = the default branch).
     """
-
-    size: Literal["auto", "custom"] = "auto"
-    base: str = ""
-    base_revision: str = ""
 
     block_size: int = field(default=256, metadata=_range(8))
     n_layer: int = field(default=0, metadata=_range(0))
@@ -234,6 +226,25 @@ class ModelConfig:
     tie_embeddings: bool = True
     rope_theta: float = field(default=10000.0, metadata=_range(1))
     norm_eps: float = field(default=1e-5, metadata=_range(0, 1, lo_open=True))
+
+
+@dataclass
+class _ModelSource:
+    size: Literal["auto", "custom"] = "auto"
+    base: str = ""
+    base_revision: str = ""
+
+
+@dataclass
+class ModelConfig(ModelShape, _ModelSource):  # fields: size, base, base_revision, then the ModelShape ones
+    """LLaMA-style decoder: the architecture keys of :class:`ModelShape`, and where the weights start.
+    size: "auto" = n_layer / n_head / n_kv_head / n_embd left at 0 are picked from the training token count and
+    the device (chatbot/train/autosize.py, docs/MODEL_SIZE.md); a non-zero value always wins. "custom" = all explicit.
+    base: "" = train from scratch with the keys above. Else fine-tune a pretrained model: a Hugging Face model id
+    ("Qwen/Qwen2.5-1.5B-Instruct") or a local folder with config.json + *.safetensors + tokenizer files; the
+    architecture keys above are then ignored (block_size still bounds the training window).
+    base_revision: commit hash, branch or tag of a hub id ("" = the default branch).
+    """
 
 
 _LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]

@@ -46,7 +46,7 @@ def check_available() -> None:
 
 def _speakers(cfg: Config, persona: dict) -> tuple[str, str]:
     """(bot, user) pseudonyms for the chat template: the same choice reply/chat make (gen.yaml, else persona)."""
-    from ..infer.generate import resolve_speakers
+    from ..infer.persona import resolve_speakers
 
     user, bot = resolve_speakers(persona, cfg.gen)
     return bot, user

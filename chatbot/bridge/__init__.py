@@ -15,7 +15,7 @@ the answer; filters, per-room memory and logging are shared (core.py), and so is
 user, or anyone who can reach the port, could talk to the bot; ``bridge-secret`` writes one into ``.env``).
 Per-room memory lives in ``paths.bridge_memory`` (memory.py). Settings: gen.yaml ``bridge:``
 (chatbot.config.BridgeConfig). Nothing here imports torch: the model is loaded by
-``chatbot.infer.generate.load_responder`` after the password gate, and tests inject any object with ``.reply``.
+``chatbot.infer.responder.load_responder`` after the password gate, and tests inject any object with ``.reply``.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_bridge(cfg: Config, send: bool) -> None:
     memory_dir = cfg.path(cfg.paths.bridge_memory)
 
     def load() -> Any:
-        from ..infer.generate import load_responder
+        from ..infer.responder import load_responder
 
         return load_responder(cfg)
 

@@ -31,21 +31,24 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..config import Config, PreprocessConfig
 from ..data.dataset import Split, open_split, read_stats
 from ..data.tokenizer import load_tokenizer
 from ..errors import ChatbotError
 from ..fsio import atomic_write_json, private_mkdir
-from ..infer.generate import Responder, block_size_of, clean_text, is_hf_model
+from ..infer.decode import block_size_of, is_hf_model
+from ..infer.responder import Responder
+from ..infer.stream import clean_reply
 from ..infer.loading import Bundle, load_bundle
 from . import baselines, items as items_mod
-from .metrics import collapse_reasons, reply_metrics
+from .metrics import reply_metrics
 
 FORMAT = "chatbot-eval-1"
 SOURCES = ("best", "latest", "artifact")
 
 
 # ---------------------------------------------------------------------------------------------- the source
-def source_config(cfg, source: str):
+def source_config(cfg: Config, source: str) -> Config:
     """``cfg`` whose ``gen.model_preference`` holds only the requested source (best | latest | artifact | PATH)."""
     if source in ("best", "latest"):
         pref = [source]
@@ -61,7 +64,7 @@ def source_config(cfg, source: str):
     return dataclasses.replace(cfg, gen=dataclasses.replace(cfg.gen, model_preference=pref))
 
 
-def _check_tokenizer(cfg, bundle: Bundle, stats: dict) -> None:
+def _check_tokenizer(cfg: Config, bundle: Bundle, stats: dict) -> None:
     """The processed data must be in the model's tokens (an artifact may come from an older preprocess)."""
     processed_base = stats.get("base")
     if bundle.is_base or processed_base:
@@ -144,7 +147,7 @@ def _loss_entry(nats: float, **extra) -> dict:
 def _text(responder: Responder, ids: list[int]) -> str:
     """A turn's text as a reply would read (placeholders and special tokens dropped, cleaned, trimmed)."""
     raw = b"".join(responder.token_bytes[i] for i in ids if i < len(responder.token_bytes))
-    return clean_text(raw.decode("utf-8", errors="ignore"), responder.gen.max_chars)
+    return clean_reply(raw.decode("utf-8", errors="ignore"), responder.gen.max_chars)
 
 
 def read_sessions(responder: Responder, split: Split) -> list[list[items_mod.Turn]]:
@@ -160,12 +163,12 @@ def read_sessions(responder: Responder, split: Split) -> list[list[items_mod.Tur
     return items_mod.base_sessions(split.tokens, split.mask, layout.bos_id, layout.eos_id, prefixes)
 
 
-def max_context(responder: Responder, pcfg) -> int | None:
+def max_context(responder: Responder, preprocess: PreprocessConfig) -> int | None:
     """Turns of context per item: a base tokenizer without bos leaves no session boundary in the processed data,
     so the context is bounded by what a training window holds (``context_turns`` before its target turn)."""
     if responder.base is None or responder.base.layout.bos_id is not None:
         return None
-    return pcfg.context_turns
+    return preprocess.context_turns
 
 
 def _context_text(responder: Responder, context: list[items_mod.Turn], turns: int) -> str:
@@ -279,7 +282,7 @@ def _small_model_threads(model) -> int | None:
     return 1 if 8 * a.block_size * a.n_embd <= (1 << 18) else None
 
 
-def evaluate(cfg, source: str = "", limit: int | None = None, progress=None) -> dict:
+def evaluate(cfg: Config, source: str = "", limit: int | None = None, progress=None) -> dict:
     """Every figure of ``eval`` as a dict (also written to ``<run>/eval.json``). No password check here."""
     started = time.perf_counter()
     threads = torch.get_num_threads()
@@ -289,32 +292,33 @@ def evaluate(cfg, source: str = "", limit: int | None = None, progress=None) -> 
         torch.set_num_threads(threads)
 
 
-def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> dict:
+def _evaluate(cfg: Config, source: str, limit: int | None, progress, started: float) -> dict:
     stats = read_stats(cfg.processed_dir)
-    scfg = source_config(cfg, source) if source else cfg
-    bundle = load_bundle(scfg)
+    source_cfg = source_config(cfg, source) if source else cfg
+    bundle = load_bundle(source_cfg)
     _check_tokenizer(cfg, bundle, stats)
     if (n_threads := _small_model_threads(bundle.model)) is not None:
         torch.set_num_threads(n_threads)
-    pcfg = cfg.paths.processed.preprocess
-    responder = Responder(bundle, cfg.gen, pcfg.pii)
+    preprocess = cfg.paths.processed.preprocess
+    responder = Responder(bundle, cfg.gen, preprocess.pii)
     vocab = int(stats["vocab_size"])
     train_split = open_split(cfg.processed_dir, "train", stats["dtype"], vocab)
     val_split = open_split(cfg.processed_dir, "val", stats["dtype"], vocab)
     if val_split.n_tokens == 0:
         raise ChatbotError("the validation split is empty (too few sessions?); raise "
                            "processed.preprocess.val_fraction in paths.yaml and run preprocess")
-    ev = cfg.gen.eval
-    n = ev.items if limit is None else limit
+    eval_cfg = cfg.gen.eval
+    n = eval_cfg.items if limit is None else limit
     t0 = time.perf_counter()
     block = loss_block_size(cfg, bundle.model)
     nats, n_target = model_loss(bundle.model, val_split, _pad_id(responder), block_size=block)
     loss_s = time.perf_counter() - t0
     V = max(vocab, _model_vocab(bundle.model))
-    uni = baselines.unigram(train_split.tokens, train_split.mask, val_split.tokens, val_split.mask, V, ev.add_k)
-    bi = baselines.bigram(train_split.tokens, train_split.mask, val_split.tokens, val_split.mask, V, ev.add_k)
+    counts = (train_split.tokens, train_split.mask, val_split.tokens, val_split.mask, V, eval_cfg.add_k)
+    unigram, bigram = baselines.unigram(*counts), baselines.bigram(*counts)
     replies = reply_eval(responder, read_sessions(responder, val_split), read_sessions(responder, train_split), n,
-                         cfg.gen.sampling.seed, ev.retrieval_context_turns, progress, max_context(responder, pcfg))
+                         cfg.gen.sampling.seed, eval_cfg.retrieval_context_turns, progress,
+                         max_context(responder, preprocess))
     result = {
         "format": FORMAT,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -324,7 +328,7 @@ def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> 
         "data": {"val_tokens": val_split.n_tokens, "val_target_tokens": n_target, "train_tokens": train_split.n_tokens,
                  "tokenizer_hash": stats["tokenizer_hash"]},
         "loss": {"model": _loss_entry(nats, seconds=round(loss_s, 3)),
-                 "unigram": _loss_entry(uni.nats, k=uni.k), "bigram": _loss_entry(bi.nats, k=bi.k)},
+                 "unigram": _loss_entry(unigram.nats, k=unigram.k), "bigram": _loss_entry(bigram.nats, k=bigram.k)},
         "replies": replies,
         "sampling": dataclasses.asdict(cfg.gen.sampling),
         "seconds": 0.0,
@@ -336,7 +340,7 @@ def _evaluate(cfg, source: str, limit: int | None, progress, started: float) -> 
     return result
 
 
-def loss_block_size(cfg, model) -> int:
+def loss_block_size(cfg: Config, model) -> int:
     """Window of the loss: our model's block size; for a pretrained base the run's ``model.block_size`` (what its
     training windows and validation loss used), within the base's context length."""
     if not is_hf_model(model):
@@ -441,7 +445,7 @@ def _f(v, nd: int = 2) -> str:
     return "-" if v is None else f"{v:.{nd}f}"
 
 
-def eval_command(cfg, source: str = "", limit: int | None = None, as_json: bool = False) -> None:
+def eval_command(cfg: Config, source: str = "", limit: int | None = None, as_json: bool = False) -> None:
     from ..security import require_password
 
     require_password(cfg)

@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 import sys
 
+from ..config import ChatConfig, Config, GenConfig
 from ..errors import ChatbotError
 from .metrics import collapse_reasons
-from ..infer.generate import load_responder
+from ..infer.responder import Responder, load_responder
 
 _LEAK = re.compile(r"<\u2060?\|[^|<>\s]{1,24}\|>")  # <|eot|>, <|spk:S1|>, <|photo|> ... (or escaped forms)
 _MARKERS = ("\ue000", "\ue001")
@@ -52,7 +53,7 @@ GROUP_SCRIPT = (  # (speaker index, text); "{bot}" = the bot's name: those messa
 )
 
 
-def group_smoke(responder, gen, labels) -> str | None:
+def group_smoke(responder: Responder, gen: GenConfig, labels: ChatConfig) -> str | None:
     """The group-room script; returns why it failed, or None."""
     from dataclasses import replace
 
@@ -64,7 +65,7 @@ def group_smoke(responder, gen, labels) -> str | None:
     responder.gen = replace(gen, bridge=replace(gen.bridge, bot_names=[*gen.bridge.bot_names, name]))
     print(f"smoke group room: {len(GROUP_NAMES)} invented people, reply_policy {policy}, the bot is called "
           f"'{name}'", flush=True)
-    room, history, failure, spoke_unasked, unasked, previous = RoomSpeakers(), [], None, 0, 0, None
+    room, history, failure, spoke_unasked, unasked = RoomSpeakers(), [], None, 0, 0
     try:
         for who, template in GROUP_SCRIPT:
             text = template.format(bot=name)
@@ -87,7 +88,6 @@ def group_smoke(responder, gen, labels) -> str | None:
                 spoke_unasked += not r.silent
             if not r.silent and r.text:
                 history.append(("bot", r.text))
-                previous = r.text
     finally:
         responder.gen = saved
     if failure is None and spoke_unasked * 2 > unasked:
@@ -96,7 +96,7 @@ def group_smoke(responder, gen, labels) -> str | None:
     return failure
 
 
-def smoke(cfg) -> int:
+def smoke(cfg: Config) -> int:
     from ..security import require_password
 
     require_password(cfg)

@@ -12,12 +12,15 @@ transcript is written to standard output).
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import sys
 
+from ..config import Config, GenConfig
 from ..errors import ChatbotError
-from .generate import Responder, load_responder, normalize_text
+from .prompt import normalize_text
+from .responder import Responder, load_responder
 
 HELP = ("commands: /as NAME speaks as someone else of the room (/as alone: yourself again), /reset starts a new "
         "conversation, /exit quits (Ctrl+D or Ctrl+C too)")
@@ -25,13 +28,13 @@ ME = "\x00me"  # the sender key of the person at the keyboard (no typed name can
 MAX_HISTORY = 200  # entries kept in memory; the prompt itself is cut to the model's context anyway
 
 
-def _gate(cfg) -> None:
+def _gate(cfg: Config) -> None:
     from ..security import require_password
 
     require_password(cfg)
 
 
-def reply_command(cfg, text: str, as_json: bool = False) -> None:
+def reply_command(cfg: Config, text: str, as_json: bool = False) -> None:
     """Print the bot's reply to one message (text only; ``as_json`` adds confidence and timing)."""
     _gate(cfg)
     if not normalize_text(text):
@@ -56,7 +59,7 @@ def reply_command(cfg, text: str, as_json: bool = False) -> None:
     }, ensure_ascii=False))
 
 
-def chat_command(cfg) -> None:
+def chat_command(cfg: Config) -> None:
     """Interactive chat; returns normally on /exit, end of input or Ctrl+C (exit code 0)."""
     _gate(cfg)
     responder = load_responder(cfg)
@@ -65,7 +68,7 @@ def chat_command(cfg) -> None:
         sys.stdin.reconfigure(errors="replace")  # a stray invalid byte in a pipe must not end the chat
     if interactive:
         try:
-            import readline  # noqa: F401  (line editing and history for input())
+            importlib.import_module("readline")  # line editing and history for input(), by importing it
         except ImportError:
             pass
         b = responder.bundle
@@ -76,7 +79,7 @@ def chat_command(cfg) -> None:
         print(flush=True)  # leave the cursor on a fresh line; nothing else to clean up
 
 
-def chat_loop(responder: Responder, gen, interactive: bool) -> None:
+def chat_loop(responder: Responder, gen: GenConfig, interactive: bool) -> None:
     from .speakers import RoomSpeakers
 
     labels = gen.chat

@@ -1,17 +1,20 @@
-"""The Responder's prompt side for a model fine-tuned from a pretrained base.
+"""The Responder's side of a model fine-tuned from a pretrained base: its prompt, id sets, byte table and decode step.
 
 The turn layout is the one preprocess wrote (chatbot/base/layout.py, shared code, so the ids are equal by
 construction — a test compares them): ``[bos]`` when the tokenizer has one, then per turn
 ``enc("S1: ") + enc(text) + [eos]``, and the prompt ends with ``enc("S2: ")`` for the bot. Decoding stops at eos;
 speakers are plain text, so there are no speaker tokens to stop at or to ban. The reply is streamed through the
-same :class:`~chatbot.infer.generate.TextStream` as from-scratch replies, fed by a byte table built for the base
-tokenizer (byte-level BPE, or SentencePiece-style ``▁`` pieces with ``<0xNN>`` byte fallback).
+same :class:`~chatbot.infer.stream.TextStream` as from-scratch replies, fed by a byte table built for the base
+tokenizer (byte-level BPE, or SentencePiece-style ``▁`` pieces with ``<0xNN>`` byte fallback), and decoded by the
+same loop (chatbot/infer/decode.py) through :func:`hf_stepper`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+
+from typing import Callable
 
 from ..data.tokenizer import _bytes_to_unicode
 
@@ -109,3 +112,23 @@ def build_base_prompt(turns: list[tuple[list[int], list[int]]], start: list[int]
         text = body[:-1]
         kept = [pre + (text[len(text) - keep:] if keep else []) + body[-1:]]
     return [*(t for turn in kept for t in turn), *bot_prefix]
+
+
+def hf_stepper(model, use_cache: bool = True) -> Callable:
+    """The decode step (chatbot/infer/decode.py's contract) of a ``transformers`` model: its DynamicCache (one
+    forward per new token) and logits of the last position only (``logits_to_keep=1``: no (T × vocab)
+    projection of the prompt); ``use_cache=False`` = the whole sequence every time."""
+    if not use_cache:
+        return lambda seq, start, end: model(input_ids=seq[None, :end], use_cache=False, logits_to_keep=1).logits[0, -1]
+    import inspect
+
+    from transformers import DynamicCache
+
+    try:
+        cache = DynamicCache(config=model.config)  # sliding-window layers need the config
+    except TypeError:  # older transformers
+        cache = DynamicCache()
+    # newer transformers call the argument ``cache`` (``past_key_values`` is deprecated there)
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    kw = {name: cache, "use_cache": True, "logits_to_keep": 1}
+    return lambda seq, start, end: model(input_ids=seq[None, start:end], **kw).logits[0, -1]

@@ -5,7 +5,7 @@ Open WebUI, messenger gateways, IDE plugins and every ``openai`` client library 
 adapter; and the page at ``/`` lets anyone chat in a browser, phone included.
 
 Modules (imports only downwards): wire.py (the OpenAI request/response format, no server), auth.py (API keys),
-engine.py (the bounded worker pool around :class:`chatbot.infer.generate.Responder`, streaming and cancellation; the pool
+engine.py (the bounded worker pool around :class:`chatbot.infer.responder.Responder`, streaming and cancellation; the pool
 is the bridge's, chatbot/bridge/pool.py), memory.py (``serve.memory: true``: conversations on the server, the bridge's
 memory store), state.py (what the routes share), completion.py (one chat completion: admission, waiting, the JSON
 or SSE answer), reqlog.py (one log line per request), app.py (the FastAPI routes), server.py (uvicorn: limits,
@@ -95,7 +95,7 @@ def run_serve(cfg: Config, *, host: str | None = None, port: int | None = None, 
 
     sock = bind(host, port)
     with stderr_logging("serve", ("chatbot.serve", "uvicorn.error")), _memory_lock(cfg, sc.memory):
-        from ..infer.generate import load_responder
+        from ..infer.responder import load_responder
 
         responder = load_responder(cfg)
         b = responder.bundle

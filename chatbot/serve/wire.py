@@ -300,7 +300,7 @@ class StopScanner:
 
 
 def to_history(messages: list[Message], plan: SpeakerPlan | None = None) -> list[tuple[str, str]]:
-    """``(speaker, text)`` pairs as :meth:`chatbot.infer.generate.Responder.reply` takes them.
+    """``(speaker, text)`` pairs as :meth:`chatbot.infer.responder.Responder.reply` takes them.
 
     ``Message.name`` (who said it, in a group room): with the responder's speaker ``plan`` each distinct name gets
     its own stable slot of the model in order of first appearance (chatbot/infer/speakers.py); user messages without a

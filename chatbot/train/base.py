@@ -201,39 +201,3 @@ def check_compatible(ck: Checkpoint, info: dict, path: Path) -> list[str]:
         notes.append(f"model.base: {old.get('id')}@{old.get('revision') or '-'} → {info['id']}@"
                      f"{info['revision'] or '-'} (same weights)")
     return notes
-
-
-@torch.no_grad()
-def sample_replies(lm: LossModel, layout: Any, persona: dict | None, prompts: list[str], device: torch.device,
-                   max_new_tokens: int = 32) -> list[tuple[str, str]]:
-    """Greedy replies (KV cache of transformers) to each prompt as one user turn; stops at eos."""
-    from .report import persona_speakers
-
-    if not prompts:
-        return []
-    import inspect
-
-    user, bot = persona_speakers(persona)
-    causal = lm._causal
-    # transformers renamed the cache argument and output (past_key_values → cache)
-    key = "cache" if "cache" in inspect.signature(causal.forward).parameters else "past_key_values"
-    was_training = lm.training
-    lm.eval()
-    out = []
-    try:
-        for prompt in prompts:
-            ids = layout.prompt([(user, prompt)], bot)[-(lm.args.block_size - 1):]
-            x = torch.tensor([ids], device=device)
-            past, reply = None, []
-            for _ in range(max_new_tokens):
-                res = causal(input_ids=x, use_cache=True, **{key: past})
-                past = getattr(res, key, None)
-                nxt = int(res.logits[0, -1].argmax())
-                if nxt == layout.eos_id:
-                    break
-                reply.append(nxt)
-                x = torch.tensor([[nxt]], device=device)
-            out.append((prompt, layout.decode(reply).strip()))
-    finally:
-        lm.train(was_training)
-    return out

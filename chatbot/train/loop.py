@@ -353,15 +353,16 @@ def evaluate_and_report(state: TrainState) -> bool:
 
 
 def show_samples(state: TrainState) -> None:
-    """Greedy replies to logging.sample_prompts, and the reply metrics of the probe when it is on (rank 0)."""
+    """Greedy replies to logging.sample_prompts (through chat's Responder), and the reply metrics of the probe when
+    it is on (rank 0)."""
     data, logging = state.data, state.cfg.train.logging
     persona = data.stats.get("persona")
     if data.base is None:
-        samples = sample_replies(state.model, data.tokenizer, persona, logging.sample_prompts, state.runtime.device,
-                                 gen=state.cfg.gen)
-    else:
-        samples = train_base.sample_replies(state.model, data.tokenizer, persona, logging.sample_prompts,
-                                            state.runtime.device)
+        model, tokenizer = state.model, data.tokenizer
+    else:  # the causal LM inside the loss wrapper, with the base's own tokenizer (data.tokenizer is its layout)
+        model, tokenizer = state.model.causal_lm, data.base.tokenizer
+    samples = sample_replies(model, tokenizer, persona, logging.sample_prompts, state.cfg.gen,
+                             state.cfg.paths.processed.preprocess.pii)
     for prompt, reply in samples:
         print(f"  sample: {prompt} → {reply}", flush=True)
     if state.probe is None:

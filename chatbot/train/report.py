@@ -7,6 +7,7 @@ which also drops a line half-written by a killed process.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -14,8 +15,8 @@ from pathlib import Path
 
 import torch
 
+from ..config import GenConfig, PiiConfig
 from ..fsio import atomic_write_text, private_open
-from ..tokens import BOS, EOT, SPEAKER_TOKENS, speaker_token
 
 
 # ---------------------------------------------------------------------------------------------- metrics.jsonl
@@ -187,49 +188,23 @@ def progress_line(step: int, max_steps: int, loss: float, val_loss: float | None
 
 
 # -------------------------------------------------------------------------------------------- sample replies
-def persona_speakers(persona: dict | None, gen=None) -> tuple[str, str]:
-    """(user, bot) pseudonyms, chosen exactly as ``chat`` chooses them (chatbot.infer.generate.resolve_speakers: the
-    trained persona, else the most active speaker who is not the exporter)."""
-    from ..config import GenConfig
-    from ..infer.generate import resolve_speakers
-
-    return resolve_speakers(persona if isinstance(persona, dict) else {}, gen or GenConfig())
-
-
-@torch.no_grad()
-def sample_replies(model, tok, persona: dict | None, prompts: list[str], device: torch.device,
-                   max_new_tokens: int = 32, gen=None) -> list[tuple[str, str]]:
-    """Greedy replies (KV cache) to each prompt as one user turn; stops at ``<|eot|>`` or a speaker token."""
-    from ..data.tokenizer import decode, encode_text, special_id
+def sample_replies(model, tok, persona: dict | None, prompts: list[str], gen: GenConfig, pii: PiiConfig,
+                   max_new_tokens: int = 32) -> list[tuple[str, str]]:
+    """The model's greedy reply to each prompt as one message of the user, through the Responder that ``chat``
+    uses: the same speakers (chatbot/infer/persona.py), clean → mask → encode, prompt layout, cached decode, stop
+    rules and clean-up. ``model`` is our Transformer or, fine-tuned from a pretrained base, its causal LM (with
+    that base's tokenizer as ``tok``)."""
+    from ..infer.loading import Bundle
+    from ..infer.responder import Responder
 
     if not prompts:
         return []
-    user, bot = persona_speakers(persona, gen)
-    eot = special_id(tok, EOT)
-    stop = {eot} | {i for t in SPEAKER_TOKENS if (i := tok.token_to_id(t)) is not None}
+    greedy = dataclasses.replace(gen.sampling, temperature=0.0, max_new_tokens=max_new_tokens)
     was_training = model.training
     model.eval()
-    block = model.args.block_size
-    out = []
     try:
-        for prompt in prompts:
-            ids = [special_id(tok, BOS), special_id(tok, speaker_token(user)), *encode_text(tok, prompt), eot,
-                   special_id(tok, speaker_token(bot))]
-            ids = ids[-(block - 1):]
-            budget = min(max_new_tokens, block - len(ids))
-            model.setup_cache(1, len(ids) + budget, dtype=torch.float32, device=device)
-            x = torch.tensor([ids], device=device)
-            logits = model(x, torch.arange(len(ids), device=device))
-            reply: list[int] = []
-            for i in range(budget):
-                nxt = int(logits[0, -1].argmax())
-                if nxt in stop:
-                    break
-                reply.append(nxt)
-                pos = torch.tensor([len(ids) + i], device=device)
-                logits = model(torch.tensor([[nxt]], device=device), pos)
-            out.append((prompt, decode(tok, reply, skip_special=True).strip()))
+        responder = Responder(Bundle(model, tok, persona or {}, Path("training"), 0), gen, pii)  # current weights
+        return [(prompt, responder.reply([("user", prompt)], sampling=greedy, policy="always").text)
+                for prompt in prompts]
     finally:
-        model.clear_cache()
         model.train(was_training)
-    return out

@@ -1,4 +1,4 @@
-"""The bridge end to end with a real tiny model (chatbot.infer.generate Responder over a 2-layer Transformer artifact):
+"""The bridge end to end with a real tiny model (chatbot.infer.responder Responder over a 2-layer Transformer artifact):
 ``run_bridge`` itself (password gate, run lock, model loading, jsonl on stdin) and the relay endpoint."""
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ def test_run_bridge_jsonl_with_a_real_model(cfg, monkeypatch, capsys) -> None:
 def test_run_bridge_refuses_without_the_password(cfg, monkeypatch) -> None:
     monkeypatch.setenv("CHATBOT_ACCESS_PASSWORD", "not-the-password")
     monkeypatch.setattr("chatbot.security.WRONG_PASSWORD_DELAY_S", 0.0)
-    monkeypatch.setattr("chatbot.infer.generate.load_responder", lambda cfg: pytest.fail("model loaded before the gate"))
+    monkeypatch.setattr("chatbot.infer.responder.load_responder", lambda cfg: pytest.fail("model loaded before the gate"))
     with pytest.raises(ChatbotError, match="wrong password"):
         run_bridge(cfg, send=True)
 
 
 def test_relay_with_a_real_responder(cfg, tmp_path) -> None:
-    from chatbot.infer.generate import load_responder
+    from chatbot.infer.responder import load_responder
 
     responder = load_responder(cfg)
     with running_bridge(tmp_path / "mem", responder, transport="relay") as rb:

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from tests.support.bridge import request, wait_until
+from tests.support.workspace import REPO
 
 # SIGTERM/SIGKILL to another process; Windows' Ctrl+Break path of serve_http: tests/test_portable.py
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the bridge process")
 
 from chatbot.bridge.memory import MemoryStore
 
-REPO = Path(__file__).resolve().parents[2]
 HELPER = REPO / "tests" / "support" / "bridge.py"
 
 

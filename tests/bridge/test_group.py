@@ -17,7 +17,9 @@ from chatbot.bridge.jsonl import run_jsonl
 from chatbot.bridge.memory import MemoryStore
 from chatbot.config import GenConfig, SamplingConfig
 from chatbot.formats import roomfile
-from chatbot.infer.generate import Responder, TokenIds, generate
+from chatbot.infer.decode import generate
+from chatbot.infer.prompt import TokenIds
+from chatbot.infer.responder import Responder
 from chatbot.infer.loading import Bundle
 from chatbot.eval.speak import BOT_NAME, SpeakPoint, group_room_messages, policy_scores, speak_points
 from chatbot.infer.speakers import RoomSpeakers, SpeakerPlan, make_plan, pre_decide
@@ -274,7 +276,7 @@ def test_learn_turn_taking_puts_loss_on_the_next_speaker_token(tmp_path: Path) -
 
 @pytest.mark.parametrize("bot_p", [None, 0.97])
 def test_smoke_group_script(tmp_path: Path, monkeypatch, capsys, bot_p) -> None:
-    import chatbot.infer.generate as g
+    import chatbot.infer.responder as g
     from chatbot.eval.smoke import GROUP_SCRIPT, smoke
 
     from tests.support.gen import password_env, write_checkpoint
@@ -345,7 +347,7 @@ def test_base_model_speak_probability_is_the_bot_prefix_probability(tmp_path: Pa
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     from chatbot.base.layout import BaseLayout
-    from chatbot.infer.generate import load_responder
+    from chatbot.infer.responder import load_responder
 
     from tests.support.base_infer import logits_of, make_base_run
 

@@ -202,7 +202,7 @@ def test_a_tokenizer_from_before_the_address_class_still_loads_and_encodes():
     from tokenizers import pre_tokenizers, trainers
 
     from chatbot.data.tokenizer import encode_marked, load_tokenizer, new_tokenizer, train_tokenizer
-    from chatbot.infer.generate import TokenIds, pii_for_tokenizer
+    from chatbot.infer.prompt import TokenIds, pii_for_tokenizer
     from chatbot.tokens import LATER_TOKENS, MEDIA_TOKENS, PII_TOKENS, REQUIRED_TOKENS
 
     old = new_tokenizer()

@@ -9,7 +9,6 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -20,8 +19,8 @@ from chatbot.errors import ChatbotError
 from chatbot.portable import try_lock
 
 from tests.support.preprocess import output_bytes, read_outputs, rec
+from tests.support.workspace import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _mtimes(d):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tests.support.workspace import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "e2e-test-password"
 MODEL_KEY = "e2e-Wq8r-Zt3y-Mk6p-Lv2n-Hs9d"  # invented
 

@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.workspace import REPO
+
 SIM = Path(__file__).resolve().parent / "simplatform"
 DRIVER = Path(__file__).resolve().parent / "platform_driver.py"
 PASSWORD = "platform-test-password"

@@ -12,6 +12,7 @@ import pytest
 
 from chatbot.eval import baselines, metrics
 from chatbot.eval.items import pick, reply_items, sessions
+from chatbot.eval.runner import FORMAT as EVAL_FORMAT
 
 # tiny models run fastest on one thread (the fixture is in tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -149,7 +150,7 @@ def test_eval_end_to_end_json_schema_and_status(trained, monkeypatch, capsys) ->
     assert code == 0, err
     r = json.loads(out)
     assert set(r) >= {"format", "created", "model", "data", "loss", "replies", "verdict", "seconds", "sampling"}
-    assert r["format"] == "chatbot-eval-1" and r["model"]["source"] == "best.pt"
+    assert r["format"] == EVAL_FORMAT and r["model"]["source"] == "best.pt"
     for name in ("model", "unigram", "bigram"):
         assert set(r["loss"][name]) >= {"nats", "ppl"} and r["loss"][name]["nats"] > 0
     # every validation target token is scored exactly once
@@ -209,7 +210,7 @@ def test_eval_replies_are_deterministic(trained, monkeypatch, capsys) -> None:
 # ------------------------------------------------------------------------------ smoke's collapse check
 def test_smoke_fails_on_collapsed_replies(tmp_path: Path, monkeypatch, capsys) -> None:
     import chatbot.eval.smoke as smoke_mod
-    from chatbot.infer.generate import Reply
+    from chatbot.infer.responder import Reply
     from tests.support.gen import password_env
     from tests.support.workspace import make_workspace
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from chatbot.eval.items import base_sessions, reply_items
+from chatbot.eval.runner import FORMAT as EVAL_FORMAT
 
 pytest.importorskip("peft")
 
@@ -64,12 +65,12 @@ def test_base_sessions_split_at_eos_and_read_speaker_prefixes() -> None:
 def test_eval_of_a_lora_run_end_to_end(base_run, monkeypatch, capsys) -> None:
     from chatbot.data.dataset import open_split, read_stats
     from chatbot.eval.runner import model_loss, read_sessions
-    from chatbot.infer.generate import Responder
+    from chatbot.infer.responder import Responder
     from chatbot.infer.loading import load_bundle
 
     cfg = base_run
     r = _eval(cfg, monkeypatch, capsys, "--limit", "4", "--source", "best")
-    assert r["format"] == "chatbot-eval-1" and r["model"]["source"] == "best.pt"
+    assert r["format"] == EVAL_FORMAT and r["model"]["source"] == "best.pt"
     assert r["model"]["origin"] == "base" and r["model"]["base"]["adapter"] == "lora"
     assert r["model"]["base"]["id"] == "qwen2-0" and r["model"]["base"]["weights"] == "checkpoint"  # no path
     assert r["model"]["block_size"] == 48

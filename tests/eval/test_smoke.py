@@ -9,7 +9,7 @@ import pytest
 
 import chatbot.security as security
 from chatbot.errors import ChatbotError
-from chatbot.infer.generate import TokenIds
+from chatbot.infer.prompt import TokenIds
 from chatbot.eval.smoke import check_reply, smoke
 
 from tests.support.gen import (byte_token, chatty_bias, constant_bias, password_env, shaped_model, tiny_tokenizer,

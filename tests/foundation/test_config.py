@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from chatbot.config import ConfigError, config_hash, load_config
+from tests.support.workspace import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def edit(project: Path, name: str, mutate) -> None:

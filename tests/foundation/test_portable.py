@@ -14,8 +14,9 @@ import pytest
 
 from chatbot import portable
 from chatbot.portable import cut_bytes, name_key, safe_name, setup_console, stop_signals, try_lock
+from tests.support.workspace import REPO
 
-PACKAGE = Path(__file__).resolve().parents[2] / "chatbot"
+PACKAGE = REPO / "chatbot"
 POSIX_ONLY_MODULES = {"fcntl", "resource", "termios", "pty", "tty", "grp", "pwd"}
 POSIX_ONLY_NAMES = {"fork", "forkpty", "getuid", "geteuid", "getgid", "getegid", "setsid", "killpg", "getpgid",
                     "SIGKILL", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGQUIT", "alarm", "setitimer",

@@ -124,7 +124,7 @@ def test_hf_format_is_sharded_and_loads_with_identical_logits(project, monkeypat
 
 def test_checkpoint_prompt_ids_equal_the_layout_and_reply_streams(project, monkeypatch):
     from chatbot.base.layout import BaseLayout
-    from chatbot.infer.generate import load_responder
+    from chatbot.infer.responder import load_responder
 
     run = make_base_run(project, "llama", gen={"model_preference": ["best"], "sampling": {"max_new_tokens": 12}})
     responder = load_responder(run["cfg"])
@@ -175,7 +175,7 @@ def test_full_fine_tune_publishes_plain_and_loads(project, monkeypatch):
 
 @pytest.mark.parametrize("family", ["qwen2", "llama"])
 def test_token_byte_table_rebuilds_utf8_exactly(family):
-    from chatbot.infer.generate import TextStream
+    from chatbot.infer.stream import TextStream
     from chatbot.infer.generate_base import hf_token_bytes, special_ids
     from tests.support.base import make_tokenizer
 

@@ -11,10 +11,12 @@ import torch
 from chatbot.config import GenConfig, SamplingConfig
 from chatbot.data.tokenizer import encode_text, placeholder_marker
 from chatbot.errors import ChatbotError
-from chatbot.infer.generate import (
-    FastDecoder, Responder, TextStream, TokenIds, build_prompt, clean_text, context_budget, generate, resolve_speakers,
-    sample_next,
-)
+from chatbot.infer.decode import generate
+from chatbot.infer.persona import resolve_speakers
+from chatbot.infer.prompt import TokenIds, build_prompt, context_budget
+from chatbot.infer.responder import Responder
+from chatbot.infer.sampling import sample_next
+from chatbot.infer.stream import TextStream, clean_reply
 from chatbot.infer.loading import Bundle
 
 from tests.support.gen import (
@@ -59,7 +61,6 @@ def test_cached_greedy_equals_full_recompute_token_for_token() -> None:
     prompt = torch.randint(0, vocab_size(), (11,), generator=torch.Generator().manual_seed(0)).tolist()
     want, logits = naive_greedy(model, prompt, 30)
     want_lp = [float(torch.log_softmax(lg, -1)[t]) for t, lg in zip(want, logits)]
-    model.setup_cache(1, model.args.block_size)
     got = generate(model, prompt, GREEDY, max_new_tokens=30)
     assert got.tokens == want
     assert got.logprobs == pytest.approx(want_lp, abs=1e-4)
@@ -68,7 +69,7 @@ def test_cached_greedy_equals_full_recompute_token_for_token() -> None:
 
 
 @pytest.mark.parametrize("over", [dict(bias=True, n_kv_head=2, n_head=2), dict(tie_embeddings=False, n_head=4, n_kv_head=1)])
-def test_fast_decoder_logits_equal_the_model_forward(over: dict) -> None:
+def test_cached_decode_logits_equal_the_model_forward(over: dict) -> None:
     """Prefill, a chunk after cached tokens (masked), then single tokens: every step's logits = full forward."""
     model = random_model(seed=7, **over)
     if over.get("bias"):
@@ -79,10 +80,10 @@ def test_fast_decoder_logits_equal_the_model_forward(over: dict) -> None:
     seq = torch.randint(0, vocab_size(), (30,), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         full = model(seq[None])[0]
-    dec = FastDecoder(model)
+    cache = model.new_cache()
     with torch.inference_mode():
-        got = [dec.forward(seq[:12], 0), dec.forward(seq[12:20], 12)]
-        got += [dec.forward(seq[p:p + 1], p) for p in range(20, 30)]
+        got = [model.decode(seq[:12], 0, cache), model.decode(seq[12:20], 12, cache)]
+        got += [model.decode(seq[p:p + 1], p, cache) for p in range(20, 30)]
     want = [full[11], full[19], *full[20:30]]
     for g, w in zip(got, want):
         assert torch.allclose(g, w, atol=1e-4), (g - w).abs().max()
@@ -92,7 +93,6 @@ def test_cache_prefills_once_then_feeds_one_token_per_step() -> None:
     tok = tiny_tokenizer()
     a, b, c = (byte_token(tok, x) for x in (b"a", b"b", b"c"))
     model = BigramModel(chain_of([a, b, c, a]))
-    model.setup_cache(1, 64)
     out = generate(model, [c, c, c, c, a], GREEDY, max_new_tokens=6)
     assert out.tokens == [b, c, a, b, c, a]
     assert model.calls == [5, 1, 1, 1, 1, 1]
@@ -113,7 +113,6 @@ def test_decode_threads_apply_to_the_token_steps_and_are_restored() -> None:
 
 def test_stops_when_the_context_is_full() -> None:
     model = random_model(seed=1, block_size=16)
-    model.setup_cache(1, 16)
     out = generate(model, list(range(10, 22)), GREEDY, max_new_tokens=50)
     assert out.stop_reason == "context_full"
     assert len(out.tokens) == 16 - 12 + 1  # the last sampled token needs no position of its own
@@ -131,7 +130,6 @@ def draws(logits: torch.Tensor, s: SamplingConfig, n: int = 1500, seed: int = 0)
 
 def test_top_k_1_is_greedy() -> None:
     model = random_model(seed=2)
-    model.setup_cache(1, 64)
     prompt = [1, 4, 30, 31, 32, 2, 5]
     greedy = generate(model, prompt, GREEDY, max_new_tokens=20).tokens
     topk1 = SamplingConfig(temperature=1.5, top_k=1, top_p=1.0, repetition_penalty=1.0)
@@ -179,7 +177,6 @@ def test_repetition_penalty_on_recent_tokens() -> None:
 
 def test_repetition_penalty_lowers_repeats_in_generated_text() -> None:
     model = random_model(seed=5)
-    model.setup_cache(1, 64)
     prompt = [1, 4, 40, 41, 42, 2, 5]
 
     def repeats(penalty: float) -> int:
@@ -288,10 +285,10 @@ def test_max_chars_trims_and_stops_generation() -> None:
 
 
 def test_clean_text_leaves_only_the_sentence() -> None:
-    assert clean_text("  <|eot|>hi <|spk:S1|>there<\u2060|photo|>\x1b \n", 100) == "hi there"
-    assert clean_text(f"a{placeholder_marker('url')}b", 100) == "aurlb"  # marker characters gone
-    assert clean_text("가나다라마", 3) == "가나다"
-    assert clean_text("<\u2060|3 you", 100) == "<|3 you"  # escaped text that is not a token is unescaped
+    assert clean_reply("  <|eot|>hi <|spk:S1|>there<\u2060|photo|>\x1b \n", 100) == "hi there"
+    assert clean_reply(f"a{placeholder_marker('url')}b", 100) == "aurlb"  # marker characters gone
+    assert clean_reply("가나다라마", 3) == "가나다"
+    assert clean_reply("<\u2060|3 you", 100) == "<|3 you"  # escaped text that is not a token is unescaped
 
 
 def test_confidence_is_the_mean_log_probability_of_the_reply_tokens() -> None:

@@ -11,7 +11,7 @@ import torch
 
 from chatbot.crypto import encrypt_bytes
 from chatbot.errors import ChatbotError
-from chatbot.infer.generate import load_responder
+from chatbot.infer.responder import load_responder
 from chatbot.infer.loading import find_model_source, load_bundle
 
 from tests.support.gen import PERSONA, artifact_dict, random_model, write_artifact, write_checkpoint

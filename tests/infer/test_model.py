@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from chatbot.model import ModelArgs, Transformer, masked_cross_entropy
+from chatbot.model import ModelArgs, Transformer
 from chatbot.train.loop import window_loss
 
 
@@ -33,33 +33,43 @@ def test_gqa_in_sdpa_equals_repeated_kv_reference():
     m = tiny().eval()
     attn = m.model.layers[0].self_attn
     x = torch.randn(2, 16, 32)
-    cos, sin = m.rope_cos[:16], m.rope_sin[:16]
-    got = attn(x, cos, sin)
-    from chatbot.model import apply_rope
+    cos, sin = m.rope_cos[:16, None], m.rope_sin[:16, None]
+    got = attn(x.reshape(32, 32), cos, sin).view(2, 16, 32)
 
     q = attn.q_proj(x).view(2, 16, 4, 8).transpose(1, 2)
     k = attn.k_proj(x).view(2, 16, 2, 8).transpose(1, 2)
     v = attn.v_proj(x).view(2, 16, 2, 8).transpose(1, 2)
-    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    q, k = hf_rope(q, 16), hf_rope(k, 16)
     y = F.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1), is_causal=True)
     want = attn.o_proj(y.transpose(1, 2).reshape(2, 16, 32))
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
+def hf_rope(x: torch.Tensor, T: int, theta: float = 10000.0) -> torch.Tensor:
+    """Rotary embedding as HF LLaMA writes it (rotate_half), x (B, H, T, D): the reference for ours."""
+    D = x.shape[-1]
+    inv_freq = 1.0 / (theta ** (torch.arange(0, D, 2, dtype=torch.float32) / D))
+    emb = torch.outer(torch.arange(T, dtype=torch.float32), inv_freq).repeat(1, 2)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * emb.cos() + torch.cat((-x2, x1), dim=-1) * emb.sin()
+
+
 def test_kv_cache_decoding_matches_full_forward():
+    """Prefill, a chunk after cached tokens (masked), then single tokens: each step's last logits = the full
+    forward's, and the cache is the caller's object (nothing is left on the model)."""
     m = tiny().eval()
-    idx = torch.randint(0, 97, (1, 12))
+    idx = torch.randint(0, 97, (12,))
+    buffers = dict(m.named_buffers())
     with torch.no_grad():
-        full = m(idx)
-        m.setup_cache(1, 16)
-        first = m(idx[:, :5], torch.arange(5))
-        steps = [m(idx[:, i : i + 1], torch.tensor([i])) for i in range(5, 12)]
-        m.clear_cache()
-    torch.testing.assert_close(first, full[:, :5], rtol=1e-4, atol=1e-5)
-    torch.testing.assert_close(torch.cat(steps, 1), full[:, 5:], rtol=1e-4, atol=1e-5)
-    assert "causal_mask" not in dict(m.named_buffers())
-    with pytest.raises(ValueError):
-        m(torch.zeros(1, 17, dtype=torch.long))
+        full = m(idx[None])[0]
+        cache = m.new_cache()
+        got = [m.decode(idx[:5], 0, cache), m.decode(idx[5:8], 5, cache)]
+        got += [m.decode(idx[i:i + 1], i, cache) for i in range(8, 12)]
+    want = [full[4], full[7], *full[8:12]]
+    torch.testing.assert_close(torch.stack(got), torch.stack(want), rtol=1e-4, atol=1e-5)
+    assert dict(m.named_buffers()).keys() == buffers.keys()
+    with pytest.raises(ValueError, match="cache"):
+        m.decode(idx[:1], 16, cache)
 
 
 def test_select_returns_logits_of_selected_positions_only():
@@ -95,6 +105,13 @@ def test_mask0_targets_change_no_gradient(select):
     m.zero_grad()
     window_loss(m, x, y3, w, select=select)[0].backward()
     assert any(not torch.equal(p.grad, a) for p, a in zip(m.parameters(), grads[0]))
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """The plain reference: mean cross-entropy over the positions whose weight is 1, from the full logits."""
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+    w = weights.reshape(-1).to(loss.dtype)
+    return (loss * w).sum() / w.sum().clamp(min=1.0)
 
 
 def test_masked_cross_entropy_matches_window_loss_mean():

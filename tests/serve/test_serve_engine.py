@@ -7,18 +7,17 @@ import os
 import subprocess
 import sys
 import threading
-from pathlib import Path
 
 import openai
 import pytest
 
 from tests.support.gen import PERSONA, chatty_bias, shaped_model, tiny_tokenizer
 from tests.support.serve import API_KEY, FakeResponder, running, serve_project, wait_until
+from tests.support.workspace import REPO
 
 # tiny models run fastest on one thread (the fixture is in tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 def client(srv) -> openai.OpenAI:
@@ -26,7 +25,7 @@ def client(srv) -> openai.OpenAI:
 
 
 def test_real_responder_streaming_matches_non_streaming(tmp_path):
-    from chatbot.infer.generate import Responder
+    from chatbot.infer.responder import Responder
     from chatbot.infer.loading import Bundle
 
     cfg = serve_project(tmp_path)

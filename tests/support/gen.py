@@ -15,7 +15,8 @@ from chatbot.data.tokenizer import train_tokenizer
 from chatbot.formats import artifact as artifact_format
 from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.fsio import atomic_torch_save
-from chatbot.infer.generate import TokenIds, token_byte_table
+from chatbot.infer.prompt import TokenIds
+from chatbot.infer.stream import token_byte_table
 from chatbot.model import ModelArgs, Transformer
 from tests.support.workspace import PASSWORD
 
@@ -170,10 +171,14 @@ class BigramModel(torch.nn.Module):
         self.table = torch.nn.Parameter(table, requires_grad=False)
         self.calls: list[int] = []  # tokens fed per forward call (prefill once, then 1 per step)
 
-    def setup_cache(self, batch: int, max_seq: int) -> None:
-        pass
+    def new_cache(self) -> None:
+        return None  # the next token depends on the current one only: nothing to remember
 
-    def forward(self, idx: torch.Tensor, input_pos: torch.Tensor | None = None, *, select=None) -> torch.Tensor:
+    def decode(self, idx: torch.Tensor, start: int, cache: None) -> torch.Tensor:
+        self.calls.append(idx.shape[0])
+        return self.table[idx[-1]]
+
+    def forward(self, idx: torch.Tensor, *, select=None) -> torch.Tensor:
         self.calls.append(idx.shape[1])
         out = self.table[idx]
         return out if select is None else out.reshape(-1, out.size(-1))[select]

@@ -38,9 +38,9 @@ def test_repair_leaves_a_clean_file_untouched_and_ends_a_glued_last_line(tmp_pat
 
 def test_a_resumed_run_repairs_the_log_a_killed_run_left(tmp_path):
     from chatbot.train.loop import EXIT_DONE, EXIT_STOPPED, train
-    from tests.support.train import make_project
+    from tests.support.train import make_train_project
 
-    cfg = make_project(tmp_path)  # 8 steps, a train record every 2, eval/save every 4
+    cfg = make_train_project(tmp_path)  # 8 steps, a train record every 2, eval/save every 4
 
     def stop_at_6(step):
         if step == 6:
