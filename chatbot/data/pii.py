@@ -60,7 +60,7 @@ PII_CLASSES = ("url", "email", "rrn", "card", "phone", "account", "mention", "ad
 def _load_tlds() -> list[str]:
     """Every public TLD (chatbot/data/tlds.txt: the ICANN section of the Public Suffix List, MPL 2.0)."""
     lines = (Path(__file__).with_name("tlds.txt")).read_text(encoding="utf-8").splitlines()
-    return [t.strip().lower() for t in lines if t.strip() and not t.startswith("#")]
+    return [tld.strip().lower() for tld in lines if tld.strip() and not tld.startswith("#")]
 
 
 _ALL_TLDS = _load_tlds()
@@ -90,7 +90,7 @@ _ALABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 
 
 def _url_pattern(trie) -> str:
-    ascii_tlds = trie(t for t in _ALL_TLDS if t.isascii())
+    ascii_tlds = trie(tld for tld in _ALL_TLDS if tld.isascii())
     any_tlds = trie(_ALL_TLDS)
     return (
         # scheme or www.: ASCII to the next whitespace; a non-ASCII run after / = & # ? + _ . : - or before a dot
@@ -176,15 +176,15 @@ _NOT_NAMES = {"(알 수 없음)", "(알수없음)", "알 수 없음", "알수없
 def _trie_regex(words: Iterable[str]) -> str:
     """A regex alternation of ``words`` factored into a trie (fast for hundreds of names; longest match first)."""
     trie: dict = {}
-    for w in words:
+    for word in words:
         node = trie
-        for ch in w:
-            node = node.setdefault(ch, {})
+        for char in word:
+            node = node.setdefault(char, {})
         node[""] = {}
 
     def build(node: dict) -> str:
         end = "" in node
-        branches = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        branches = [re.escape(char) + build(child) for char, child in sorted(node.items()) if char]
         if not branches:
             return ""
         body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
@@ -212,28 +212,28 @@ def name_variants(name: str) -> tuple[set[str], set[str]]:
         return always, vocative
     bases = {name}
     inner = re.findall(r"[(\[{]([^)\]}]+)[)\]}]", name)
-    bases.update(p.strip() for p in inner)
+    bases.update(part.strip() for part in inner)
     outer = re.sub(r"[(\[{][^)\]}]*[)\]}]", " ", name).strip()
     bases.add(outer)
     cleaned = set()
-    for b in bases:
+    for base in bases:
         # strip decoration (emoji, symbols, punctuation) at the ends: "달빛♡" -> "달빛"
-        b = re.sub(r"^[\W_]+|[\W_]+$", "", b)
-        if b:
-            cleaned.add(b)
-    for b in list(cleaned):
-        parts = b.split()
+        base = re.sub(r"^[\W_]+|[\W_]+$", "", base)
+        if base:
+            cleaned.add(base)
+    for base in list(cleaned):
+        parts = base.split()
         if len(parts) > 1:
-            if all(re.fullmatch(r"[가-힣]+", p) for p in parts) and len("".join(parts)) <= 4:
+            if all(re.fullmatch(r"[가-힣]+", part) for part in parts) and len("".join(parts)) <= 4:
                 cleaned.add("".join(parts))  # "김 민준" is also written "김민준"
             # a Latin first or last name on its own ("John" of "John Park"); Korean words of a multi-word
             # nickname ("오늘도 맑음") are everyday words and stay
-            cleaned.update(p for p in parts if re.fullmatch(r"[A-Za-z][A-Za-z'-]{2,}", p))
-    for b in cleaned | {name}:
-        if len(b) >= 2 and not _NOT_A_WORD.fullmatch(b):
-            always.add(b)
-        if re.fullmatch(r"[가-힣]{3}", b) and b[0] in _SURNAMES:
-            given = b[1:]
+            cleaned.update(part for part in parts if re.fullmatch(r"[A-Za-z][A-Za-z'-]{2,}", part))
+    for base in cleaned | {name}:
+        if len(base) >= 2 and not _NOT_A_WORD.fullmatch(base):
+            always.add(base)
+        if re.fullmatch(r"[가-힣]{3}", base) and base[0] in _SURNAMES:
+            given = base[1:]
             (vocative if given in _COMMON_WORDS else always).add(given)
     return always, vocative - always
 
@@ -245,15 +245,15 @@ class PiiMasker:
     def __init__(self, cfg: PiiConfig | None = None, names: Iterable[str] = ()):
         cfg = cfg or PiiConfig()
         self.counts: Counter = Counter()
-        self.markers = {c: placeholder_marker(c) for c in PII_CLASSES}
-        enabled = {c: bool(getattr(cfg, c)) for c in PII_CLASSES}
+        self.markers = {pii_class: placeholder_marker(pii_class) for pii_class in PII_CLASSES}
+        enabled = {pii_class: bool(getattr(cfg, pii_class)) for pii_class in PII_CLASSES}
         always: set[str] = set()
         vocative: set[str] = set()
         if enabled["mention"]:
-            for n in names:
-                a, v = name_variants(n)
-                always |= a
-                vocative |= v
+            for name in names:
+                always_variants, vocative_variants = name_variants(name)
+                always |= always_variants
+                vocative |= vocative_variants
             vocative -= always
         mention_names = sorted(always | vocative, key=len, reverse=True)
         # Separate passes, each behind a cheap pre-check, in this order: e-mail, URL, address, numbers (one
@@ -269,8 +269,8 @@ class PiiMasker:
         # every number class needs 7+ digits (1588-1234, 950505-2******, 02-123-4567): most messages with a digit
         # ("3시", "15,000원") skip the number pass
         self._seven_digits = re.compile(r"\d(?:\D*\d){6}").search
-        numbers = [f"(?P<{c}>{rx})" for c, rx in (("rrn", _RRN), ("card", _CARD), ("phone", _PHONE),
-                                                  ("account", _ACCOUNT)) if enabled[c]]
+        number_classes = (("rrn", _RRN), ("card", _CARD), ("phone", _PHONE), ("account", _ACCOUNT))
+        numbers = [f"(?P<{pii_class}>{pattern})" for pii_class, pattern in number_classes if enabled[pii_class]]
         self._numbers = re.compile("|".join(numbers)) if numbers else None
         self._mention = self._names = self._names_latin = None
         self._latin_hint = re.compile("[A-Za-z]").search
@@ -279,7 +279,7 @@ class PiiMasker:
             self._mention = re.compile(f"{known}(?P<mention>{_GENERIC_MENTION})")
             # no look-behind in the pattern (it would defeat re's first-character scan): _sub checks the left edge
             # names with Latin letters match in any case, in their own pass (IGNORECASE slows re down)
-            latin = {n for n in always if re.search("[A-Za-z]", n)}
+            latin = {name for name in always if re.search("[A-Za-z]", name)}
             names = []
             if always - latin:
                 names.append(f"(?P<name>{_trie_regex(sorted(always - latin))})")
@@ -290,15 +290,15 @@ class PiiMasker:
                 self._names_latin = re.compile(f"(?P<name>{_trie_regex(sorted(latin, key=str.lower))})",
                                                re.IGNORECASE)
 
-    def _sub(self, m: re.Match) -> str:
-        kind = m.lastgroup
-        text = m.group(0)
+    def _sub(self, match: re.Match) -> str:
+        kind = match.lastgroup
+        text = match.group(0)
         if kind == "url":
             trimmed = text.rstrip(".,!?;:)]}'\"~")
             tail = text[len(trimmed):]
             if not trimmed:
                 return text
-            if m.group("url_scheme") is None and not _bare_host_is_link(trimmed):
+            if match.group("url_scheme") is None and not _bare_host_is_link(trimmed):
                 return text
             self.counts["url"] += 1
             return self.markers["url"] + tail
@@ -311,7 +311,7 @@ class PiiMasker:
             if len(digits) in (15, 16) and text.isdigit() and not _luhn_ok(digits):
                 return text
         if kind == "account":
-            if m.group("account_shape") is not None:
+            if match.group("account_shape") is not None:
                 if len(set(text[4:]) - {" "}) < 4:
                     return text  # 100000000000 is an amount, not a 토스뱅크 account
                 self.counts["account"] += 1
@@ -328,11 +328,12 @@ class PiiMasker:
             self.counts["account"] += 1
             return text[: num.start()] + self.markers["account"]
         if kind in ("name", "name_voc"):
-            start, end = m.span()
-            s = m.string
-            if start and (s[start - 1].isalnum() or s[start - 1] in "_\ue000"):
+            start, end = match.span()
+            whole = match.string
+            if start and (whole[start - 1].isalnum() or whole[start - 1] in "_\ue000"):
                 return text  # inside a word: "하늘" in "밤하늘"
-            if text[-1].isascii() and text[-1].isalnum() and end < len(s) and s[end].isascii() and s[end].isalnum():
+            if (text[-1].isascii() and text[-1].isalnum() and end < len(whole) and whole[end].isascii()
+                    and whole[end].isalnum()):
                 return text  # "Leo" inside "Leonard"
             self.counts["name"] += 1
             return self.markers["mention"]
@@ -385,13 +386,13 @@ def _bare_host_is_link(text: str) -> bool:
 
 def _luhn_ok(digits: str) -> bool:
     total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
+    for position, char in enumerate(reversed(digits)):
+        digit = ord(char) - 48
+        if position % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
     return total % 10 == 0
 
 

@@ -32,7 +32,7 @@ def read(path: str | os.PathLike) -> list[dict[str, Any]]:
     except (OSError, ValueError) as exc:
         raise ChatbotError(f"{path}: unreadable manifest ({type(exc).__name__}); {REMEDY}") from None
     entries = data.get("files") if isinstance(data, dict) else data
-    if not isinstance(entries, list) or not all(isinstance(e, dict) and "path" in e for e in entries):
+    if not isinstance(entries, list) or not all(isinstance(entry, dict) and "path" in entry for entry in entries):
         raise ChatbotError(f"{path}: not a manifest written by organize; {REMEDY}")
     return entries
 
