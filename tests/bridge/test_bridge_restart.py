@@ -14,7 +14,7 @@ import pytest
 from tests.support.bridge import request, wait_until
 from tests.support.workspace import REPO
 
-# SIGTERM/SIGKILL to another process; Windows' Ctrl+Break path of serve_http: tests/test_portable.py
+# SIGTERM/SIGKILL to another process; Windows' Ctrl+Break path of serve_http: tests/foundation/test_portable.py
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="sends POSIX signals to the bridge process")
 
 from chatbot.bridge.memory import MemoryStore

@@ -1,4 +1,4 @@
-"""The whole pipeline in one process, as tests/test_platforms.py runs it on each (simulated) platform.
+"""The whole pipeline in one process, as tests/e2e/test_platforms.py runs it on each (simulated) platform.
 
 ``python tests/e2e/platform_driver.py <config dir> <reply message>``: organize → preprocess (in worker processes) →
 train stopped by a STOP file → resumed and stopped by Ctrl+Break (SIGBREAK where the platform has it, else SIGINT)

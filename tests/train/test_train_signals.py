@@ -13,7 +13,7 @@ from chatbot.formats import checkpoint as checkpoint_format
 from chatbot.train.loop import EXIT_DONE, train
 from tests.support.train import fork_train, load_ckpt, make_train_project, reload
 
-# the trainer is forked and sent POSIX signals; Windows' Ctrl+Break path: tests/test_portable.py
+# the trainer is forked and sent POSIX signals; Windows' Ctrl+Break path: tests/foundation/test_portable.py
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks the trainer and signals it (POSIX only)")
 
 

@@ -1,4 +1,4 @@
-"""A Windows-like Python on Linux, for tests/test_platforms.py (put this folder first on PYTHONPATH).
+"""A Windows-like Python on Linux, for tests/e2e/test_platforms.py (put this folder first on PYTHONPATH).
 
 What it takes away, as Windows does not have it:
 - ``fcntl``, ``resource``, ``termios``, ``pty``, ``tty``, ``grp``, ``pwd``: importing them raises ModuleNotFoundError;
