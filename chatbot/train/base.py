@@ -113,7 +113,7 @@ class LossModel(nn.Module):
         self.__dict__["_head"] = causal.get_output_embeddings()
         self.__dict__["_causal"] = causal
 
-    def forward(self, x: torch.Tensor, input_pos=None, *, select: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, select: torch.Tensor | None = None) -> torch.Tensor:
         h = self._decoder(input_ids=x, use_cache=False).last_hidden_state
         if select is not None:
             h = h[select] if select.dtype == torch.bool else h.reshape(-1, h.size(-1)).index_select(0, select)
