@@ -63,6 +63,23 @@ def drop_volatile(obj):
     return obj
 
 
+def assert_same_up_to_float_rounding(got, want, path: str = "") -> None:
+    """Equal structure, strings and ints; floats within 1e-4 relative. The expected values were computed on one
+    CPU: another CPU's kernels (AVX2 vs AVX-512) may round sums differently, which is not a format change."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), path
+        for key in want:
+            assert_same_up_to_float_rounding(got[key], want[key], f"{path}.{key}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), path
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same_up_to_float_rounding(g, w, f"{path}[{i}]")
+    elif isinstance(want, float) and not isinstance(want, bool):
+        assert got == pytest.approx(want, rel=1e-4, abs=1e-6), path
+    else:
+        assert got == want, path
+
+
 def tensor_digest(state: dict) -> dict:
     """The same digest make_fixtures.py records: sha256 of dtype, shape and raw bytes of each tensor."""
     out = {}
@@ -112,14 +129,24 @@ def test_reply_from_legacy_merged_base_artifact(shared_ws: Path) -> None:
         assert got[key] == base["reply"][key], key
 
 
+_PRINTED_SCORE = re.compile(r"(confidence |P\(bot next\) )(-?\d+\.\d+)")
+
+
 def _normalised_smoke(text: str) -> str:
-    return re.sub(r"\d+\.\d+ s\b", "_ s", text)  # latencies vary run to run; everything else must not
+    text = re.sub(r"\d+\.\d+ s\b", "_ s", text)  # latencies vary run to run; everything else must not
+    return _PRINTED_SCORE.sub(r"\1_", text)  # compared by _printed_scores, within rounding
+
+
+def _printed_scores(text: str) -> list[float]:
+    return [float(m.group(2)) for m in _PRINTED_SCORE.finditer(text)]
 
 
 def test_smoke_on_legacy_encrypted_artifact(shared_ws: Path) -> None:
     edit_yaml(shared_ws, "gen.yaml", {"model_preference": ["artifacts/model_latest.enc"]})
     got = cli(shared_ws, "smoke", code=EXPECTED["smoke"]["returncode"])
     assert _normalised_smoke(got.stdout) == _normalised_smoke(EXPECTED["smoke"]["stdout"])
+    want = _printed_scores(EXPECTED["smoke"]["stdout"])
+    assert want and _printed_scores(got.stdout) == pytest.approx(want, abs=0.011)  # 2 decimals: one step of rounding
 
 
 @pytest.mark.parametrize("source", ["artifact", "best", "latest"])
@@ -130,7 +157,7 @@ def test_eval_on_legacy_files(shared_ws: Path, source: str) -> None:
     assert got["loss"]["model"]["nats"] == pytest.approx(want["loss"]["model"]["nats"], abs=2e-4)
     assert got["data"] == want["data"] and got["model"] == want["model"]
     assert got["replies"] == want["replies"]
-    assert got == want
+    assert_same_up_to_float_rounding(got, want)
 
 
 def test_status_reads_the_legacy_workspace(shared_ws: Path) -> None:
@@ -148,10 +175,15 @@ def test_train_resumes_from_legacy_checkpoint(tmp_path: Path) -> None:
     run = ws / "checkpoints" / RUN
     latest = torch.load(run / "latest.pt", weights_only=True)
     assert latest["step"] == EXPECTED["resume"]["step"]
-    assert tensor_digest(latest["model"]) == EXPECTED["resume"]["tensors"]
+    # On the CPU that wrote the fixtures the resumed weights are bit-identical (their digests are in
+    # expected.json); resume_step48.pt holds them, so another CPU's rounding is compared with a tolerance.
+    want = torch.load(FIXTURE / "resume_step48.pt", weights_only=True)
+    assert sorted(latest["model"]) == sorted(want)
+    for name, tensor in want.items():
+        torch.testing.assert_close(latest["model"][name], tensor, rtol=1e-4, atol=1e-5, msg=name)
     metrics = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     new = [drop_volatile(m) for m in metrics if m.get("step", 0) > EXPECTED["train_steps"]]
-    assert new == [drop_volatile(m) for m in EXPECTED["resume"]["metrics"]]
+    assert_same_up_to_float_rounding(new, [drop_volatile(m) for m in EXPECTED["resume"]["metrics"]])
 
 
 def test_publish_from_legacy_checkpoint_matches_legacy_artifact(tmp_path: Path) -> None:
