@@ -233,9 +233,9 @@ class Attention(nn.Module):
         return AttentionWeights(_proj(self.q_proj), _proj(self.k_proj), _proj(self.v_proj), _proj(self.o_proj),
                                 (self.n_head, self.n_kv_head, self.head_dim), self.layer)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None):
-        """:func:`attend` and the output projection."""
-        y = attend(x, self.weights(), cos, sin, cache, start, mask, self.dropout if self.training else 0.0)
+    def forward(self, x, cos, sin):
+        """:func:`attend` (no cache: causal over the T positions) and the output projection."""
+        y = attend(x, self.weights(), cos, sin, dropout=self.dropout if self.training else 0.0)
         return F.linear(y, self.o_proj.weight, self.o_proj.bias)
 
 
@@ -267,9 +267,10 @@ class Block(nn.Module):
                             self.post_attention_layernorm.weight, _proj(mlp.gate_proj), _proj(mlp.up_proj),
                             _proj(mlp.down_proj), self.input_layernorm.eps)
 
-    def forward(self, x, cos, sin, cache: KVCache | None = None, start: int = 0, mask=None):
-        """:func:`block` with this block's weights (dropout in training)."""
-        return block(x, self.weights(), cos, sin, cache, start, mask, self.dropout if self.training else 0.0)
+    def forward(self, x, cos, sin):
+        """:func:`block` with this block's weights (dropout in training); cached decoding calls :func:`block`
+        directly with the weights its KVCache gathered."""
+        return block(x, self.weights(), cos, sin, dropout=self.dropout if self.training else 0.0)
 
 
 class Decoder(nn.Module):
